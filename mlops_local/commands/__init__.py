@@ -1,0 +1,1 @@
+"""One module per `mlops-local` subcommand: each exposes `register(subparsers)`."""

@@ -1,0 +1,78 @@
+"""Health of each service, checked concurrently with short timeouts (used by `status` and the UI)."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from mlops_local.settings import Settings
+
+
+@dataclass(frozen=True)
+class ServiceCheck:
+    """How to tell one service is healthy."""
+
+    name: str
+    url: str
+    probe: str
+    required: bool
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """Result of one check: `state` is up, down or not installed."""
+
+    name: str
+    url: str
+    state: str
+    detail: str
+    required: bool
+
+    @property
+    def up(self) -> bool:
+        return self.state == "up"
+
+
+def service_checks(settings: Settings) -> list[ServiceCheck]:
+    """The four services and the metrics endpoint, with their health URLs."""
+    return [
+        ServiceCheck("mlflow", settings.mlflow_url, settings.mlflow_url + "/health", True),
+        ServiceCheck("prometheus", settings.prometheus_url, settings.prometheus_url + "/-/ready", True),
+        ServiceCheck("ui", settings.ui_url, settings.ui_url + "/_stcore/health", True),
+        ServiceCheck("metrics", settings.metrics_url, settings.metrics_url, True),
+        ServiceCheck("grafana", settings.grafana_url, settings.grafana_url + "/api/health", False),
+    ]
+
+
+def probe(url: str, timeout: float) -> tuple[bool, str]:
+    """(healthy, detail) for one GET."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status == 200, f"HTTP {resp.status}"
+    except urllib.error.HTTPError as exc:
+        return False, f"HTTP {exc.code}"
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return False, str(reason)
+
+
+def check(
+    settings: Settings, timeout: float = 1.0, grafana_installed: bool | None = None
+) -> list[ServiceStatus]:
+    """Check every service at once; Grafana not answering and not installed is 'not installed'."""
+    checks = service_checks(settings)
+    with ThreadPoolExecutor(max_workers=len(checks)) as pool:
+        results = list(pool.map(lambda c: probe(c.probe, timeout), checks))
+    if grafana_installed is None:
+        from mlops_local.services.grafana import find_grafana
+
+        grafana_installed = find_grafana() is not None
+    statuses = []
+    for chk, (ok, detail) in zip(checks, results, strict=False):
+        state = "up" if ok else "down"
+        if chk.name == "grafana" and not ok and not grafana_installed:
+            state, detail = "not installed", "optional; see README to install"
+        statuses.append(ServiceStatus(chk.name, chk.url, state, detail, chk.required))
+    return statuses

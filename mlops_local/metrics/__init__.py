@@ -1,0 +1,1 @@
+"""Prometheus side: private registry, /metrics server thread, exporter, panels, API client, export."""

@@ -1,0 +1,61 @@
+"""Process-wide resources of the UI process, started once however many reruns and tabs there are.
+
+`serve ui` calls `ensure_runtime` before Streamlit starts, so /metrics is up before any browser
+connects. Page scripts call it too: in the UI process it returns the running instance; under
+AppTest (no `serve ui`) the first call starts it. A lock makes concurrent first calls safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from mlops_local.metrics.registry import build_registry
+from mlops_local.metrics.server import MetricsServer, start_metrics_server
+from mlops_local.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+@dataclass
+class Runtime:
+    """What the UI process shares across sessions: settings, registry, /metrics server."""
+
+    settings: Settings
+    registry: CollectorRegistry
+    metrics_server: MetricsServer
+
+    def stop(self) -> None:
+        self.metrics_server.stop()
+
+
+def ensure_runtime(settings: Settings) -> Runtime:
+    """Start the process's runtime on first call; later calls return the same instance."""
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            registry = build_registry()
+            server = start_metrics_server(registry, settings.host, settings.metrics_port)
+            _runtime = Runtime(settings=settings, registry=registry, metrics_server=server)
+            log.info("runtime started (metrics on %s)", server.url)
+        return _runtime
+
+
+def get_runtime() -> Runtime | None:
+    """The running runtime, or None when this process has not started one."""
+    return _runtime
+
+
+def shutdown_runtime() -> None:
+    """Stop the runtime (tests and process exit)."""
+    global _runtime
+    with _lock:
+        if _runtime is not None:
+            _runtime.stop()
+            _runtime = None

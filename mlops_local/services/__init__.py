@@ -1,0 +1,1 @@
+"""One module per service process: find its binary, render its config, run it in the foreground."""

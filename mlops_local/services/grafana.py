@@ -1,0 +1,192 @@
+"""`serve grafana`: run Grafana with a generated config when installed; otherwise wait idle."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlops_local.services.process import child_env, ensure_port_free, run_foreground
+from mlops_local.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PACKAGE_GRAFANA = Path(__file__).resolve().parent.parent / "grafana"
+DASHBOARDS_DIR = PACKAGE_GRAFANA / "dashboards"
+HOME_DASHBOARD = DASHBOARDS_DIR / "mlops-local.json"
+DATASOURCE_UID = "mlops-prometheus"
+
+INSTALL_HINT = """Grafana is not installed, so the optional dashboard at :{port} is off (the rest of the
+stack runs normally). To enable it, install Grafana and restart `bin/start`:
+  Debian/Ubuntu: follow https://grafana.com/docs/grafana/latest/setup-grafana/installation/debian/
+                 (apt repository), then `apt-get install grafana`
+  macOS:         brew install grafana
+  Any system:    unpack a Grafana tarball and set GRAFANA_HOME to its folder
+Waiting idle so that honcho keeps the other services running."""
+
+
+@dataclass(frozen=True)
+class GrafanaInstall:
+    """A Grafana server binary and its home path (the folder holding conf/ and public/)."""
+
+    binary: Path
+    homepath: Path
+
+    def command(self, config: Path) -> list[str]:
+        if self.binary.name == "grafana":
+            return [str(self.binary), "server", "--homepath", str(self.homepath), "--config", str(config)]
+        return [str(self.binary), "--homepath", str(self.homepath), "--config", str(config)]
+
+
+def _homepath_for(binary: Path) -> Path | None:
+    real = binary.resolve()
+    candidates = [real.parent.parent, real.parent.parent / "share" / "grafana",
+                  Path("/usr/share/grafana"), Path("/opt/homebrew/opt/grafana/share/grafana"),
+                  Path("/usr/local/opt/grafana/share/grafana")]
+    for cand in candidates:
+        if (cand / "conf" / "defaults.ini").is_file():
+            return cand
+    return None
+
+
+def find_grafana(environ: dict[str, str] | None = None) -> GrafanaInstall | None:
+    """GRAFANA_HOME's bin/grafana(-server), else `grafana` or `grafana-server` on PATH."""
+    environ = os.environ if environ is None else environ
+    home = environ.get("GRAFANA_HOME")
+    candidates: list[Path] = []
+    if home:
+        candidates += [Path(home) / "bin" / "grafana", Path(home) / "bin" / "grafana-server"]
+    for name in ("grafana", "grafana-server"):
+        found = shutil.which(name, path=environ.get("PATH"))
+        if found:
+            candidates.append(Path(found))
+    for binary in candidates:
+        if binary.is_file() and os.access(binary, os.X_OK):
+            homepath = Path(home) if home else _homepath_for(binary)
+            if homepath is not None:
+                return GrafanaInstall(binary, homepath)
+    return None
+
+
+def admin_password(settings: Settings) -> str:
+    """MLOPS_GRAFANA_ADMIN_PASSWORD, or a secret generated once and kept 0600 in MLOPS_HOME."""
+    if settings.grafana_admin_password:
+        return settings.grafana_admin_password
+    path = settings.grafana_dir / "admin-password"
+    if path.is_file():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret + "\n")
+    return secret
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.chmod(mode)
+    tmp.replace(path)
+
+
+def render_provisioning(settings: Settings) -> Path:
+    """Datasource (fixed uid) and dashboard provider under MLOPS_HOME/grafana/provisioning."""
+    root = settings.grafana_dir / "provisioning"
+    _write(root / "datasources" / "mlops-local.yaml", (
+        "apiVersion: 1\n"
+        "datasources:\n"
+        "  - name: Prometheus (mlops-local)\n"
+        "    type: prometheus\n"
+        f"    uid: {DATASOURCE_UID}\n"
+        "    access: proxy\n"
+        f"    url: {settings.prometheus_url}\n"
+        "    isDefault: true\n"
+        "    editable: false\n"
+        "    jsonData:\n"
+        f"      timeInterval: {settings.scrape_interval:g}s\n"
+    ))
+    _write(root / "dashboards" / "mlops-local.yaml", (
+        "apiVersion: 1\n"
+        "providers:\n"
+        "  - name: mlops-local\n"
+        "    folder: mlops-local\n"
+        "    type: file\n"
+        "    disableDeletion: true\n"
+        "    allowUiUpdates: false\n"
+        "    options:\n"
+        f"      path: {DASHBOARDS_DIR}\n"
+    ))
+    for sub in ("plugins", "alerting"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def render_ini(settings: Settings) -> Path:
+    """grafana.ini: bound to MLOPS_HOST, anonymous viewers, no default password, no phoning home."""
+    gdir = settings.grafana_dir
+    provisioning = render_provisioning(settings)
+    text = (
+        "[server]\n"
+        f"http_addr = {settings.host}\n"
+        f"http_port = {settings.grafana_port}\n"
+        "[paths]\n"
+        f"data = {gdir / 'data'}\n"
+        f"logs = {gdir / 'logs'}\n"
+        f"plugins = {gdir / 'plugins'}\n"
+        f"provisioning = {provisioning}\n"
+        "[security]\n"
+        "admin_user = admin\n"
+        f"admin_password = \"\"\"{admin_password(settings)}\"\"\"\n"
+        "disable_gravatar = true\n"
+        "cookie_samesite = strict\n"
+        "[users]\n"
+        "allow_sign_up = false\n"
+        "[auth.anonymous]\n"
+        "enabled = true\n"
+        "org_role = Viewer\n"
+        "[analytics]\n"
+        "reporting_enabled = false\n"
+        "check_for_updates = false\n"
+        "check_for_plugin_updates = false\n"
+        "feedback_links_enabled = false\n"
+        "[news]\n"
+        "news_feed_enabled = false\n"
+        "[dashboards]\n"
+        f"default_home_dashboard_path = {HOME_DASHBOARD}\n"
+        "[log]\n"
+        "mode = console\n"
+    )
+    path = gdir / "grafana.ini"
+    _write(path, text, mode=0o600)  # holds the admin password
+    return path
+
+
+def wait_idle() -> int:
+    """Block until SIGTERM/SIGINT, so a missing optional Grafana does not stop honcho's stack."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stop.wait(3600):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def serve(settings: Settings, install: GrafanaInstall | None = None) -> int:
+    """Run Grafana when found; otherwise say once how to install it and stay up idle."""
+    install = install or find_grafana()
+    if install is None:
+        print(INSTALL_HINT.format(port=settings.grafana_port), flush=True)
+        return wait_idle()
+    ensure_port_free(settings.host, settings.grafana_port, "MLOPS_GRAFANA_PORT")
+    config = render_ini(settings)
+    return run_foreground(install.command(config), "grafana", child_env(), cwd=str(install.homepath))

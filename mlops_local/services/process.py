@@ -1,0 +1,89 @@
+"""Run a child process in the foreground: output passed through, signals forwarded, no orphans."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+
+from mlops_local.errors import PortInUse
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE_SECONDS = 10.0
+
+
+def ensure_port_free(host: str, port: int, env: str) -> None:
+    """Raise PortInUse (naming the port and the variable that changes it) if ``port`` is taken."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise PortInUse(host, port, env) from None
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+def run_foreground(
+    cmd: Sequence[str], name: str, env: Mapping[str, str] | None = None, cwd: str | None = None
+) -> int:
+    """Run ``cmd`` in its own process group until it exits or we get SIGTERM/SIGINT.
+
+    On a signal the whole group gets SIGTERM, then SIGKILL after a grace period, so servers that
+    fork workers (MLflow's uvicorn, Prometheus) leave nothing behind.
+    """
+    log.info("starting %s: %s", name, " ".join(cmd))
+    proc = subprocess.Popen(
+        list(cmd), env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
+        stdout=sys.stdout, stderr=sys.stderr,
+    )
+    stopping: list[float] = []  # monotonic time of the first stop signal
+
+    def forward(signum: int, _frame: object) -> None:
+        if not stopping:
+            log.info("stopping %s (signal %d)", name, signum)
+            stopping.append(time.monotonic())
+        _signal_group(proc, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while True:
+            try:
+                code = proc.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                if stopping and time.monotonic() - stopping[0] > STOP_GRACE_SECONDS:
+                    log.warning("%s did not stop in %.0f s; killing it", name, STOP_GRACE_SECONDS)
+                    _signal_group(proc, signal.SIGKILL)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        # Reap stray children of the group (a worker the server forgot to stop).
+        _signal_group(proc, signal.SIGKILL)
+    if stopping:
+        log.info("%s stopped", name)
+        return 0
+    log.info("%s exited with code %s", name, code)
+    return code
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The current environment with unbuffered Python output plus ``extra``."""
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    if extra:
+        env.update(extra)
+    return env

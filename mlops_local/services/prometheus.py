@@ -1,0 +1,182 @@
+"""`serve prometheus`: find (or install) the real Prometheus binary, render its config, run it."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from mlops_local.errors import UserError
+from mlops_local.services.process import child_env, ensure_port_free, run_foreground
+from mlops_local.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "prometheus.yml"
+
+# The pinned official release, checked against the sha256 published with it.
+PINNED_VERSION = "2.37.1"
+PINNED_SHA256 = {
+    "linux-amd64": "753f66437597cf52ada98c2f459aa8c03745475c249c9f2b40ac7b3919131ba6",
+    "linux-arm64": "b59a66fb5c7ec5acf6bf426793528a5789a1478a0dad8c64edc2843caf31b1b8",
+    "darwin-amd64": "e03a43d98955ac3500f57353ea74b5df829074205f195ea6b3b88f55c4575c79",
+    "darwin-arm64": "eb8a174c82a0fb6c84e81d9a73214318fb4a605115ad61505d7883d02e5a6f52",
+}
+RELEASE_URL = (
+    "https://github.com/prometheus/prometheus/releases/download/"
+    "v{version}/prometheus-{version}.{platform}.tar.gz"
+)
+DOWNLOAD_TIMEOUT = 10.0
+
+
+def render_config(settings: Settings) -> str:
+    """prometheus.yml for these settings: the mlops-local job and Prometheus itself."""
+    interval = f"{settings.scrape_interval:g}s"
+    own = f"{settings.metrics_target.rsplit(':', 1)[0]}:{settings.prometheus_port}"
+    return (
+        "# Scrape config for mlops-local. `mlops-local serve prometheus` uses this file as is with\n"
+        "# the default ports; otherwise it renders the same layout into MLOPS_HOME/prometheus.\n"
+        "global:\n"
+        f"  scrape_interval: {interval}\n"
+        f"  evaluation_interval: {interval}\n"
+        "\n"
+        "scrape_configs:\n"
+        "  - job_name: mlops-local\n"
+        f"    scrape_interval: {interval}\n"
+        "    metrics_path: /metrics\n"
+        "    static_configs:\n"
+        f"      - targets: ['{settings.metrics_target}']\n"
+        "  - job_name: prometheus\n"
+        "    static_configs:\n"
+        f"      - targets: ['{own}']\n"
+    )
+
+
+def config_path(settings: Settings) -> Path:
+    """The repo's prometheus.yml when it matches these settings, else a rendered copy in MLOPS_HOME."""
+    wanted = render_config(settings)
+    if REPO_CONFIG.is_file() and REPO_CONFIG.read_text() == wanted:
+        return REPO_CONFIG
+    path = settings.prometheus_dir / "prometheus.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".yml.tmp")
+    tmp.write_text(wanted)
+    tmp.replace(path)
+    return path
+
+
+def _platform_key() -> str | None:
+    system = platform.system().lower()
+    machine = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
+        platform.machine().lower()
+    )
+    key = f"{system}-{machine}"
+    return key if key in PINNED_SHA256 else None
+
+
+def cached_binary(settings: Settings) -> Path:
+    return settings.tools_dir / f"prometheus-{PINNED_VERSION}" / "prometheus"
+
+
+def find_binary(settings: Settings) -> Path | None:
+    """PROMETHEUS_BIN, then PATH, then the copy cached under MLOPS_HOME/tools."""
+    explicit = os.environ.get("PROMETHEUS_BIN")
+    if explicit:
+        path = Path(explicit)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise UserError(f"PROMETHEUS_BIN={explicit} is not an executable file")
+        return path
+    on_path = shutil.which("prometheus")
+    if on_path:
+        return Path(on_path)
+    cached = cached_binary(settings)
+    return cached if cached.is_file() else None
+
+
+def download_release(settings: Settings, url_template: str = RELEASE_URL) -> Path | None:
+    """Download the pinned release, verify its sha256, cache the binary; None when offline."""
+    key = _platform_key()
+    if key is None:
+        log.info("no pinned Prometheus release for %s/%s", platform.system(), platform.machine())
+        return None
+    url = url_template.format(version=PINNED_VERSION, platform=key)
+    target = cached_binary(settings)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log.info("downloading Prometheus %s from %s", PINNED_VERSION, url)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        archive = Path(tmp) / "prometheus.tar.gz"
+        try:
+            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as resp, archive.open("wb") as out:
+                shutil.copyfileobj(resp, out)
+        except OSError as exc:
+            log.info("download failed (%s); trying the next source", exc)
+            return None
+        digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+        if digest != PINNED_SHA256[key]:
+            raise UserError(
+                f"Prometheus download from {url} has sha256 {digest}, expected {PINNED_SHA256[key]}; "
+                "refusing to use it"
+            )
+        member = f"prometheus-{PINNED_VERSION}.{key}/prometheus"
+        with tarfile.open(archive) as tar:
+            tar.extract(member, tmp, filter="data")
+        extracted = Path(tmp) / member
+        extracted.chmod(0o755)
+        extracted.replace(target)
+    return target
+
+
+def install_with_apt() -> Path | None:
+    """Debian's `prometheus` package, when root on Debian/Ubuntu; None otherwise."""
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return None
+    log.info("installing Debian's prometheus package with apt-get")
+    env = child_env({"DEBIAN_FRONTEND": "noninteractive"})
+    for cmd in (["apt-get", "update", "-q"],
+                ["apt-get", "install", "-y", "-q", "--no-install-recommends", "prometheus"]):
+        if subprocess.run(cmd, env=env, check=False).returncode != 0:
+            return None
+    found = shutil.which("prometheus")
+    return Path(found) if found else None
+
+
+def ensure_binary(settings: Settings, allow_download: bool = True, allow_apt: bool = True) -> Path:
+    """Find Prometheus, or fetch it: pinned release (sha256-checked), then Debian's package."""
+    found = find_binary(settings)
+    if found:
+        return found
+    found = download_release(settings) if allow_download else None
+    if found is None and allow_apt:
+        found = install_with_apt()
+    if found is None:
+        raise UserError(
+            "no Prometheus binary found: set PROMETHEUS_BIN, put `prometheus` on PATH, or run "
+            "bin/start (which downloads the pinned release or installs Debian's package)"
+        )
+    return found
+
+
+def command(settings: Settings, binary: Path) -> list[str]:
+    """Prometheus bound to MLOPS_HOST, TSDB under MLOPS_HOME/prometheus."""
+    return [
+        str(binary),
+        f"--config.file={config_path(settings)}",
+        f"--storage.tsdb.path={settings.prometheus_dir / 'data'}",
+        f"--web.listen-address={settings.host}:{settings.prometheus_port}",
+    ]
+
+
+def serve(settings: Settings) -> int:
+    """Run Prometheus in the foreground until SIGTERM/SIGINT."""
+    ensure_port_free(settings.host, settings.prometheus_port, "MLOPS_PROMETHEUS_PORT")
+    binary = ensure_binary(settings, allow_download=False, allow_apt=False)
+    (settings.prometheus_dir / "data").mkdir(parents=True, exist_ok=True)
+    return run_foreground(command(settings, binary), "prometheus", child_env(),
+                          cwd=str(settings.prometheus_dir))

@@ -1,0 +1,43 @@
+"""`serve ui`: start the /metrics thread once, then run Streamlit in this same process."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from mlops_local.runtime import ensure_runtime, shutdown_runtime
+from mlops_local.services.process import ensure_port_free
+from mlops_local.settings import Settings
+
+log = logging.getLogger(__name__)
+
+APP_PATH = Path(__file__).resolve().parent.parent / "ui" / "app.py"
+
+
+def streamlit_args(settings: Settings) -> list[str]:
+    """Arguments for `streamlit run`: bound to MLOPS_HOST, headless, no usage statistics."""
+    return [
+        "run", str(APP_PATH),
+        "--server.address", settings.host,
+        "--server.port", str(settings.ui_port),
+        "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+        "--server.maxUploadSize", str(settings.max_upload_mb),
+        "--server.fileWatcherType", "none",
+        "--theme.base", "light",
+    ]
+
+
+def serve(settings: Settings) -> int:
+    """Bind the metrics endpoint before any browser connects, then hand over to Streamlit."""
+    ensure_port_free(settings.host, settings.ui_port, "MLOPS_UI_PORT")
+    ensure_runtime(settings)
+    from streamlit.web import cli as stcli  # heavy import, only in the UI process
+
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    try:
+        stcli.main(streamlit_args(settings), standalone_mode=False)
+    finally:
+        shutdown_runtime()
+    return 0

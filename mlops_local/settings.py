@@ -1,0 +1,232 @@
+"""The one settings object: every port, path and URI, read from the environment once."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+APP_NAME = "mlops-local"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the settings table: attribute, environment variable, default, parser, help."""
+
+    attr: str
+    env: str
+    default: object
+    parse: Callable[[str], object]
+    help: str
+    secret: bool = False
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be between 0 and 65535, got {port}")
+    return port
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError(f"must be greater than 0, got {number}")
+    return number
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError(f"must be greater than 0, got {number}")
+    return number
+
+
+def _default_home() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("home", "MLOPS_HOME", _default_home, lambda v: Path(v).expanduser(),
+            "Data directory: MLflow store and artifacts, Prometheus TSDB, Grafana data, exports."),
+    Setting("host", "MLOPS_HOST", "127.0.0.1", str,
+            "Address every service binds to. Keep 127.0.0.1 unless you mean to expose the stack."),
+    Setting("ui_port", "MLOPS_UI_PORT", 8501, _port, "Streamlit UI port."),
+    Setting("mlflow_port", "MLOPS_MLFLOW_PORT", 8080, _port, "MLflow tracking server and UI port."),
+    Setting("prometheus_port", "MLOPS_PROMETHEUS_PORT", 9090, _port, "Prometheus port."),
+    Setting("grafana_port", "MLOPS_GRAFANA_PORT", 3000, _port, "Grafana port (when Grafana is installed)."),
+    Setting("metrics_port", "MLOPS_METRICS_PORT", 8001, _port,
+            "/metrics endpoint served by a thread inside the UI process."),
+    Setting("tracking_uri", "MLFLOW_TRACKING_URI", None, str,
+            "MLflow tracking URI. Default: the local server at MLOPS_HOST:MLOPS_MLFLOW_PORT."),
+    Setting("grafana_admin_password", "MLOPS_GRAFANA_ADMIN_PASSWORD", None, str,
+            "Grafana admin password. Default: generated once, stored 0600 in MLOPS_HOME/grafana.",
+            secret=True),
+    Setting("scrape_interval", "MLOPS_SCRAPE_INTERVAL", 5.0, _positive_float,
+            "Seconds between Prometheus scrapes of /metrics."),
+    Setting("sync_interval", "MLOPS_SYNC_INTERVAL", 5.0, _positive_float,
+            "Seconds between the exporter's incremental syncs from MLflow."),
+    Setting("max_series", "MLOPS_MAX_SERIES", 500, _positive_int,
+            "Cap on {experiment, dataset, model} combinations exported (oldest evicted)."),
+    Setting("max_upload_mb", "MLOPS_MAX_UPLOAD_MB", 200, _positive_int,
+            "Largest dataset upload accepted by the UI, in MB."),
+    Setting("http_timeout", "MLOPS_HTTP_TIMEOUT", 5.0, _positive_float,
+            "Seconds before a call to MLflow or Prometheus gives up (no call hangs)."),
+)
+
+_BY_ATTR = {s.attr: s for s in SETTINGS}
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the settings cannot use."""
+
+
+def _connect_host(host: str) -> str:
+    """Where a client on this machine reaches a service bound to ``host``."""
+    if host in ("0.0.0.0", "", "::"):
+        return "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]"
+    return host
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Effective configuration of one mlops-local installation."""
+
+    home: Path
+    host: str = "127.0.0.1"
+    ui_port: int = 8501
+    mlflow_port: int = 8080
+    prometheus_port: int = 9090
+    grafana_port: int = 3000
+    metrics_port: int = 8001
+    tracking_uri: str | None = None
+    grafana_admin_password: str | None = None
+    scrape_interval: float = 5.0
+    sync_interval: float = 5.0
+    max_series: int = 500
+    max_upload_mb: int = 200
+    http_timeout: float = 5.0
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every setting from ``environ`` (default ``os.environ``), noting where each came from."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        sources: dict[str, str] = {}
+        for setting in SETTINGS:
+            raw = environ.get(setting.env)
+            if raw not in (None, ""):
+                try:
+                    values[setting.attr] = setting.parse(raw)
+                except ValueError as exc:
+                    raise SettingsError(f"{setting.env}={raw!r} is not valid: {exc}") from None
+                sources[setting.attr] = f"env {setting.env}"
+            else:
+                default = setting.default
+                values[setting.attr] = default() if callable(default) else default
+                sources[setting.attr] = "default"
+        return cls(**values, sources=sources)
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with some values changed (used by tests and by `--port`-style options)."""
+        sources = dict(self.sources)
+        sources.update({k: "override" for k in changes})
+        return dataclasses.replace(self, **changes, sources=sources)
+
+    # -- derived paths: everything lives under one directory ---------------------------------
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.home / "mlflow"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.mlflow_dir / "mlflow.db"
+
+    @property
+    def backend_store_uri(self) -> str:
+        return f"sqlite:///{self.mlflow_db}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.mlflow_dir / "artifacts"
+
+    @property
+    def prometheus_dir(self) -> Path:
+        return self.home / "prometheus"
+
+    @property
+    def grafana_dir(self) -> Path:
+        return self.home / "grafana"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.home / "exports"
+
+    @property
+    def tools_dir(self) -> Path:
+        return self.home / "tools"
+
+    # -- derived URLs ------------------------------------------------------------------------
+    def _url(self, port: int) -> str:
+        return f"http://{_connect_host(self.host)}:{port}"
+
+    @property
+    def mlflow_url(self) -> str:
+        return self._url(self.mlflow_port)
+
+    @property
+    def effective_tracking_uri(self) -> str:
+        return self.tracking_uri or self.mlflow_url
+
+    @property
+    def prometheus_url(self) -> str:
+        return self._url(self.prometheus_port)
+
+    @property
+    def grafana_url(self) -> str:
+        return self._url(self.grafana_port)
+
+    @property
+    def ui_url(self) -> str:
+        return self._url(self.ui_port)
+
+    @property
+    def metrics_url(self) -> str:
+        return self._url(self.metrics_port) + "/metrics"
+
+    @property
+    def metrics_target(self) -> str:
+        """host:port Prometheus scrapes."""
+        return f"{_connect_host(self.host)}:{self.metrics_port}"
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(variable, effective value, source) rows for `mlops-local config`; secrets masked."""
+        rows = []
+        for setting in SETTINGS:
+            value = getattr(self, setting.attr)
+            source = self.sources.get(setting.attr, "default")
+            if setting.attr == "tracking_uri" and value is None:
+                value = f"{self.effective_tracking_uri} (local server)"
+            elif setting.secret:
+                value = "(set)" if value else "(generated on first Grafana start)"
+            rows.append((setting.env, str(value), source))
+        return rows
+
+
+def setting(attr: str) -> Setting:
+    """The table row for one attribute."""
+    return _BY_ATTR[attr]
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use only."""
+    return Settings.from_env()

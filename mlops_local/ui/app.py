@@ -1,0 +1,19 @@
+"""Streamlit entry: runtime first (metrics thread, once per process), then the pages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from mlops_local.ui import common
+
+st.set_page_config(page_title="mlops-local", page_icon="📈", layout="wide")
+common.runtime()
+common.sidebar_status(common.service_statuses(common.settings()))
+
+PAGES = Path(__file__).parent / "pages"
+navigation = st.navigation([
+    st.Page(PAGES / "home.py", title="Home", icon="🏠", default=True),
+])
+navigation.run()
