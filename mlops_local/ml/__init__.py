@@ -1,0 +1,1 @@
+"""Machine learning: datasets, model catalog, preprocessing, training, evaluation, sweeps."""

@@ -1,0 +1,157 @@
+"""Start real services (`mlops-local serve ...`) on free ports for tests, and always stop them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MLOPS = [sys.executable, "-m", "mlops_local.cli"]
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stack_env(home: Path, **overrides: object) -> dict[str, str]:
+    """Environment for a stack in ``home`` with every port free; overrides win."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "MLFLOW_"))}
+    env.update({
+        "MLOPS_HOME": str(home),
+        "MLOPS_HOST": "127.0.0.1",
+        "MLOPS_UI_PORT": str(free_port()),
+        "MLOPS_MLFLOW_PORT": str(free_port()),
+        "MLOPS_PROMETHEUS_PORT": str(free_port()),
+        "MLOPS_GRAFANA_PORT": str(free_port()),
+        "MLOPS_METRICS_PORT": str(free_port()),
+        "MLOPS_SCRAPE_INTERVAL": "1",
+        "MLOPS_SYNC_INTERVAL": "1",
+        "PYTHONUNBUFFERED": "1",
+        # A client call to a server that is down fails in seconds, not minutes.
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    })
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
+def wait_until_responds(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    """Poll ``url`` until it answers 200; fail early if ``proc`` died."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as exc:
+            last = exc
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout} s (last error: {last})")
+
+
+def process_tree(pid: int) -> set[int]:
+    """pid and all its descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        cur = todo.pop()
+        if cur not in found:
+            found.add(cur)
+            todo.extend(children.get(cur, []))
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    """The pids that still exist and are not zombies."""
+    out = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            out.add(pid)
+    return out
+
+
+@dataclass
+class Service:
+    """A `mlops-local serve` subprocess; `stop()` sends SIGTERM and reports leftovers."""
+
+    name: str
+    proc: subprocess.Popen
+    url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 20.0) -> set[int]:
+        """SIGTERM, wait; returns pids of the tree still alive afterwards (should be empty)."""
+        tree = process_tree(self.proc.pid)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        deadline = time.monotonic() + 5
+        left = alive(tree - {self.proc.pid})
+        while left and time.monotonic() < deadline:
+            time.sleep(0.1)
+            left = alive(left)
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return left
+
+
+HEALTH_PATHS = {
+    "mlflow": ("MLOPS_MLFLOW_PORT", "/health"),
+    "prometheus": ("MLOPS_PROMETHEUS_PORT", "/-/ready"),
+    "ui": ("MLOPS_UI_PORT", "/_stcore/health"),
+}
+
+
+def start_service(name: str, env: dict[str, str], log_dir: Path, wait: bool = True,
+                  timeout: float = 90.0) -> Service:
+    """Run `mlops-local serve NAME` with ``env``; wait until its health URL answers."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}-{env['MLOPS_' + name.upper() + '_PORT'] if name != 'grafana' else 'g'}.log"
+    fh = log_path.open("wb")
+    proc = subprocess.Popen([*MLOPS, "serve", name], env=env, stdout=fh, stderr=subprocess.STDOUT,
+                            cwd=str(ROOT))
+    port_var, path = HEALTH_PATHS.get(name, ("MLOPS_GRAFANA_PORT", "/api/health"))
+    url = f"http://127.0.0.1:{env[port_var]}"
+    service = Service(name, proc, url, log_path)
+    if wait:
+        try:
+            wait_until_responds(url + path, timeout=timeout, proc=proc)
+        except Exception:
+            service.stop()
+            raise RuntimeError(f"{name} did not start:\n{service.log()[-3000:]}") from None
+    return service
