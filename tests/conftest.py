@@ -55,3 +55,22 @@ def mlflow_service(tmp_path: Path) -> Iterator[tuple[Service, dict[str, str]]]:
     service = start_service("mlflow", env, tmp_path / "logs")
     yield service, env
     service.stop()
+
+
+@pytest.fixture(scope="session")
+def honcho_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The whole stack from the Procfile under honcho, on free ports in a temporary MLOPS_HOME.
+
+    Yields the stack's environment (ports, MLOPS_HOME, MLFLOW_TRACKING_URI) once every required
+    service is healthy. Teardown fails if any process outlives honcho's stop.
+    """
+    from tests.services import start_honcho, wait_stack_healthy
+
+    home = tmp_path_factory.mktemp("stack-home")
+    stack = start_honcho(stack_env(home), home / "logs")
+    wait_stack_healthy(stack)
+    env = dict(stack.env)
+    env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{env['MLOPS_MLFLOW_PORT']}"
+    yield env
+    leftovers = stack.stop()
+    assert not leftovers, f"processes left after stopping honcho: {leftovers}"

@@ -155,3 +155,56 @@ def start_service(name: str, env: dict[str, str], log_dir: Path, wait: bool = Tr
             service.stop()
             raise RuntimeError(f"{name} did not start:\n{service.log()[-3000:]}") from None
     return service
+
+
+VENV_BIN = Path(sys.executable).parent
+
+
+@dataclass
+class HonchoStack:
+    """The Procfile under `honcho start`, as `bin/start` runs it."""
+
+    proc: subprocess.Popen
+    env: dict[str, str]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30.0) -> set[int]:
+        """SIGTERM honcho (as Ctrl-C would); returns pids of the tree still alive afterwards."""
+        return Service("honcho", self.proc, "", self.log_path).stop(timeout)
+
+
+def start_honcho(env: dict[str, str], log_dir: Path) -> HonchoStack:
+    """`honcho start` on the repo's Procfile with ``env``; returns at once (not yet healthy)."""
+    env = dict(env)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / "honcho.log"
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "honcho"), "start", "-f", str(ROOT / "Procfile"), "-d", str(ROOT)],
+        env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, cwd=str(ROOT),
+    )
+    return HonchoStack(proc, env, log_path)
+
+
+def required_health_urls(env: dict[str, str]) -> dict[str, str]:
+    """Health URL of every required service of a stack started with ``env``."""
+    port = lambda var: env[var]  # noqa: E731
+    return {
+        "mlflow": f"http://127.0.0.1:{port('MLOPS_MLFLOW_PORT')}/health",
+        "prometheus": f"http://127.0.0.1:{port('MLOPS_PROMETHEUS_PORT')}/-/ready",
+        "ui": f"http://127.0.0.1:{port('MLOPS_UI_PORT')}/_stcore/health",
+        "metrics": f"http://127.0.0.1:{port('MLOPS_METRICS_PORT')}/metrics",
+    }
+
+
+def wait_stack_healthy(stack: HonchoStack, timeout: float = 120.0) -> None:
+    """Wait until every required service answers; include honcho's log on failure."""
+    try:
+        for url in required_health_urls(stack.env).values():
+            wait_until_responds(url, timeout=timeout, proc=stack.proc)
+    except Exception as exc:
+        stack.stop()
+        raise RuntimeError(f"stack did not become healthy: {exc}\n{stack.log()[-4000:]}") from None

@@ -1,0 +1,159 @@
+"""Each `serve` command: starts on free ports, binds MLOPS_HOST only, stops on SIGTERM with no orphans."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from mlops_local.services import prometheus
+from mlops_local.settings import Settings
+from tests.services import MLOPS, ROOT, free_port, stack_env, start_service, wait_until_responds
+
+pytestmark = pytest.mark.integration
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses with a LISTEN socket on ``port`` (from /proc/net/tcp{,6})."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            addr, hexport = local.split(":")
+            if state == "0A" and int(hexport, 16) == port:
+                found.add(addr)
+    return found
+
+
+@pytest.mark.parametrize("name", ["mlflow", "prometheus", "ui"])
+def test_serve_starts_healthy_binds_loopback_and_stops_cleanly(name: str, tmp_path: Path) -> None:
+    env = stack_env(tmp_path / "home")
+    service = start_service(name, env, tmp_path / "logs")
+    try:
+        port = int(service.url.rsplit(":", 1)[1])
+        # 0100007F is 127.0.0.1 in /proc/net/tcp: nothing listens on 0.0.0.0 or other interfaces.
+        assert _listening_addresses(port) == {"0100007F"}
+        if name == "ui":
+            metrics_port = int(env["MLOPS_METRICS_PORT"])
+            body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
+            assert b"mlops_build_info{" in body and b"process_resident_memory_bytes" in body
+            assert _listening_addresses(metrics_port) == {"0100007F"}
+    finally:
+        leftovers = service.stop()
+    assert service.proc.returncode == 0, service.log()[-2000:]
+    assert not leftovers, f"{name} left processes behind: {leftovers}"
+
+
+def test_mlflow_server_is_tuned_for_a_desktop(tmp_path: Path) -> None:
+    env = stack_env(tmp_path / "home")
+    service = start_service("mlflow", env, tmp_path / "logs")
+    try:
+        from tests.services import alive, process_tree
+
+        tree = alive(process_tree(service.proc.pid))
+        cmdlines = [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ") for pid in tree]
+        assert not any(b"huey" in c for c in cmdlines), "job runner consumers should be off"
+        assert len(tree) <= 4, f"expected serve + server + at most 2 helpers, got {len(tree)}: {cmdlines}"
+        assert (tmp_path / "home" / "mlflow" / "mlflow.db").is_file()
+    finally:
+        service.stop()
+
+
+def test_prometheus_web_ui_works_not_only_the_api(tmp_path: Path) -> None:
+    env = stack_env(tmp_path / "home")
+    service = start_service("prometheus", env, tmp_path / "logs")
+    try:
+        page = urllib.request.urlopen(service.url + "/graph", timeout=5)
+        html = page.read().decode()
+        assert page.status == 200 and "<title>Prometheus" in html
+        # Every script and stylesheet the page loads is served (a page without its JS is not a UI).
+        assets = re.findall(r'(?:src|href)="(/[^"]+\.(?:js|css)[^"]*)"', html)
+        assert assets, "the UI page references no assets"
+        for asset in assets:
+            assert urllib.request.urlopen(service.url + asset, timeout=5).status == 200, asset
+    finally:
+        service.stop()
+
+
+def test_rendered_prometheus_config_matches_the_repo_file_for_defaults(tmp_path: Path) -> None:
+    defaults = Settings.from_env({"MLOPS_HOME": str(tmp_path)})
+    assert prometheus.render_config(defaults) == (ROOT / "prometheus.yml").read_text()
+    assert prometheus.config_path(defaults) == ROOT / "prometheus.yml"
+    custom = defaults.replace(metrics_port=18001, scrape_interval=1.0)
+    path = prometheus.config_path(custom)
+    assert path == tmp_path / "prometheus" / "prometheus.yml"
+    assert "127.0.0.1:18001" in path.read_text() and "scrape_interval: 1s" in path.read_text()
+    assert "127.0.0.1:8001" in (ROOT / "prometheus.yml").read_text()  # the repo file is not edited
+
+
+def test_port_in_use_gives_one_line_naming_port_and_variable(tmp_path: Path) -> None:
+    env = stack_env(tmp_path / "home")
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", int(env["MLOPS_MLFLOW_PORT"])))
+        blocker.listen()
+        out = subprocess.run([*MLOPS, "serve", "mlflow"], env=env, capture_output=True, text=True,
+                             timeout=60)
+    port = env["MLOPS_MLFLOW_PORT"]
+    assert out.returncode == 1
+    assert f"port {port} on 127.0.0.1 is already in use" in out.stderr
+    assert "MLOPS_MLFLOW_PORT" in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_ui_port_conflict_on_metrics_port_names_its_variable(tmp_path: Path) -> None:
+    env = stack_env(tmp_path / "home")
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", int(env["MLOPS_METRICS_PORT"])))
+        blocker.listen()
+        out = subprocess.run([*MLOPS, "serve", "ui"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "MLOPS_METRICS_PORT" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_missing_grafana_prints_install_hint_once_and_stays_up(tmp_path: Path) -> None:
+    env = stack_env(tmp_path / "home", PATH="/usr/bin:/bin")
+    env.pop("GRAFANA_HOME", None)
+    proc = subprocess.Popen([*MLOPS, "serve", "grafana"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(3)
+        assert proc.poll() is None, "serve grafana must stay up when Grafana is missing"
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert out.count("Grafana is not installed") == 1
+    assert "GRAFANA_HOME" in out and "brew install grafana" in out
+
+
+def test_status_reports_each_service_and_fails_when_one_is_down(tmp_path: Path) -> None:
+    env = stack_env(tmp_path / "home", PATH="/usr/bin:/bin")
+    service = start_service("prometheus", env, tmp_path / "logs")
+    try:
+        out = subprocess.run([*MLOPS, "status"], env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        service.stop()
+    assert out.returncode == 1
+    rows = {line.split()[0]: line for line in out.stdout.splitlines()}
+    assert set(rows) == {"mlflow", "prometheus", "ui", "metrics", "grafana"}
+    assert " up " in rows["prometheus"] and f":{env['MLOPS_PROMETHEUS_PORT']}" in rows["prometheus"]
+    assert " down " in rows["mlflow"]
+    assert "not installed" in rows["grafana"]
+
+
+def test_free_port_helper_returns_an_unused_port() -> None:
+    port = free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))  # would raise if taken
+
+
+def test_wait_until_responds_fails_fast_when_the_process_dies() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    with pytest.raises(RuntimeError, match="exited with 3"):
+        wait_until_responds(f"http://127.0.0.1:{free_port()}/", timeout=30, proc=proc)

@@ -1,0 +1,87 @@
+"""The whole stack from the Procfile under honcho, as `bin/start` runs it, on free ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.services import MLOPS, required_health_urls
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = os.environ.get("MLOPS_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return resp.status, resp.read()
+
+
+def test_every_service_answers(honcho_stack: dict[str, str]) -> None:
+    for name, url in required_health_urls(honcho_stack).items():
+        status, _ = _get(url)
+        assert status == 200, name
+    status, page = _get(f"http://127.0.0.1:{honcho_stack['MLOPS_PROMETHEUS_PORT']}/graph")
+    assert status == 200 and b"<title>Prometheus" in page
+
+
+def test_prometheus_scrapes_the_metrics_target(honcho_stack: dict[str, str]) -> None:
+    url = f"http://127.0.0.1:{honcho_stack['MLOPS_PROMETHEUS_PORT']}/api/v1/targets"
+    deadline, health = time.monotonic() + 30, None
+    while time.monotonic() < deadline:
+        targets = json.loads(_get(url)[1])["data"]["activeTargets"]
+        health = {t["labels"]["job"]: t["health"] for t in targets}
+        if health.get("mlops-local") == "up":
+            break
+        time.sleep(0.5)
+    assert health.get("mlops-local") == "up", health
+    query = f"http://127.0.0.1:{honcho_stack['MLOPS_PROMETHEUS_PORT']}/api/v1/query?query=mlops_build_info"
+    result = json.loads(_get(query)[1])["data"]["result"]
+    assert result and result[0]["metric"]["job"] == "mlops-local"
+
+
+def test_status_command_sees_the_stack_up(honcho_stack: dict[str, str]) -> None:
+    out = subprocess.run([*MLOPS, "status"], env=honcho_stack, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert sum(" up " in line for line in out.stdout.splitlines()) == 4
+
+
+def _metrics_listeners(port: int) -> int:
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
+                count += 1
+    return count
+
+
+@pytest.mark.browser
+def test_two_browser_tabs_share_one_metrics_thread(honcho_stack: dict[str, str]) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    ui = f"http://127.0.0.1:{honcho_stack['MLOPS_UI_PORT']}/"
+    log = Path(honcho_stack["MLOPS_HOME"]) / "logs" / "honcho.log"
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            pages = [browser.new_context().new_page() for _ in range(2)]
+            for page in pages:
+                page.goto(ui)
+                page.get_by_text("mlflow").first.wait_for(timeout=60_000)
+            pages[0].reload()
+            pages[0].get_by_text("mlflow").first.wait_for(timeout=60_000)
+        finally:
+            browser.close()
+    assert _metrics_listeners(int(honcho_stack["MLOPS_METRICS_PORT"])) == 1
+    text = log.read_text(errors="replace")
+    assert "Address already in use" not in text and "already in use" not in text
+    status, body = _get(f"http://127.0.0.1:{honcho_stack['MLOPS_METRICS_PORT']}/metrics")
+    assert status == 200 and body.count(b"# TYPE mlops_build_info gauge") == 1
