@@ -1,0 +1,113 @@
+"""Time from `honcho start` to every required service healthy, and the stack's idle memory.
+
+Baseline, in the same run: a default `mlflow server` alone (4 workers, job runner, huey consumers).
+Run: .venv/bin/python -m benchmarks.bench_startup [--rounds 3] [--idle 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.services import (
+    alive,
+    free_port,
+    process_tree,
+    required_health_urls,
+    stack_env,
+    start_honcho,
+)
+
+
+def _wait_all(urls: list[str], timeout: float = 120.0) -> None:
+    pending, deadline = list(urls), time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(pending[0], timeout=1) as resp:
+                if resp.status == 200:
+                    pending.pop(0)
+                    continue
+        except OSError:
+            pass
+        time.sleep(0.05)
+    if pending:
+        raise TimeoutError(f"not healthy: {pending}")
+
+
+def tree_memory_mb(pid: int) -> tuple[float, float, int]:
+    """(RSS sum, PSS sum, process count) of a process tree, in MB."""
+    rss = pss = 0
+    pids = alive(process_tree(pid))
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+        except OSError:
+            continue
+    return rss / 1024, pss / 1024, len(pids)
+
+
+def measure_stack(idle: float) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as home:
+        env = stack_env(Path(home), MLOPS_SCRAPE_INTERVAL="5", MLOPS_SYNC_INTERVAL="5")
+        t0 = time.monotonic()
+        stack = start_honcho(env, Path(home) / "logs")
+        try:
+            _wait_all(list(required_health_urls(env).values()))
+            ready = time.monotonic() - t0
+            time.sleep(idle)
+            rss, pss, n = tree_memory_mb(stack.proc.pid)
+        finally:
+            stack.stop()
+    return {"ready_s": ready, "rss_mb": rss, "pss_mb": pss, "procs": n}
+
+
+def measure_default_mlflow(idle: float) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as home:
+        port = free_port()
+        t0 = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+             "--backend-store-uri", f"sqlite:///{home}/mlflow.db"],
+            cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        try:
+            _wait_all([f"http://127.0.0.1:{port}/health"])
+            ready = time.monotonic() - t0
+            time.sleep(idle)
+            rss, pss, n = tree_memory_mb(proc.pid)
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+    return {"ready_s": ready, "rss_mb": rss, "pss_mb": pss, "procs": n}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--idle", type=float, default=10.0, help="seconds idle before measuring memory")
+    args = parser.parse_args()
+    results: dict[str, list[dict[str, float]]] = {"mlops-local stack": [], "default mlflow server": []}
+    for _ in range(args.rounds):  # interleaved so machine noise hits both alike
+        results["mlops-local stack"].append(measure_stack(args.idle))
+        results["default mlflow server"].append(measure_default_mlflow(args.idle))
+    print(f"{'':24} {'ready s':>8} {'RSS MB':>8} {'PSS MB':>8} {'procs':>6}   (median of {args.rounds})")
+    for name, rows in results.items():
+        med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+        print(f"{name:24} {med['ready_s']:8.1f} {med['rss_mb']:8.0f} {med['pss_mb']:8.0f} "
+              f"{med['procs']:6.0f}")
+
+
+if __name__ == "__main__":
+    main()
