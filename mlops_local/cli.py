@@ -20,6 +20,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mlops_local.commands.status",
     "mlops_local.commands.serve",
     "mlops_local.commands.install",
+    "mlops_local.commands.export",
+    "mlops_local.commands.grafana_dashboard",
 )
 
 

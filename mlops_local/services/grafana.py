@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -11,15 +12,13 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlops_local.grafana import DASHBOARD_FILE, DASHBOARDS_DIR, DATASOURCE_UID
 from mlops_local.services.process import child_env, ensure_port_free, run_foreground
 from mlops_local.settings import Settings
 
 log = logging.getLogger(__name__)
 
-PACKAGE_GRAFANA = Path(__file__).resolve().parent.parent / "grafana"
-DASHBOARDS_DIR = PACKAGE_GRAFANA / "dashboards"
-HOME_DASHBOARD = DASHBOARDS_DIR / "mlops-local.json"
-DATASOURCE_UID = "mlops-prometheus"
+HOME_DASHBOARD = DASHBOARD_FILE
 
 INSTALL_HINT = """Grafana is not installed, so the optional dashboard at :{port} is off (the rest of the
 stack runs normally). To enable it, install Grafana and restart `bin/start`:
@@ -106,7 +105,7 @@ def render_provisioning(settings: Settings) -> Path:
         "    type: prometheus\n"
         f"    uid: {DATASOURCE_UID}\n"
         "    access: proxy\n"
-        f"    url: {settings.prometheus_url}\n"
+        f"    url: {json.dumps(settings.prometheus_url)}\n"
         "    isDefault: true\n"
         "    editable: false\n"
         "    jsonData:\n"
@@ -121,7 +120,7 @@ def render_provisioning(settings: Settings) -> Path:
         "    disableDeletion: true\n"
         "    allowUiUpdates: false\n"
         "    options:\n"
-        f"      path: {DASHBOARDS_DIR}\n"
+        f"      path: {json.dumps(str(DASHBOARDS_DIR))}\n"  # JSON strings are YAML: spaces are safe
     ))
     for sub in ("plugins", "alerting"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -158,6 +157,10 @@ def render_ini(settings: Settings) -> Path:
         "feedback_links_enabled = false\n"
         "[news]\n"
         "news_feed_enabled = false\n"
+        "[plugins]\n"
+        "preinstall_disabled = true\n"
+        "[snapshots]\n"
+        "external_enabled = false\n"
         "[dashboards]\n"
         f"default_home_dashboard_path = {HOME_DASHBOARD}\n"
         "[log]\n"
