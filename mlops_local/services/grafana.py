@@ -171,11 +171,17 @@ def render_ini(settings: Settings) -> Path:
     return path
 
 
-def wait_idle() -> int:
-    """Block until SIGTERM/SIGINT, so a missing optional Grafana does not stop honcho's stack."""
+def wait_idle(message: str = "") -> int:
+    """Print ``message``, then block until SIGTERM/SIGINT (a missing optional Grafana must not stop honcho).
+
+    The handlers are in place before the message appears, so a stop sent as soon as it is read is a
+    clean exit 0, not a kill.
+    """
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
+        if message:
+            print(message, flush=True)
         while not stop.wait(3600):
             pass
     finally:
@@ -188,8 +194,7 @@ def serve(settings: Settings, install: GrafanaInstall | None = None) -> int:
     """Run Grafana when found; otherwise say once how to install it and stay up idle."""
     install = install or find_grafana()
     if install is None:
-        print(INSTALL_HINT.format(port=settings.grafana_port), flush=True)
-        return wait_idle()
+        return wait_idle(INSTALL_HINT.format(port=settings.grafana_port))
     ensure_port_free(settings.host, settings.grafana_port, "MLOPS_GRAFANA_PORT")
     config = render_ini(settings)
     return run_foreground(install.command(config), "grafana", child_env(), cwd=str(install.homepath))

@@ -1,0 +1,96 @@
+"""The Grafana dashboard: generated from the shared panels, committed without drift, valid for the SDK's
+models, and carrying what provisioning relies on (uid, datasource uid, variables, refresh)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from mlops_local import cli
+from mlops_local.grafana import DASHBOARD_FILE, DATASOURCE_UID
+from mlops_local.metrics.panels import PANELS, VARIABLES
+
+pytest.importorskip("grafana_foundation_sdk", reason="grafana-foundation-sdk needs Python 3.11+")
+
+from mlops_local.grafana.dashboard import (  # noqa: E402  (after the skip on Python 3.10)
+    dashboard_drift,
+    render_dashboard,
+    validate_dashboard,
+)
+
+
+@pytest.fixture(scope="module")
+def committed() -> dict:
+    return json.loads(DASHBOARD_FILE.read_text(encoding="utf-8"))
+
+
+def test_committed_dashboard_is_exactly_what_the_generator_produces() -> None:
+    drift = dashboard_drift()
+    assert drift is None, f"run `mlops-local grafana-dashboard` and commit the result:\n{drift}"
+    assert render_dashboard() == render_dashboard()  # deterministic
+
+
+def test_committed_dashboard_validates_against_the_sdk_models(committed: dict) -> None:
+    assert validate_dashboard(committed) == []
+
+
+def test_dashboard_identity_refresh_and_variables(committed: dict) -> None:
+    assert committed["uid"] == "mlops-local" and committed["refresh"] == "5s"
+    variables = {v["name"]: v for v in committed["templating"]["list"]}
+    assert list(variables) == ["experiment", "dataset", "model"]
+    for spec in VARIABLES:
+        var = variables[spec.name]
+        assert var["type"] == "query" and var["query"] == spec.query
+        assert var["query"].startswith("label_values(")
+        assert var["multi"] is True and var["includeAll"] is True and var["allValue"] == ".*"
+        assert var["datasource"] == {"type": "prometheus", "uid": DATASOURCE_UID}
+    assert len({v["id"] for v in variables.values()}) == 3
+
+
+def test_every_shared_panel_is_on_the_dashboard_with_its_exact_query(committed: dict) -> None:
+    panels = {p["title"]: p for p in committed["panels"]}
+    assert len(panels) == len(PANELS)
+    for spec in PANELS:
+        panel = panels[spec.title]
+        assert panel["type"] == spec.kind
+        (target,) = panel["targets"]
+        assert target["expr"] == spec.expr and target["legendFormat"] == spec.legend
+        assert target["datasource"]["uid"] == DATASOURCE_UID and panel["datasource"]["uid"] == DATASOURCE_UID
+        assert target["instant"] is (spec.kind == "stat")
+        assert panel["fieldConfig"]["defaults"]["unit"] == spec.unit
+    assert len({p["id"] for p in committed["panels"]}) == len(PANELS)
+
+
+@pytest.mark.parametrize("breakage, problem", [
+    (lambda d: d.update(uid="other"), "uid is 'other'"),
+    (lambda d: d["panels"][0].update(gridpos=d["panels"][0].pop("gridPos")), "round-trip"),
+    (lambda d: d["panels"][1]["targets"][0].update(expr="up"), "must have one Prometheus query"),
+    (lambda d: d["templating"]["list"].pop(), "template variable 'model' is missing"),
+    (lambda d: d["templating"]["list"][0].update(multi=False), "multi, include-all"),
+    (lambda d: d["panels"][1]["gridPos"].update(x=0, y=0), "overlaps"),
+    (lambda d: d["panels"][2]["targets"][0]["datasource"].update(uid="x"), "datasource"),
+    (lambda d: d.update(panels="nope"), "does not decode"),
+])
+def test_validation_catches_broken_dashboards(committed: dict, breakage, problem: str) -> None:
+    broken = copy.deepcopy(committed)
+    breakage(broken)
+    problems = validate_dashboard(broken)
+    assert any(problem in p for p in problems), problems
+
+
+def test_cli_check_passes_on_the_committed_file_and_fails_on_drift(tmp_path: Path, capsys) -> None:
+    assert cli.main(["grafana-dashboard", "--check"]) == 0
+    copy_path = tmp_path / "dash.json"
+    assert cli.main(["grafana-dashboard", "--out", str(copy_path)]) == 0
+    assert copy_path.read_text() == DASHBOARD_FILE.read_text()
+    assert cli.main(["grafana-dashboard", "--check", "--out", str(copy_path)]) == 0
+    copy_path.write_text(copy_path.read_text().replace('"5s"', '"1m"'))
+    capsys.readouterr()
+    assert cli.main(["grafana-dashboard", "--check", "--out", str(copy_path)]) == 1
+    err = capsys.readouterr().err
+    assert "differs" in err and '"1m"' in err and "mlops-local grafana-dashboard" in err
+    assert cli.main(["grafana-dashboard", "--check", "--out", str(tmp_path / "missing.json")]) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["dash.json"]  # no temporary file left behind
