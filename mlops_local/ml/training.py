@@ -1,0 +1,180 @@
+"""One tracked training: validate, split, fit, evaluate, log to MLflow (fast), never leave a run RUNNING."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from mlops_local import tracking
+from mlops_local.errors import ServiceUnavailable, UserError
+from mlops_local.ml import evaluation, preprocessing
+from mlops_local.ml.catalog import get_model, validate_params
+from mlops_local.ml.datasets import LoadedDataset, load_dataset
+from mlops_local.ml.modelio import save_model_dir
+from mlops_local.ml.plots import write_plots
+from mlops_local.ml.types import (
+    SOURCES,
+    TAG_DATASET,
+    TAG_MODEL,
+    TAG_SOURCE,
+    ProgressCallback,
+    TrainRequest,
+    TrainResult,
+)
+from mlops_local.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MODEL_ARTIFACT = "model"
+PLOTS_ARTIFACT = "plots"
+TAG_ERROR = "error"
+TAG_PARENT = "mlflow.parentRunId"
+_MAX_PARAM = 500
+_MAX_TAG = 5000
+
+
+def _check_request(request: TrainRequest) -> dict[str, object]:
+    if request.source not in SOURCES:
+        raise UserError(f"source must be one of {', '.join(SOURCES)}, got {request.source!r}")
+    if isinstance(request.seed, bool) or not isinstance(request.seed, (int, np.integer)) \
+            or not 0 <= int(request.seed) < 2**32:
+        raise UserError(f"seed must be an integer between 0 and {2**32 - 1}, got {request.seed!r}")
+    if not isinstance(request.experiment, str) or not request.experiment.strip():
+        raise UserError("experiment name must not be empty")
+    return validate_params(request.model, request.params)
+
+
+def _run_params(request: TrainRequest, data: LoadedDataset, hyper: dict[str, object], test_size: float,
+                folds: int, n_train: int, n_test: int, scale: bool) -> dict[str, str]:
+    params: dict[str, object] = {"model": request.model, **hyper}
+    params.update(preprocessing.summary(data.numeric_features, data.categorical_features, scale))
+    params.update({
+        "test_size": test_size, "seed": int(request.seed), "cv_folds": folds,
+        "dataset": data.name, "dataset_source": data.source, "dataset_fingerprint": data.fingerprint,
+        "target": data.target, "n_rows": len(data.y), "n_features": len(data.features),
+        "n_train": n_train, "n_test": n_test, "rows_dropped": data.n_rows_dropped,
+        "features": ", ".join(data.features),
+    })
+    for key, value in request.dataset.options.items():
+        params[f"dataset_{key}"] = value
+    return {k: str(v)[:_MAX_PARAM] for k, v in params.items()}
+
+
+def _dataset_input(data: LoadedDataset):
+    """The dataset as an MLflow run input (digest = our content fingerprint, so nothing is re-hashed)."""
+    import mlflow.data
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.entities import DatasetInput, InputTag
+
+    frame = data.X.assign(**{data.target: data.y.to_numpy()})
+    source = data.path or CodeDatasetSource({"mlops_local.dataset": data.name, "origin": data.source})
+    dataset = mlflow.data.from_pandas(frame, source=source, name=data.name, targets=data.target,
+                                      digest=data.fingerprint)
+    return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "training")])
+
+
+def _fail(client: MlflowClient, run_id: str, exc: BaseException) -> None:
+    """Mark the run FAILED with the error as a tag; best effort (the server may be the problem)."""
+    message = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+    try:
+        client.set_tag(run_id, TAG_ERROR, message[:_MAX_TAG])
+    except Exception:  # noqa: BLE001 - still try to close the run
+        log.warning("could not record the error on run %s", run_id, exc_info=True)
+    try:
+        client.set_terminated(run_id, "FAILED")
+    except Exception:  # noqa: BLE001
+        log.error("could not mark run %s FAILED; it may show as RUNNING", run_id, exc_info=True)
+
+
+def train(request: TrainRequest, settings: Settings, *, client: MlflowClient | None = None,
+          progress: ProgressCallback | None = None, frame: pd.DataFrame | None = None) -> TrainResult:
+    """Train ``request.model`` on ``request.dataset`` and track it as one MLflow run.
+
+    Everything the user controls is validated before the run is created (UserError). ``progress`` is
+    called with each step name ("load", "split", "fit", "evaluate", "log") as the step starts.
+    """
+    start = time.perf_counter()
+
+    def report(step: str) -> None:
+        if progress is not None:
+            progress(step, time.perf_counter() - start)
+
+    spec = get_model(request.model)
+    hyper = _check_request(request)
+    report("load")
+    data = load_dataset(request.dataset, frame)
+    test_size, folds = evaluation.validate_split(len(data.y), request.test_size, request.cv_folds)
+    report("split")
+    X_train, X_test, y_train, y_test = evaluation.split(data.X, data.y, test_size, int(request.seed))
+    pipeline = preprocessing.build_pipeline(spec.build(hyper, seed=int(request.seed)), data.numeric_features,
+                                            data.categorical_features, spec.needs_scaling)
+    if client is None:
+        client = tracking.connect(settings).client
+    experiment_id = tracking.experiment_for(client, settings, request.experiment)
+    tags = {TAG_DATASET: data.name, TAG_MODEL: request.model, TAG_SOURCE: request.source,
+            "target": data.target, "mlflow.source.name": "mlops-local", "mlflow.source.type": "LOCAL"}
+    tags.update({str(k): str(v) for k, v in request.extra_tags.items()})
+    if request.parent_run_id:
+        tags[TAG_PARENT] = request.parent_run_id
+    run = client.create_run(experiment_id, tags=tags, run_name=f"{request.model}-{data.name}")
+    run_id = run.info.run_id
+    try:
+        report("fit")
+        t = time.perf_counter()
+        try:
+            pipeline.fit(X_train, y_train)
+        except ValueError as exc:
+            raise UserError(f"{request.model} could not be trained on {data.name}: {exc}") from exc
+        fit_s = time.perf_counter() - t
+        report("evaluate")
+        t = time.perf_counter()
+        y_pred = np.asarray(pipeline.predict(X_test), dtype=float)
+        predict_s = time.perf_counter() - t
+        metrics = evaluation.regression_metrics(y_test.to_numpy(), y_pred)
+        if folds:
+            metrics.update(evaluation.cross_validation(pipeline, X_train, y_train, folds, int(request.seed)))
+        importance, importance_kind = evaluation.feature_importance(pipeline, X_test, y_test,
+                                                                    int(request.seed))
+        report("log")
+        params = _run_params(request, data, hyper, test_size, folds, len(y_train), len(y_test),
+                             spec.needs_scaling)
+        params["importance"] = importance_kind
+        now = int(time.time() * 1000)
+        all_metrics = {**metrics, "fit_s": fit_s, "predict_s": predict_s}
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in all_metrics.items()],
+                         params=[Param(k, v) for k, v in params.items()])
+        client.log_inputs(run_id, datasets=[_dataset_input(data)])
+        with tempfile.TemporaryDirectory(prefix="mlops-run-") as tmp:
+            out = Path(tmp)
+            if request.log_model:
+                save_model_dir(pipeline, out / MODEL_ARTIFACT, X_train, data.numeric_features)
+            write_plots(out / PLOTS_ARTIFACT, y_test.to_numpy(), y_pred, importance, importance_kind,
+                        data.target)
+            tracking.log_artifacts(client, settings, run_id, run.info.artifact_uri, out)
+        client.set_terminated(run_id, "FINISHED")
+    except MlflowException as exc:
+        _fail(client, run_id, exc)
+        if not str(exc.message).startswith("API request"):
+            raise
+        raise ServiceUnavailable(f"MLflow at {client.tracking_uri} failed while logging run {run_id}: "
+                                 f"{exc.message}") from exc
+    except BaseException as exc:
+        _fail(client, run_id, exc)
+        raise
+    total_s = time.perf_counter() - start
+    return TrainResult(
+        run_id=run_id, experiment_id=experiment_id, experiment=request.experiment, dataset=data.name,
+        model=request.model, params=hyper, metrics=metrics,
+        durations={"fit_s": fit_s, "predict_s": predict_s, "total_s": total_s},
+        model_uri=f"runs:/{run_id}/{MODEL_ARTIFACT}" if request.log_model else None,
+        tracking_uri=client.tracking_uri, finished_at=time.time(), y_test=y_test.to_numpy(), y_pred=y_pred,
+        feature_importance=importance,
+    )

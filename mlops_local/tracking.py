@@ -1,0 +1,175 @@
+"""Everything that talks to MLflow: bounded clients, server-down fallback, experiments, artifacts.
+
+When the tracking URI is the local server (the default) and it is not running, runs go straight into
+the same SQLite store the server uses, with artifacts under the same directory the server serves
+(``mlflow-artifacts:/...`` URIs map to ``<MLOPS_HOME>/mlflow/artifacts/...`` either way), so they
+appear in the MLflow UI as soon as the server is started. Any other URI that does not answer fails
+within seconds with a clear message.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from mlops_local.errors import ServiceUnavailable, UserError
+from mlops_local.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ARTIFACTS_SCHEME = "mlflow-artifacts:"
+_HEALTH_TIMEOUT_CAP = 2.0
+
+
+def bounded_client_env(settings: Settings | None = None) -> dict[str, str]:
+    """MLflow HTTP client bounds: few quick retries and a per-request timeout (defaults: 7 and 120 s)."""
+    timeout = settings.http_timeout if settings is not None else 5.0
+    return {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # an int for MLflow
+        "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+        # Uploading a large model to a busy server can take a while; connecting never does (health probe).
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(10, math.ceil(timeout * 2))),
+        # Otherwise every finished run prints two lines to stdout (breaking --json) after one more GET.
+        "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    }
+
+
+def configure(settings: Settings | None = None) -> None:
+    """Apply :func:`bounded_client_env` to ``os.environ`` (values the user set explicitly win)."""
+    for key, value in bounded_client_env(settings).items():
+        os.environ.setdefault(key, value)
+
+
+def _is_http(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def server_reachable(settings: Settings, uri: str | None = None) -> bool:
+    """Whether the tracking server answers GET /health within a couple of seconds."""
+    uri = uri or settings.effective_tracking_uri
+    if not _is_http(uri):
+        return True
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health",
+                                    timeout=min(_HEALTH_TIMEOUT_CAP, settings.http_timeout)) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def is_local_server(settings: Settings, uri: str) -> bool:
+    """Whether ``uri`` is this installation's own MLflow server (MLOPS_HOST:MLOPS_MLFLOW_PORT)."""
+    parsed = urllib.parse.urlsplit(uri)
+    local_hosts = {"localhost", "127.0.0.1", "::1", settings.host.strip("[]")}
+    return (parsed.scheme == "http" and (parsed.hostname or "") in local_hosts
+            and parsed.port == settings.mlflow_port)
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A client plus where it writes; ``note`` says why it is not the configured server (else None)."""
+
+    client: MlflowClient
+    tracking_uri: str
+    configured_uri: str
+    note: str | None = None
+
+    @property
+    def fallback(self) -> bool:
+        return self.tracking_uri != self.configured_uri
+
+
+def connect(settings: Settings) -> Connection:
+    """A bounded client on the configured URI, or on the local store when the local server is down."""
+    configure(settings)
+    uri = settings.effective_tracking_uri
+    note = None
+    if _is_http(uri) and not server_reachable(settings, uri):
+        if not is_local_server(settings, uri):
+            raise ServiceUnavailable(
+                f"MLflow tracking server {uri} is not reachable (from MLFLOW_TRACKING_URI); start it, or "
+                "unset MLFLOW_TRACKING_URI to use the local store"
+            )
+        settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
+        settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        note = (f"MLflow server at {uri} is not running; writing to the local store "
+                f"{settings.backend_store_uri} directly (start it with `mlops-local serve mlflow` to see "
+                "the runs)")
+        log.warning(note)
+        uri = settings.backend_store_uri
+    return Connection(MlflowClient(tracking_uri=uri, registry_uri=uri), uri,
+                      settings.effective_tracking_uri, note)
+
+
+def get_client(settings: Settings) -> MlflowClient:
+    """A bounded MlflowClient (see :func:`connect` for the server-down fallback)."""
+    return connect(settings).client
+
+
+def uses_local_store(client: MlflowClient, settings: Settings) -> bool:
+    """Whether ``client`` writes directly to this installation's SQLite store (no server in between)."""
+    return client.tracking_uri == settings.backend_store_uri
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
+    """The id of experiment ``name``, created when missing; UserError when it was deleted."""
+    if not name or not name.strip():
+        raise UserError("experiment name must not be empty")
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location)
+        except Exception:  # created concurrently by another process: use theirs
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage != "active":
+        raise UserError(f"experiment {name!r} was deleted in MLflow; restore it in the MLflow UI "
+                        "(or `mlflow experiments restore`) or choose another experiment name")
+    return experiment.experiment_id
+
+
+def experiment_for(client: MlflowClient, settings: Settings, name: str) -> str:
+    """Like :func:`ensure_experiment`; on the local store new experiments get the server's layout."""
+    location = None
+    if uses_local_store(client, settings):
+        location = f"{ARTIFACTS_SCHEME}/{uuid.uuid4().hex}"
+    return ensure_experiment(client, name, artifact_location=location)
+
+
+def local_artifact_dir(settings: Settings, artifact_uri: str) -> Path | None:
+    """Where a ``mlflow-artifacts:/...`` URI lives on disk (the server's --artifacts-destination)."""
+    if not artifact_uri.startswith(ARTIFACTS_SCHEME):
+        return None
+    path = urllib.parse.urlsplit(artifact_uri).path.lstrip("/")
+    return settings.artifacts_dir / path
+
+
+def log_artifacts(client: MlflowClient, settings: Settings, run_id: str, artifact_uri: str,
+                  local_dir: Path) -> None:
+    """Upload a directory as run artifacts (written straight to disk when there is no server in between)."""
+    target = local_artifact_dir(settings, artifact_uri) if uses_local_store(client, settings) else None
+    if target is None:
+        client.log_artifacts(run_id, str(local_dir))
+        return
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+    target.mkdir(parents=True, exist_ok=True)
+    LocalArtifactRepository(str(target)).log_artifacts(str(local_dir))
+
+
+def run_url(settings: Settings, experiment_id: str, run_id: str) -> str:
+    """Link to the run in the MLflow UI."""
+    uri = settings.effective_tracking_uri
+    base = uri.rstrip("/") if _is_http(uri) else settings.mlflow_url
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
