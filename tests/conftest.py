@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from mlops_local.ml.types import TrainResult
 from mlops_local.settings import Settings
 from tests.services import Service, stack_env, start_service
 
@@ -74,3 +77,81 @@ def honcho_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     yield env
     leftovers = stack.stop()
     assert not leftovers, f"processes left after stopping honcho: {leftovers}"
+
+
+# -- a real Prometheus scraping a real /metrics endpoint fed by the exporter (panels, promapi, export) --
+
+@dataclass
+class PrometheusStack:
+    """Prometheus (1 s scrapes) + this process's /metrics with a few trainings published."""
+
+    env: dict[str, str]
+    settings: Settings
+    client: object  # mlops_local.metrics.promapi.PrometheusClient
+    metrics_target: str
+    trainings: list  # the latest TrainResult per (experiment, dataset, model)
+    since: float  # before the first scrape
+    until: float  # after several scrapes of every series
+
+
+def _training(experiment: str, dataset: str, model: str, r2: float, seconds: float, n: int) -> TrainResult:
+    rmse, mae = 10.0 * (1.0 - r2) + 1.0, 8.0 * (1.0 - r2) + 0.5
+    return TrainResult(
+        run_id=f"run{n:04d}", experiment_id="1", experiment=experiment, dataset=dataset, model=model,
+        params={}, metrics={"r2": r2, "rmse": rmse, "mae": mae},
+        durations={"fit_s": seconds, "predict_s": 0.01, "total_s": seconds + 0.05},
+        model_uri=None, tracking_uri="http://127.0.0.1:1", finished_at=time.time())
+
+
+def _wait_for(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Prometheus never showed {what} within {timeout} s")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def prometheus_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusStack]:
+    """One real Prometheus for the session, scraping a real exporter that published trainings."""
+    from mlops_local.metrics.exporter import ModelMetricsExporter
+    from mlops_local.metrics.promapi import PrometheusClient
+    from mlops_local.metrics.registry import build_registry
+    from mlops_local.metrics.server import start_metrics_server
+
+    home = tmp_path_factory.mktemp("prometheus-home")
+    env = stack_env(home)
+    settings = Settings.from_env(env)
+    registry = build_registry()
+    exporter = ModelMetricsExporter(registry, settings)
+    first = [_training("mlops-local", "co2_canada", "random_forest", 0.91, 1.5, 1),
+             _training("mlops-local", "co2_canada", "ridge", 0.83, 0.2, 2),
+             _training("team-a", "co2_emissions_canada.csv", "random_forest", 0.88, 2.5, 3),
+             _training("team-a", "diabetes", "gradient_boosting", 0.42, 0.9, 4)]
+    for result in first:
+        exporter.observe(result)
+    server = start_metrics_server(registry, settings.host, settings.metrics_port)
+    prom = start_service("prometheus", env, home / "logs")
+    client = PrometheusClient.from_settings(settings)
+    since = time.time() - 1
+    try:
+        _wait_for(lambda: len(client.query("mlops_model_r2")) == len(first), "the first trainings")
+        # More trainings while Prometheus watches, so counters and the histogram really increase.
+        second = [_training("mlops-local", "co2_canada", "random_forest", 0.93, 1.8, 5),
+                  _training("team-a", "diabetes", "gradient_boosting", 0.47, 1.1, 6)]
+        for result in second:
+            exporter.observe(result)
+        latest = {(t.experiment, t.dataset, t.model): t for t in first + second}
+        _wait_for(lambda: sorted(s.value for s in client.query("mlops_model_r2"))
+                  == sorted(t.metrics["r2"] for t in latest.values()), "the second trainings")
+        _wait_for(lambda: client.query('count_over_time(up{job="mlops-local"}[1m])')[0].value >= 6,
+                  "six scrapes")
+        yield PrometheusStack(env=env, settings=settings, client=client,
+                              metrics_target=settings.metrics_target, trainings=list(latest.values()),
+                              since=since, until=time.time())
+    finally:
+        prom.stop()
+        server.stop()
+        stop = getattr(exporter, "stop", None)
+        if callable(stop):
+            stop()

@@ -123,8 +123,9 @@ def _write_frame(frame: pd.DataFrame, fh: IO[str]) -> None:
 
 
 def write_atomic(path: Path, frame: pd.DataFrame,
-                 writer: Callable[[pd.DataFrame, IO[str]], None] = _write_frame) -> None:
+                 writer: Callable[[pd.DataFrame, IO[str]], None] | None = None) -> None:
     """Write via a temporary file in the same folder then rename: readers see all or nothing."""
+    writer = writer or _write_frame
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -145,12 +145,13 @@ class PrometheusClient:
                 for item in result]
 
     def query_range(self, expr: str, start: TimeLike, end: TimeLike, step: StepLike) -> list[RangeSeries]:
-        """Range query evaluated at start, start+step, ... <= end (one request; see export for chunks)."""
+        """Range query at start, start+step, ... <= end, in whole ms (one request; export.py chunks)."""
         seconds = to_seconds(step)
-        if not seconds > 0 or math.isinf(seconds):
-            raise UserError(f"step must be a positive number of seconds, got {step!r}")
-        params = {"query": expr, "start": repr(to_timestamp(start)), "end": repr(to_timestamp(end)),
-                  "step": repr(seconds)}
+        if not seconds >= 0.001 or math.isinf(seconds):
+            raise UserError(f"step must be at least 1 ms, got {step!r} s")
+        # Prometheus works in whole milliseconds: send exactly the grid it will evaluate.
+        params = {"query": expr, "start": f"{to_timestamp(start):.3f}", "end": f"{to_timestamp(end):.3f}",
+                  "step": f"{seconds:.3f}"}
         data = self._request("/api/v1/query_range", params, post=True)
         return [RangeSeries(dict(item["metric"]), [(float(t), _number(v)) for t, v in item["values"]])
                 for item in data["result"]]
