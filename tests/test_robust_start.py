@@ -1,0 +1,58 @@
+"""Services come up in any order: the UI shows "starting" for one that is not up yet, never crashes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from mlops_local import runtime
+from mlops_local.settings import get_settings
+from tests.services import stack_env, start_service
+
+APP = Path(__file__).resolve().parents[1] / "mlops_local" / "ui" / "app.py"
+
+
+@pytest.fixture
+def lone_ui_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """Environment of a stack whose services are all down (only the UI script runs, in-process)."""
+    runtime.shutdown_runtime()
+    env = stack_env(tmp_path / "home")
+    for key, value in env.items():
+        if key.startswith(("MLOPS_", "MLFLOW_")):
+            monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    yield env
+    runtime.shutdown_runtime()
+    get_settings.cache_clear()
+
+
+def _sidebar_text(at: AppTest) -> str:
+    return "\n".join(md.value for md in at.sidebar.markdown)
+
+
+@pytest.mark.integration
+def test_ui_shows_starting_then_up_as_mlflow_comes_up_late(
+    lone_ui_env: dict[str, str], tmp_path: Path
+) -> None:
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    assert not at.exception
+    mlflow_line = next(line for line in _sidebar_text(at).splitlines() if "[mlflow]" in line)
+    assert "starting" in mlflow_line
+    service = start_service("mlflow", lone_ui_env, tmp_path / "logs")
+    try:
+        from mlops_local.ui.common import service_statuses
+
+        service_statuses.clear()  # statuses are cached for a few seconds
+        # A new session, as a browser reload is (AppTest drops sidebar elements on reruns of
+        # st.navigation apps, which a real browser does not).
+        at = AppTest.from_file(str(APP), default_timeout=60).run()
+        assert not at.exception, at.exception
+        text = _sidebar_text(at)
+        assert "[mlflow]" in text, text
+        mlflow_line = next(line for line in text.splitlines() if "[mlflow]" in line)
+        assert "· up" in mlflow_line
+    finally:
+        service.stop()
