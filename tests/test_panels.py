@@ -15,6 +15,8 @@ from mlops_local.metrics.panels import (
     VARIABLES,
     format_value,
     get_panel,
+    panel_frame,
+    panel_values,
     render_expr,
     render_legend,
     variable_query,
@@ -134,3 +136,20 @@ def test_variable_values_come_from_prometheus_label_values(prometheus_stack) -> 
     first = prometheus_stack.trainings[0]
     models = client.label_values("model", variable_query(by_name["model"], {"dataset": first.dataset}))
     assert models == sorted({t.model for t in prometheus_stack.trainings if t.dataset == first.dataset})
+
+
+@pytest.mark.integration
+def test_panel_frame_and_values_give_the_ui_chart_ready_data(prometheus_stack) -> None:
+    client: PrometheusClient = prometheus_stack.client
+    frame = panel_frame(client, get_panel("r2_over_time"), {"model": "random_forest"},
+                        prometheus_stack.since, prometheus_stack.until, 1)
+    forests = [t for t in prometheus_stack.trainings if t.model == "random_forest"]
+    expected = {f"random_forest · {t.dataset}" for t in forests}
+    assert set(frame["series"]) == expected
+    assert str(frame["time"].dt.tz) == "UTC" and frame["value"].between(-1, 1).all()
+    values = dict(panel_values(client, get_panel("best_r2"), {"experiment": "team-a"}))
+    best = {t.dataset: t.metrics["r2"] for t in prometheus_stack.trainings if t.experiment == "team-a"}
+    assert values == pytest.approx(best)
+    empty = panel_frame(client, get_panel("r2_over_time"), {"model": "no-such-model"},
+                        prometheus_stack.since, prometheus_stack.until, 1)
+    assert empty.empty and {"time", "series", "value"} <= set(empty.columns)

@@ -11,7 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlops_local.metrics.promapi import PrometheusClient
 
 JOB = "mlops-local"  # scrape job name in prometheus.yml
 ALL = ".*"  # the regex a variable set to "All" becomes (also the dashboard's allValue)
@@ -184,3 +189,25 @@ def render_legend(panel: Panel, labels: Mapping[str, str]) -> str:
 def variable_query(variable: Variable, variables: Mapping[str, VariableValue] | None = None) -> str:
     """The series selector whose ``variable.name`` label values to offer, earlier variables applied."""
     return render_expr(variable.metric, variables)
+
+
+def panel_frame(client: PrometheusClient, panel: Panel, variables: Mapping[str, VariableValue] | None,
+                start: float, end: float, step: float) -> pd.DataFrame:
+    """A panel's range query as a long frame for a chart: time (UTC), series (legend), value, labels."""
+    import pandas as pd
+
+    from mlops_local.metrics.export import query_range_chunked
+
+    series, _ = query_range_chunked(client, render_expr(panel, variables), start, end, step)
+    rows = [{**s.labels, "series": render_legend(panel, s.labels), "time": t, "value": v}
+            for s in series for t, v in s.points]
+    frame = pd.DataFrame(rows, columns=None if rows else ["time", "series", "value"])
+    frame["time"] = pd.to_datetime(frame["time"], unit="s", utc=True)
+    return frame.sort_values(["series", "time"], kind="stable").reset_index(drop=True)
+
+
+def panel_values(client: PrometheusClient, panel: Panel,
+                 variables: Mapping[str, VariableValue] | None = None) -> list[tuple[str, float]]:
+    """A stat panel's current values as (legend, value), sorted by legend."""
+    samples = client.query(render_expr(panel, variables))
+    return sorted((render_legend(panel, s.labels), s.value) for s in samples)
