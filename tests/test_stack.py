@@ -77,7 +77,8 @@ def test_two_browser_tabs_share_one_metrics_thread(honcho_stack: dict[str, str])
                 page.goto(ui)
                 page.get_by_text("mlflow").first.wait_for(timeout=60_000)
             pages[0].reload()
-            pages[0].get_by_text("mlflow").first.wait_for(timeout=60_000)
+            sidebar = pages[0].get_by_test_id("stSidebar")
+            sidebar.get_by_text("mlflow").first.wait_for(timeout=60_000)
         finally:
             browser.close()
     assert _metrics_listeners(int(honcho_stack["MLOPS_METRICS_PORT"])) == 1
