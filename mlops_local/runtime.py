@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
+from mlops_local.metrics.exporter import ModelMetricsExporter
 from mlops_local.metrics.registry import build_registry
 from mlops_local.metrics.server import MetricsServer, start_metrics_server
 from mlops_local.settings import Settings
@@ -25,13 +26,16 @@ _runtime: Runtime | None = None
 
 @dataclass
 class Runtime:
-    """What the UI process shares across sessions: settings, registry, /metrics server."""
+    """What the UI process shares across sessions: settings, registry, /metrics server, exporter."""
 
     settings: Settings
     registry: CollectorRegistry
     metrics_server: MetricsServer
+    exporter: ModelMetricsExporter
 
     def stop(self) -> None:
+        """Stop the sync thread, then the /metrics server."""
+        self.exporter.stop()
         self.metrics_server.stop()
 
 
@@ -41,9 +45,14 @@ def ensure_runtime(settings: Settings) -> Runtime:
     with _lock:
         if _runtime is None:
             registry = build_registry()
+            exporter = ModelMetricsExporter(registry, settings)
             server = start_metrics_server(registry, settings.host, settings.metrics_port)
-            _runtime = Runtime(settings=settings, registry=registry, metrics_server=server)
-            log.info("runtime started (metrics on %s)", server.url)
+            # After the server: a scrape during the first read waits briefly for its first page.
+            exporter.start()
+            _runtime = Runtime(settings=settings, registry=registry, metrics_server=server,
+                               exporter=exporter)
+            log.info("runtime started (metrics on %s, syncing from %s)", server.url,
+                     settings.effective_tracking_uri)
         return _runtime
 
 

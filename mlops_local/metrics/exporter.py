@@ -1,0 +1,203 @@
+"""The model-quality exporter: a custom collector on the runtime's private registry.
+
+Values come from two places: ``observe()`` when this process finishes a training (at once), and a
+background sync from the MLflow tracking server (runs from the CLI, notebooks, other machines). Both
+go through one lock into an `ExporterState`, deduplicated by run id, so a run is counted once however
+it arrives. A scrape serves a snapshot rebuilt only when the state changed, so /metrics costs the same
+at 10 or 10,000 runs: only the latest value per bounded {experiment, dataset, model} is kept.
+
+Counters (`mlops_training_runs_total`, the duration histogram) count every finished/failed run in
+MLflow. While the first full read after a start is under way they are left out of /metrics rather
+than shown low: Prometheus then sees a gap across a restart instead of a reset followed by a jump.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from mlflow.tracking import MlflowClient
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from mlops_local.metrics.records import RunRecord, record_from_result
+from mlops_local.metrics.state import ExporterState, family_names
+from mlops_local.ml.types import TrainResult
+from mlops_local.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Longest a scrape waits, right after a start, for the first page of the full read (the gauges).
+MAX_READY_WAIT = 1.0
+
+
+@dataclass
+class SyncStats:
+    """Health of the sync, exported live."""
+
+    errors: int = 0
+    runs_read: int = 0
+    last_success: float | None = None
+    last_duration: float | None = None
+    bootstrapped: bool = False
+
+
+class ModelMetricsExporter(Collector):
+    """Collector of model-quality metrics; ``observe()`` publishes a training, ``start()`` syncs MLflow."""
+
+    def __init__(self, registry: CollectorRegistry | None, settings: Settings, *,
+                 client: MlflowClient | None = None, experiments: Sequence[str] | None = None,
+                 max_series: int | None = None, overlap_s: float | None = None,
+                 max_backoff: float | None = None) -> None:
+        self.settings = settings
+        self._client = client
+        self._experiments = tuple(experiments) if experiments is not None else None
+        self._overlap_s = overlap_s
+        self._max_backoff = max_backoff
+        self._lock = threading.Lock()
+        self._state = ExporterState(max_series or settings.max_series)
+        self._stats = SyncStats()
+        self._snapshot: tuple[Metric, ...] = ()
+        self._snapshot_version = -1
+        self._syncing = False  # a sync was started: counts stay hidden until its full read is done
+        self._first_read = threading.Event()
+        self._ready_wait = min(MAX_READY_WAIT, settings.scrape_interval / 2)
+        self._sync = None  # MlflowSync, created on the first start() and kept (it holds the watermark)
+        self._worker = None
+        if registry is not None:
+            registry.register(self)
+
+    # -- publishing ---------------------------------------------------------------------------
+    def observe(self, result: TrainResult) -> None:
+        """Publish a training this process just finished (the UI's "publish" step)."""
+        record = record_from_result(result)
+        with self._lock:
+            counted = self._state.apply(record)
+        log.debug("published run %s (%s)", record.run_id, "counted" if counted else "already counted")
+
+    def apply_records(self, records: Iterable[RunRecord]) -> int:
+        """Publish runs read from MLflow; returns how many were new (not counted before)."""
+        with self._lock:
+            return sum(self._state.apply(record) for record in records)
+
+    def first_page_read(self) -> None:
+        """The sync's first page is in: scrapes stop waiting for it."""
+        self._first_read.set()
+
+    def complete_bootstrap(self, horizon_ms: int) -> None:
+        """The full read is done: counts are complete (and exported); forget ids before ``horizon_ms``."""
+        with self._lock:
+            self._state.prune(horizon_ms)
+            self._stats.bootstrapped = True
+            self._state.version += 1
+        self._first_read.set()
+
+    def prune(self, horizon_ms: int) -> None:
+        """Forget run ids that ended before ``horizon_ms`` (the sync will not read them again)."""
+        with self._lock:
+            self._state.prune(horizon_ms)
+
+    def record_sync(self, seconds: float) -> None:
+        """One successful sync."""
+        with self._lock:
+            self._stats.last_success = time.time()
+            self._stats.last_duration = seconds
+
+    def record_runs_read(self, runs_read: int) -> None:
+        """Runs fetched by a sync still under way (so a long full read shows progress)."""
+        with self._lock:
+            self._stats.runs_read += runs_read
+
+    def record_sync_error(self) -> None:
+        """One failed sync (MLflow down, slow, or answering errors)."""
+        with self._lock:
+            self._stats.errors += 1
+        self._first_read.set()
+
+    # -- inspection (tests, benchmarks, the UI) ----------------------------------------------------
+    @property
+    def stats(self) -> SyncStats:
+        """A copy of the sync statistics."""
+        with self._lock:
+            return SyncStats(**vars(self._stats))
+
+    def series_count(self) -> int:
+        """How many {experiment, dataset, model} combinations are exported."""
+        with self._lock:
+            return len(self._state.latest)
+
+    def latest(self, experiment: str, dataset: str, model: str) -> RunRecord | None:
+        """The latest finished run published for this combination (labels as exported)."""
+        with self._lock:
+            return self._state.latest.get((experiment, dataset, model))
+
+    # -- collector ------------------------------------------------------------------------------
+    def describe(self) -> list[Metric]:
+        """Names of the families collect() yields (so registering never runs a collect)."""
+        return [*family_names(), *self._stats_families(SyncStats())]
+
+    def collect(self) -> Iterable[Metric]:
+        """The snapshot of model metrics plus the sync's health; called by the /metrics thread."""
+        if self._syncing and not self._first_read.is_set():
+            self._first_read.wait(self._ready_wait)
+        with self._lock:
+            if self._snapshot_version != self._state.version:
+                counts_ready = self._stats.bootstrapped or not self._syncing
+                self._snapshot = tuple(self._state.families(with_counts=counts_ready))
+                self._snapshot_version = self._state.version
+            snapshot, stats = self._snapshot, SyncStats(**vars(self._stats))
+        yield from snapshot
+        yield from self._stats_families(stats)
+
+    @staticmethod
+    def _stats_families(stats: SyncStats) -> list[Metric]:
+        families: list[Metric] = [
+            CounterMetricFamily("mlops_sync_errors", "Failed syncs from the MLflow tracking server.",
+                                value=stats.errors),
+            CounterMetricFamily("mlops_sync_runs_read", "Runs read from the MLflow tracking server by "
+                                "the sync (first full read, then increments).", value=stats.runs_read),
+        ]
+        if stats.last_success is not None:
+            families.append(GaugeMetricFamily("mlops_sync_last_success_timestamp_seconds",
+                                              "When the last successful sync from MLflow ended (Unix s).",
+                                              value=stats.last_success))
+        if stats.last_duration is not None:
+            families.append(GaugeMetricFamily("mlops_sync_last_duration_seconds",
+                                              "How long the last successful sync took.",
+                                              value=stats.last_duration))
+        return families
+
+    # -- background sync -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the background sync from MLflow (first a full read, then increments); idempotent."""
+        from mlops_local.metrics.sync import MlflowSync, SyncWorker, make_client
+
+        with self._lock:
+            if self._worker is not None:
+                return
+            self._syncing = True
+            self._state.version += 1
+            if self._sync is None:
+                client = self._client or make_client(self.settings)
+                self._sync = MlflowSync(client, self, experiments=self._experiments,
+                                        overlap_s=self._overlap_s)
+            self._worker = SyncWorker(self._sync, self, interval=self.settings.sync_interval,
+                                      max_backoff=self._max_backoff)
+        self._worker.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the background sync and wait for its thread."""
+        with self._lock:
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.stop(timeout)
+
+    @property
+    def sync(self):  # -> MlflowSync | None (sync.py imports this module, not the reverse)
+        """The sync from MLflow once start() created it (tests call its sync_once())."""
+        return self._sync

@@ -1,0 +1,83 @@
+"""One finished training as the exporter sees it, from a TrainResult (UI) or an MLflow run (sync)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from mlflow.entities import Run
+
+from mlops_local.metrics.labels import clean_label
+from mlops_local.ml.types import TAG_DATASET, TAG_MODEL, TrainResult
+
+# Run statuses the exporter counts (others, RUNNING/SCHEDULED/KILLED, are ignored).
+COUNTED_STATUSES = ("FINISHED", "FAILED")
+
+
+def _finite(value: object) -> float | None:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A finished run with sanitised labels; metric fields are None when absent or not finite."""
+
+    run_id: str
+    experiment: str
+    dataset: str
+    model: str
+    status: str  # "finished" | "failed"
+    end_ms: int
+    r2: float | None = None
+    rmse: float | None = None
+    mae: float | None = None
+    fit_s: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """The {experiment, dataset, model} combination the gauges are per."""
+        return (self.experiment, self.dataset, self.model)
+
+    @property
+    def order(self) -> tuple[int, str]:
+        """Which of two runs is the later one (end time, run id as the tie-break), whatever arrives first."""
+        return (self.end_ms, self.run_id)
+
+
+def _record(run_id: str, experiment: str, dataset: str, model: str, status: str, end_ms: int,
+            metrics: Mapping[str, object]) -> RunRecord:
+    return RunRecord(
+        run_id=clean_label(run_id), experiment=clean_label(experiment), dataset=clean_label(dataset),
+        model=clean_label(model), status=status.lower(), end_ms=int(end_ms),
+        r2=_finite(metrics.get("r2")), rmse=_finite(metrics.get("rmse")), mae=_finite(metrics.get("mae")),
+        fit_s=_finite(metrics.get("fit_s")),
+    )
+
+
+def record_from_result(result: TrainResult) -> RunRecord:
+    """The record of a training this process just finished (published before any sync sees it)."""
+    metrics = dict(result.metrics)
+    metrics.setdefault("fit_s", result.durations.get("fit_s"))
+    return _record(result.run_id, result.experiment, result.dataset, result.model,
+                   result.status or "FINISHED", round(result.finished_at * 1000), metrics)
+
+
+def record_from_run(run: Run, experiment_names: Mapping[str, str]) -> RunRecord | None:
+    """The record of an MLflow run, or None when it is not a finished/failed mlops-local training."""
+    info, data = run.info, run.data
+    if info.status not in COUNTED_STATUSES or info.end_time is None:
+        return None
+    dataset, model = data.tags.get(TAG_DATASET), data.tags.get(TAG_MODEL)
+    if not dataset or not model:
+        return None  # not a training that follows the conventions (e.g. a notebook's scratch run)
+    experiment = experiment_names.get(info.experiment_id, info.experiment_id)
+    return _record(info.run_id, experiment, dataset, model, info.status, info.end_time, data.metrics)
