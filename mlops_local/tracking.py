@@ -155,17 +155,27 @@ def local_artifact_dir(settings: Settings, artifact_uri: str) -> Path | None:
     return settings.artifacts_dir / path
 
 
-def log_artifacts(client: MlflowClient, settings: Settings, run_id: str, artifact_uri: str,
-                  local_dir: Path) -> None:
-    """Upload a directory as run artifacts (written straight to disk when there is no server in between)."""
-    target = local_artifact_dir(settings, artifact_uri) if uses_local_store(client, settings) else None
-    if target is None:
-        client.log_artifacts(run_id, str(local_dir))
-        return
-    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+def artifact_repository(client: MlflowClient, settings: Settings, artifact_uri: str):
+    """The repository for a run's ``artifact_uri``, without the extra get_run MLflow's client does.
 
-    target.mkdir(parents=True, exist_ok=True)
-    LocalArtifactRepository(str(target)).log_artifacts(str(local_dir))
+    On the local store, ``mlflow-artifacts:/`` URIs are written straight into the directory the
+    server serves them from.
+    """
+    target = local_artifact_dir(settings, artifact_uri) if uses_local_store(client, settings) else None
+    if target is not None:
+        from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+        target.mkdir(parents=True, exist_ok=True)
+        return LocalArtifactRepository(str(target))
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    return get_artifact_repository(artifact_uri, tracking_uri=client.tracking_uri)
+
+
+def log_artifacts(client: MlflowClient, settings: Settings, artifact_uri: str, local_dir: Path,
+                  artifact_path: str | None = None) -> None:
+    """Upload a directory as run artifacts (straight to disk when there is no server in between)."""
+    artifact_repository(client, settings, artifact_uri).log_artifacts(str(local_dir), artifact_path)
 
 
 def run_url(settings: Settings, experiment_id: str, run_id: str) -> str:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -20,6 +19,7 @@ from mlops_local.ml.catalog import get_model, validate_params
 from mlops_local.ml.datasets import LoadedDataset, load_dataset
 from mlops_local.ml.modelio import save_model_dir
 from mlops_local.ml.plots import write_plots
+from mlops_local.ml.runlog import RunLogger
 from mlops_local.ml.types import (
     SOURCES,
     TAG_DATASET,
@@ -35,10 +35,8 @@ log = logging.getLogger(__name__)
 
 MODEL_ARTIFACT = "model"
 PLOTS_ARTIFACT = "plots"
-TAG_ERROR = "error"
 TAG_PARENT = "mlflow.parentRunId"
 _MAX_PARAM = 500
-_MAX_TAG = 5000
 
 
 def _check_request(request: TrainRequest) -> dict[str, object]:
@@ -81,19 +79,6 @@ def _dataset_input(data: LoadedDataset):
     return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "training")])
 
 
-def _fail(client: MlflowClient, run_id: str, exc: BaseException) -> None:
-    """Mark the run FAILED with the error as a tag; best effort (the server may be the problem)."""
-    message = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
-    try:
-        client.set_tag(run_id, TAG_ERROR, message[:_MAX_TAG])
-    except Exception:  # noqa: BLE001 - still try to close the run
-        log.warning("could not record the error on run %s", run_id, exc_info=True)
-    try:
-        client.set_terminated(run_id, "FAILED")
-    except Exception:  # noqa: BLE001
-        log.error("could not mark run %s FAILED; it may show as RUNNING", run_id, exc_info=True)
-
-
 def train(request: TrainRequest, settings: Settings, *, client: MlflowClient | None = None,
           progress: ProgressCallback | None = None, frame: pd.DataFrame | None = None) -> TrainResult:
     """Train ``request.model`` on ``request.dataset`` and track it as one MLflow run.
@@ -124,8 +109,11 @@ def train(request: TrainRequest, settings: Settings, *, client: MlflowClient | N
     tags.update({str(k): str(v) for k, v in request.extra_tags.items()})
     if request.parent_run_id:
         tags[TAG_PARENT] = request.parent_run_id
-    run = client.create_run(experiment_id, tags=tags, run_name=f"{request.model}-{data.name}")
-    run_id = run.info.run_id
+    params = _run_params(request, data, hyper, test_size, folds, len(y_train), len(y_test),
+                         spec.needs_scaling)
+    logger = RunLogger(client, settings, experiment_id)
+    # The run is created, and its params and dataset logged, while the model fits.
+    logger.open(f"{request.model}-{data.name}", tags, params, lambda: _dataset_input(data))
     try:
         report("fit")
         t = time.perf_counter()
@@ -144,31 +132,29 @@ def train(request: TrainRequest, settings: Settings, *, client: MlflowClient | N
         importance, importance_kind = evaluation.feature_importance(pipeline, X_test, y_test,
                                                                     int(request.seed))
         report("log")
-        params = _run_params(request, data, hyper, test_size, folds, len(y_train), len(y_test),
-                             spec.needs_scaling)
-        params["importance"] = importance_kind
-        now = int(time.time() * 1000)
-        all_metrics = {**metrics, "fit_s": fit_s, "predict_s": predict_s}
-        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in all_metrics.items()],
-                         params=[Param(k, v) for k, v in params.items()])
-        client.log_inputs(run_id, datasets=[_dataset_input(data)])
+        logger.log_batch(metrics={**metrics, "fit_s": fit_s, "predict_s": predict_s},
+                         params={"importance": importance_kind})
         with tempfile.TemporaryDirectory(prefix="mlops-run-") as tmp:
             out = Path(tmp)
             if request.log_model:
                 save_model_dir(pipeline, out / MODEL_ARTIFACT, X_train, data.numeric_features)
+                logger.upload_dir(out / MODEL_ARTIFACT, MODEL_ARTIFACT)
             write_plots(out / PLOTS_ARTIFACT, y_test.to_numpy(), y_pred, importance, importance_kind,
                         data.target)
-            tracking.log_artifacts(client, settings, run_id, run.info.artifact_uri, out)
-        client.set_terminated(run_id, "FINISHED")
+            logger.upload_dir(out / PLOTS_ARTIFACT, PLOTS_ARTIFACT)
+            logger.finish()
     except MlflowException as exc:
-        _fail(client, run_id, exc)
+        logger.fail(exc)
         if not str(exc.message).startswith("API request"):
             raise
-        raise ServiceUnavailable(f"MLflow at {client.tracking_uri} failed while logging run {run_id}: "
+        raise ServiceUnavailable(f"MLflow at {client.tracking_uri} failed while logging a run: "
                                  f"{exc.message}") from exc
     except BaseException as exc:
-        _fail(client, run_id, exc)
+        logger.fail(exc)
         raise
+    finally:
+        logger.close()
+    run_id = logger.run_id
     total_s = time.perf_counter() - start
     return TrainResult(
         run_id=run_id, experiment_id=experiment_id, experiment=request.experiment, dataset=data.name,
