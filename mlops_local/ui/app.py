@@ -14,6 +14,10 @@ common.sidebar_status(common.service_statuses(common.settings()))
 
 PAGES = Path(__file__).parent / "pages"
 navigation = st.navigation([
-    st.Page(PAGES / "home.py", title="Home", icon="🏠", default=True),
+    st.Page(PAGES / "train.py", title="Train", icon="🏋️", default=True),
+    st.Page(PAGES / "runs.py", title="Runs", icon="📋"),
+    st.Page(PAGES / "predict.py", title="Predict", icon="🔮"),
+    st.Page(PAGES / "monitoring.py", title="Monitoring", icon="📈"),
+    st.Page(PAGES / "home.py", title="Services", icon="🧰"),
 ])
 navigation.run()

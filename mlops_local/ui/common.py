@@ -1,14 +1,29 @@
-"""Helpers shared by the page scripts: settings, runtime, service status in the sidebar."""
+"""Helpers shared by the page scripts: settings, runtime, clients, service status, links, error display."""
 
 from __future__ import annotations
 
-import streamlit as st
+import logging
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
+import pandas as pd
+import streamlit as st
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from mlops_local import runs as runs_module
+from mlops_local import tracking
+from mlops_local.errors import UserError
 from mlops_local.health import ServiceStatus, check
+from mlops_local.metrics.promapi import PrometheusClient
 from mlops_local.runtime import Runtime, ensure_runtime
 from mlops_local.settings import Settings, get_settings
 
+log = logging.getLogger(__name__)
+
 STATE_ICON = {"up": "🟢", "down": "🟠", "not installed": "⚪"}
+UPLOAD_TYPES = ["csv", "tsv", "txt", "parquet"]
 
 
 def settings() -> Settings:
@@ -34,3 +49,123 @@ def sidebar_status(statuses: list[ServiceStatus]) -> None:
         for s in statuses:
             label = "starting" if (s.state == "down" and s.required) else s.state
             st.markdown(f"{STATE_ICON.get(s.state, '⚪')} [{s.name}]({s.url}) · {label}")
+
+
+@st.cache_resource(ttl=30, show_spinner=False)
+def _client(tracking_uri: str, _settings: Settings) -> MlflowClient:
+    return tracking.get_client(_settings)
+
+
+def client() -> MlflowClient:
+    """A bounded MLflow client shared by every session (MlflowClient is thread-safe)."""
+    current = settings()
+    return _client(current.effective_tracking_uri, current)
+
+
+def prometheus() -> PrometheusClient:
+    """A Prometheus API client for the configured server (cheap; one HTTP session per thread)."""
+    return PrometheusClient.from_settings(settings())
+
+
+@contextmanager
+def user_errors(what: str = "") -> Iterator[None]:
+    """Show a UserError, an unreachable service or an MLflow refusal as one red line, not a traceback.
+
+    Code after the failing line inside the ``with`` block is skipped; the rest of the page renders.
+    """
+    try:
+        yield
+    except UserError as exc:  # includes ServiceUnavailable
+        st.error(f"{what}{': ' if what else ''}{exc}")
+    except MlflowException as exc:
+        message = str(exc.message)
+        if message.startswith("API request") or "Max retries" in message:
+            message = (f"MLflow is not reachable at {settings().effective_tracking_uri}; start it with "
+                       "`mlops-local serve mlflow` (or `bin/start`). Detail: " + message[:300])
+        st.error(f"{what}{': ' if what else ''}{message}")
+        log.warning("MLflow error on a page: %s", message)
+
+
+def mlflow_run_url(experiment_id: str, run_id: str) -> str:
+    """The run's page in the MLflow UI."""
+    return tracking.run_url(settings(), experiment_id, run_id)
+
+
+def mlflow_model_url(name: str, version: str | int) -> str:
+    """A registered model version's page in the MLflow UI."""
+    current = settings()
+    uri = current.effective_tracking_uri
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else current.mlflow_url
+    return f"{base}/#/models/{urllib.parse.quote(name, safe='')}/versions/{version}"
+
+
+def prometheus_graph_url(expr: str, range_input: str = "1h") -> str:
+    """Prometheus' graph page for ``expr``."""
+    query = urllib.parse.urlencode({"g0.expr": expr, "g0.tab": "0", "g0.range_input": range_input})
+    return f"{settings().prometheus_url}/graph?{query}"
+
+
+def grafana_dashboard_url(variables: Mapping[str, str]) -> str:
+    """The provisioned Grafana dashboard with its variables set."""
+    from mlops_local.grafana import DASHBOARD_UID
+
+    query = urllib.parse.urlencode({f"var-{k}": v for k, v in variables.items()})
+    return f"{settings().grafana_url}/d/{DASHBOARD_UID}?{query}"
+
+
+def read_upload(uploaded: object, state_key: str) -> pd.DataFrame:
+    """The uploaded file as a table, read once per upload and kept in this session; UserError otherwise."""
+    from mlops_local.ml.datasets import read_table
+
+    limit_mb = settings().max_upload_mb
+    size = getattr(uploaded, "size", 0)
+    name = getattr(uploaded, "name", "upload")
+    if size > limit_mb * 1024 * 1024:
+        raise UserError(f"{name} is {size / 1024 / 1024:.1f} MB, more than the {limit_mb} MB allowed "
+                        "(MLOPS_MAX_UPLOAD_MB)")
+    file_id = getattr(uploaded, "file_id", None) or f"{name}:{size}"
+    cached = st.session_state.get(state_key)
+    if isinstance(cached, tuple) and cached[0] == file_id:
+        return cached[1]
+    frame = read_table(uploaded.getvalue(), filename=name)  # type: ignore[attr-defined]
+    st.session_state[state_key] = (file_id, frame)
+    return frame
+
+
+# -- cached MLflow reads (shared by sessions; cleared after a training or a registration) ----------
+
+@st.cache_data(ttl=15, show_spinner=False, max_entries=64)
+def experiment_names(tracking_uri: str) -> list[str]:
+    """Names of the experiments on the tracking server (``tracking_uri`` keys the cache)."""
+    return runs_module.experiment_names(client())
+
+
+@st.cache_data(ttl=15, show_spinner=False, max_entries=64)
+def runs_page(tracking_uri: str, experiment: str, **query: object) -> runs_module.RunsPage:
+    """One page of runs of ``experiment`` (by name) with the given filters, or an empty page."""
+    exp_id = runs_module.experiment_id(client(), experiment)
+    if exp_id is None:
+        return runs_module.runs_to_frame([])
+    return runs_module.runs_page(client(), exp_id, **query)  # type: ignore[arg-type]
+
+
+def clear_run_caches() -> None:
+    """Forget cached runs and experiments (after a new run or a registration)."""
+    experiment_names.clear()
+    runs_page.clear()
+    registered_choices.clear()
+
+
+@st.cache_data(ttl=15, show_spinner=False, max_entries=16)
+def registered_choices(tracking_uri: str) -> list[str]:
+    """'name@alias' and 'name/version' choices of the model registry."""
+    return runs_module.registered_choices(client())
+
+
+@st.cache_resource(ttl=600, max_entries=8, show_spinner="Loading the model…")
+def loaded_model(pinned_uri: str, tracking_uri: str) -> tuple[object, list]:
+    """(PyFuncModel, its input fields) for a pinned model URI, shared by sessions (predict is thread-safe)."""
+    from mlops_local.ml import predict
+
+    model = predict.load_model(pinned_uri, tracking_uri)
+    return model, predict.input_fields(model)

@@ -1,0 +1,242 @@
+"""Predictions with a logged model: load it, describe its inputs, check a batch, predict.
+
+The input form comes from the model's signature (column names and types). Sensible values come from
+the fitted pipeline itself: the imputers hold each numeric column's training median and each text
+column's most frequent value, the one-hot encoders the categories seen in training.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.pyfunc import PyFuncModel
+
+from mlops_local.errors import UserError
+
+log = logging.getLogger(__name__)
+
+PREDICTION_COLUMN = "prediction"
+NUMBER_KINDS = ("number", "integer")
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+_ALIAS_URI = re.compile(r"^models:/([^/@]+)@([\w\-]+)$")
+# MLflow type name -> form field kind
+_KINDS = {"double": "number", "float": "number", "long": "integer", "integer": "integer",
+          "boolean": "boolean", "string": "text", "datetime": "text"}
+
+
+@dataclass(frozen=True)
+class InputField:
+    """One input column: name, kind (number, integer, boolean, category, text), default, choices."""
+
+    name: str
+    kind: str
+    default: object = None
+    choices: tuple[str, ...] = ()
+
+
+def model_uri(choice: str) -> str:
+    """URI for a Predict choice: 'name@alias', 'name/3', a run id, or any models:/ or runs:/ URI."""
+    choice = choice.strip()
+    if not choice:
+        raise UserError("no model chosen: pick a run or type a registered model as name@alias")
+    if choice.startswith(("models:/", "runs:/")):
+        return choice
+    if _RUN_ID.match(choice):
+        return f"runs:/{choice}/model"
+    if "@" in choice or "/" in choice:
+        return f"models:/{choice}"
+    raise UserError(f"{choice!r} is not a model reference: use name@alias (e.g. co2-model@champion), "
+                    "name/version, a run id, or a models:/ or runs:/ URI")
+
+
+def pin_uri(client: MlflowClient, uri: str) -> str:
+    """``models:/name@alias`` as the ``models:/name/<version>`` it points at now (caches never go stale)."""
+    match = _ALIAS_URI.match(uri)
+    if match is None:
+        return uri
+    name, alias = match.groups()
+    try:
+        version = client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        raise UserError(f"no registered model version {name}@{alias}: {exc.message}") from None
+    return f"models:/{name}/{version.version}"
+
+
+def load_model(uri: str, tracking_uri: str | None = None) -> PyFuncModel:
+    """Download and load an MLflow model; UserError naming the URI when it does not exist or fails."""
+    import mlflow.artifacts
+    import mlflow.pyfunc
+
+    with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp,
+                                                        tracking_uri=tracking_uri, registry_uri=tracking_uri)
+            return mlflow.pyfunc.load_model(local)
+        except MlflowException as exc:
+            raise UserError(f"cannot load model {uri}: {exc.message}") from None
+        except OSError as exc:
+            raise UserError(f"cannot load model {uri}: {exc}") from None
+
+
+def _walk(estimator: object) -> list[object]:
+    """The estimator and every step or transformer nested in it (pipelines, column transformers)."""
+    found = [estimator]
+    for _, step in getattr(estimator, "steps", []) or []:
+        found.extend(_walk(step))
+    return found
+
+
+def _column_transformers(estimator: object) -> list[object]:
+    return [e for e in _walk(estimator) if hasattr(e, "transformers_")]
+
+
+def training_hints(estimator: object) -> tuple[dict[str, object], dict[str, tuple[str, ...]]]:
+    """(default per column, categories per column) read from a fitted sklearn pipeline's transformers."""
+    defaults: dict[str, object] = {}
+    categories: dict[str, tuple[str, ...]] = {}
+    for transformer in _column_transformers(estimator):
+        for _, part, columns in transformer.transformers_:
+            if isinstance(part, str) or not isinstance(columns, (list, tuple, np.ndarray, pd.Index)):
+                continue  # "drop" / "passthrough" / columns given by position
+            columns = [str(c) for c in columns]
+            for step in _walk(part):
+                stats = getattr(step, "statistics_", None)
+                if stats is not None and len(stats) == len(columns):
+                    for column, value in zip(columns, stats, strict=True):
+                        defaults.setdefault(column, value.item() if hasattr(value, "item") else value)
+                cats = getattr(step, "categories_", None)
+                if cats is not None and len(cats) == len(columns):
+                    for column, values in zip(columns, cats, strict=True):
+                        categories[column] = tuple(str(v) for v in values if not pd.isna(v))
+    return defaults, categories
+
+
+def _raw_model(model: PyFuncModel) -> object | None:
+    try:
+        return model.get_raw_model()
+    except (NotImplementedError, AttributeError):
+        return None
+
+
+def input_fields(model: PyFuncModel) -> list[InputField]:
+    """The model's inputs in order, with training defaults and the categories seen in training."""
+    raw = _raw_model(model)
+    defaults, categories = training_hints(raw) if raw is not None else ({}, {})
+    schema = model.metadata.get_input_schema()
+    if schema is not None and schema.has_input_names():
+        columns = [(spec.name, _KINDS.get(getattr(spec.type, "name", str(spec.type)), "text"))
+                   for spec in schema.inputs]
+    else:
+        names = [str(n) for n in getattr(raw, "feature_names_in_", [])]
+        if not names:
+            raise UserError("the model has no input signature and its column names are unknown; "
+                            "retrain it with mlops-local")
+        columns = [(n, "category" if n in categories else "number") for n in names]
+    fields = []
+    for name, kind in columns:
+        choices = categories.get(name, ())
+        if kind == "text" and choices:
+            kind = "category"
+        default = defaults.get(name)
+        if kind in NUMBER_KINDS:
+            default = float(default) if isinstance(default, (int, float)) and np.isfinite(default) else 0.0
+            if kind == "integer":
+                default = int(round(default))
+        elif kind == "category":
+            default = str(default) if default is not None and str(default) in choices else choices[0]
+        elif kind == "boolean":
+            default = bool(default) if default is not None else False
+        else:
+            default = "" if default is None else str(default)
+        fields.append(InputField(name=name, kind=kind, default=default, choices=choices))
+    return fields
+
+
+def one_row(values: Mapping[str, object], fields: Sequence[InputField]) -> pd.DataFrame:
+    """A one-row frame from form values, in the model's column order."""
+    return check_batch(pd.DataFrame([{f.name: values.get(f.name, f.default) for f in fields}]), fields)[0]
+
+
+def _bad_rows(mask: pd.Series) -> str:
+    rows = [str(i + 1) for i in np.flatnonzero(mask.to_numpy())[:5]]
+    more = int(mask.sum()) - len(rows)
+    return ", ".join(rows) + (f" and {more} more" if more > 0 else "")
+
+
+def check_batch(frame: pd.DataFrame, fields: Sequence[InputField]) -> tuple[pd.DataFrame, list[str]]:
+    """(the columns the model takes, converted to its types; the extra columns ignored) or UserError."""
+    names = [f.name for f in fields]
+    present = {str(c) for c in frame.columns}
+    missing = [n for n in names if n not in present]
+    if missing:
+        raise UserError(f"missing column(s) the model needs: {', '.join(missing)}. "
+                        f"The model takes: {', '.join(names)}")
+    if frame.empty:
+        raise UserError("the table has no rows to predict")
+    frame = frame.rename(columns=str)
+    extra = [c for c in frame.columns if c not in names]
+    out = frame[names].copy()
+    for f in fields:
+        column = out[f.name]
+        if f.kind in NUMBER_KINDS:
+            numbers = pd.to_numeric(column, errors="coerce")
+            blank = column.isna() | column.astype(str).str.strip().isin(["", "nan", "NaN", "None", "<NA>"])
+            bad = numbers.isna() & ~blank
+            if bad.any():
+                raise UserError(f"column {f.name!r} must hold numbers; row(s) {_bad_rows(bad)} do not "
+                                f"(first: {column[bad].iloc[0]!r})")
+            if f.kind == "integer":
+                if numbers.isna().any():
+                    raise UserError(f"column {f.name!r} needs a whole number in every row; row(s) "
+                                    f"{_bad_rows(numbers.isna())} are empty")
+                out[f.name] = numbers.astype("int64")
+            else:
+                out[f.name] = numbers.astype("float64")
+        elif f.kind == "boolean":
+            out[f.name] = column.astype(bool)
+        else:
+            out[f.name] = column.astype(object).where(column.notna(), None)
+            out[f.name] = [None if v is None else str(v) for v in out[f.name]]
+    return out, extra
+
+
+def predict_frame(model: PyFuncModel, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with a prediction column appended (UserError when the model refuses the input)."""
+    try:
+        predictions = np.asarray(model.predict(frame), dtype=float).ravel()
+    except MlflowException as exc:
+        raise UserError(f"the model refused the input: {exc.message}") from None
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"the model could not predict on this input: {exc}") from None
+    out = frame.copy()
+    column = PREDICTION_COLUMN
+    while column in out.columns:
+        column += "_"
+    out[column] = predictions
+    return out
+
+
+def predict_table(model: PyFuncModel, frame: pd.DataFrame,
+                  fields: Sequence[InputField]) -> tuple[pd.DataFrame, list[str]]:
+    """(the uploaded table with a prediction column, the extra columns the model ignored)."""
+    checked, extra = check_batch(frame, fields)
+    predicted = predict_frame(model, checked)
+    out = frame.rename(columns=str).reset_index(drop=True)
+    column = predicted.columns[-1]
+    while column in out.columns:
+        column += "_"
+    out[column] = predicted.iloc[:, -1].to_numpy()
+    return out, extra
+
+
+def to_csv_bytes(frame: pd.DataFrame) -> bytes:
+    """UTF-8 CSV of a predictions table (for a download button)."""
+    return frame.to_csv(index=False, lineterminator="\n").encode("utf-8")

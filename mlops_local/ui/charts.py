@@ -1,0 +1,94 @@
+"""Plotly figures for the pages (no Streamlit here, so they are testable and reusable)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+from mlops_local.metrics.panels import Panel, render_legend
+from mlops_local.metrics.promapi import RangeSeries
+
+_HEIGHT = 360
+
+
+def predicted_vs_actual(y_true: Sequence[float], y_pred: Sequence[float],
+                        target: str = "target") -> go.Figure:
+    """Scatter of predictions against the truth, with the y = x line a perfect model would sit on."""
+    actual, predicted = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
+    fig = px.scatter(x=actual, y=predicted, opacity=0.5, labels={"x": f"actual {target}", "y": "predicted"},
+                     title="Predicted vs actual (test set)")
+    low = float(np.nanmin([actual.min(initial=0), predicted.min(initial=0)]))
+    high = float(np.nanmax([actual.max(initial=1), predicted.max(initial=1)]))
+    fig.add_trace(go.Scatter(x=[low, high], y=[low, high], mode="lines", name="y = x",
+                             line={"dash": "dash", "color": "grey"}))
+    fig.update_layout(height=_HEIGHT, showlegend=False)
+    return fig
+
+
+def residuals(y_true: Sequence[float], y_pred: Sequence[float]) -> go.Figure:
+    """Residuals (actual minus predicted) against the prediction."""
+    actual, predicted = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
+    fig = px.scatter(x=predicted, y=actual - predicted, opacity=0.5,
+                     labels={"x": "predicted", "y": "residual (actual - predicted)"}, title="Residuals")
+    fig.add_hline(y=0, line_dash="dash", line_color="grey")
+    fig.update_layout(height=_HEIGHT)
+    return fig
+
+
+def feature_importance(importance: pd.Series, top: int = 15) -> go.Figure:
+    """Horizontal bars of the most important input columns."""
+    data = importance.sort_values(ascending=False).head(top).iloc[::-1]
+    fig = px.bar(x=data.to_numpy(), y=[str(i) for i in data.index], orientation="h",
+                 labels={"x": "importance", "y": ""}, title="Feature importance")
+    fig.update_layout(height=max(_HEIGHT, 24 * len(data) + 120))
+    return fig
+
+
+def metric_bars(long: pd.DataFrame) -> go.Figure:
+    """Grouped bars: one group per metric, one bar per run (input: run, metric, value)."""
+    fig = px.bar(long, x="metric", y="value", color="run", barmode="group", title="Metrics")
+    fig.update_layout(height=_HEIGHT, legend_title_text="")
+    return fig
+
+
+def parallel_coordinates(frame: pd.DataFrame, color: str = "r2") -> go.Figure:
+    """One line per run across its varying params and its metrics; text params become ticks."""
+    dimensions = []
+    for column in frame.columns:
+        if column == "run":
+            continue
+        values = frame[column]
+        if pd.api.types.is_numeric_dtype(values):
+            dimensions.append({"label": column, "values": values.astype(float).to_numpy()})
+        else:
+            codes, uniques = pd.factorize(values.astype(str))
+            dimensions.append({"label": column, "values": codes, "tickvals": list(range(len(uniques))),
+                               "ticktext": list(uniques)})
+    line: dict[str, object] = {}
+    if color in frame.columns and pd.api.types.is_numeric_dtype(frame[color]):
+        line = {"color": frame[color].astype(float).to_numpy(), "colorscale": "Viridis", "showscale": True,
+                "colorbar": {"title": {"text": color}}}
+    fig = go.Figure(go.Parcoords(line=line, dimensions=dimensions))
+    fig.update_layout(height=_HEIGHT + 40, title="Parallel coordinates")
+    return fig
+
+
+def range_frame(panel: Panel, series: Sequence[RangeSeries]) -> pd.DataFrame:
+    """Long frame (time UTC, series name from the panel's legend, value) of a range query."""
+    rows = [
+        (datetime.fromtimestamp(t, tz=timezone.utc), render_legend(panel, s.labels) or panel.title, v)
+        for s in series for t, v in s.points
+    ]
+    return pd.DataFrame(rows, columns=["time", "series", "value"])
+
+
+def timeseries(frame: pd.DataFrame, title: str) -> go.Figure:
+    """Lines over time, one per series."""
+    fig = px.line(frame, x="time", y="value", color="series", title=title, markers=len(frame) < 60)
+    fig.update_layout(height=_HEIGHT, legend_title_text="", xaxis_title="time (UTC)", yaxis_title="")
+    return fig

@@ -1,0 +1,208 @@
+"""Train: dataset and model (co2_canada + random_forest preselected), live progress, result cards."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from mlops_local import runs
+from mlops_local.errors import UserError
+from mlops_local.metrics.panels import get_panel, render_expr
+from mlops_local.ml import datasets, training
+from mlops_local.ml.catalog import CATALOG, DEFAULT_MODEL
+from mlops_local.ml.types import DEFAULT_EXPERIMENT, DatasetSpec, TrainRequest
+from mlops_local.ui import charts, common, jobs, widgets
+
+JOB_KEY = "train_job"
+FRAME_KEY = "train_upload_frame"
+CHECK_KEY = "train_upload_check"
+POLL_SECONDS = 0.25
+BUILTIN, UPLOAD = "Built-in", "Upload a file"
+METRIC_CARDS = (("r2", "R²"), ("rmse", "RMSE"), ("mae", "MAE"))
+
+st.title("Train")
+settings = common.settings()
+job: jobs.TrainingJob | None = st.session_state.get(JOB_KEY)
+running = job is not None and job.running
+
+
+def _reset_features() -> None:
+    st.session_state.pop("train_features", None)
+
+
+def _upload_spec() -> tuple[DatasetSpec | None, pd.DataFrame | None]:
+    """Upload, target and feature pickers, quick profile; (spec, frame) when the data is usable."""
+    uploaded = st.file_uploader(f"CSV or Parquet file (at most {settings.max_upload_mb} MB)",
+                                type=common.UPLOAD_TYPES, key="train_upload",
+                                max_upload_size=settings.max_upload_mb)
+    if uploaded is None:
+        st.info("Upload a CSV or Parquet file, or pick a built-in dataset.")
+        return None, None
+    frame = None
+    with common.user_errors():
+        frame = common.read_upload(uploaded, FRAME_KEY)
+    if frame is None:
+        return None, None
+    columns = [str(c) for c in frame.columns]
+    target = st.selectbox("Target column (what to predict)", columns, index=len(columns) - 1,
+                          key="train_target", on_change=_reset_features)
+    others = [c for c in columns if c != target]
+    features = st.multiselect("Feature columns", others, default=others, key="train_features")
+    info = datasets.profile(frame, target)
+    with st.expander(f"Profile: {info['rows']:,} rows, {len(columns)} columns", expanded=False):
+        st.dataframe(pd.DataFrame({"type": info["dtypes"], "missing": info["missing"]}),
+                     column_config={"missing": st.column_config.ProgressColumn(
+                         "missing", format="percent", min_value=0.0, max_value=1.0)},
+                     key="train_profile")
+        if info["target"]:
+            st.caption(f"Target {target}: " + ", ".join(f"{k} {v:.4g}" for k, v in info["target"].items()))
+            numbers = pd.to_numeric(frame[target], errors="coerce").dropna()
+            if not numbers.empty:
+                st.bar_chart(numbers.value_counts(bins=30, sort=False).rename(lambda i: f"{i.mid:.4g}"),
+                             height=160)
+    spec = DatasetSpec(name=uploaded.name, target=target, features=tuple(features) or None)
+    check_id = (st.session_state[FRAME_KEY][0], target, tuple(features))
+    previous = st.session_state.get(CHECK_KEY)
+    if previous is None or previous[0] != check_id:
+        message = None
+        try:
+            datasets.load_dataset(spec, frame)
+        except UserError as exc:
+            message = str(exc)
+        st.session_state[CHECK_KEY] = (check_id, message)
+    message = st.session_state[CHECK_KEY][1]
+    if message:
+        st.error(message)
+        return None, None
+    return spec, frame
+
+
+def _dataset_spec() -> tuple[DatasetSpec | None, pd.DataFrame | None]:
+    source = st.radio("Dataset source", [BUILTIN, UPLOAD], key="train_source", horizontal=True)
+    if source == UPLOAD:
+        return _upload_spec()
+    names = list(datasets.BUILTINS)
+    name = st.selectbox("Built-in dataset", names, index=names.index(datasets.DEFAULT_DATASET),
+                        key="train_dataset", format_func=lambda n: f"{n}: {datasets.BUILTINS[n].description}")
+    builtin = datasets.BUILTINS[name]
+    st.caption(f"Target: {builtin.target}")
+    options: dict[str, object] = {}
+    if builtin.options:
+        with st.expander("Dataset options"):
+            options = widgets.dataset_options(name, builtin.options)
+    return DatasetSpec(name=name, options=options), None
+
+
+def _new_job(request: TrainRequest, frame: pd.DataFrame | None) -> jobs.TrainingJob:
+    client = common.client()
+    exporter = getattr(common.runtime(), "exporter", None)
+
+    def baseline(result: object) -> dict[str, float]:
+        return runs.best_earlier(client, result.experiment_id, result.dataset,  # type: ignore[attr-defined]
+                                 exclude_run_id=result.run_id, before=result.finished_at)  # type: ignore[attr-defined]
+
+    return jobs.TrainingJob(request=request, settings=settings, train_fn=training.train, frame=frame,
+                            client=client, publish=exporter.observe if exporter is not None else None,
+                            baseline=baseline)
+
+
+def _progress_panel(poll: bool) -> None:
+    """Steps with their elapsed time; when the job ends while polling, rerun the page for the results."""
+    current: jobs.TrainingJob | None = st.session_state.get(JOB_KEY)
+    if current is None:
+        return
+    request = current.request
+    title = f"{request.model} on {request.dataset.name}"
+    if current.running:
+        state, label = "running", f"Training {title}… {current.elapsed():.1f} s"
+    elif current.error:
+        state, label = "error", f"Training {title} failed after {current.elapsed():.1f} s"
+    else:
+        state, label = "complete", f"Trained {title} in {current.elapsed():.1f} s"
+    with st.status(label, state=state, expanded=current.running):
+        st.progress(current.fraction(), text=f"{current.elapsed():.1f} s")
+        marks = {"done": "✅", "running": "⏳", "waiting": "▫️", "failed": "❌"}
+        lines = [f"{marks[s.state]} {s.label}" + (f" · {s.seconds:.2f} s" if s.seconds is not None else "")
+                 for s in current.steps()]
+        st.markdown("  \n".join(lines))
+    if poll and current.done:
+        common.clear_run_caches()
+        st.rerun()
+
+
+def _results(done: jobs.TrainingJob) -> None:
+    if done.error:
+        st.error(done.error)
+        return
+    result = done.result
+    if result is None:
+        return
+    if done.warning:
+        st.warning(done.warning)
+    st.subheader(f"{result.model} on {result.dataset}")
+    cards = st.columns(len(METRIC_CARDS))
+    for slot, (metric, label) in zip(cards, METRIC_CARDS, strict=True):
+        value = result.metrics.get(metric)
+        if value is None:
+            continue
+        best = done.best_before.get(metric)
+        better_up = runs.HIGHER_IS_BETTER.get(metric, True)
+        slot.metric(label, f"{value:.4f}", delta=None if best is None else f"{value - best:+.4f}",
+                    delta_color="normal" if better_up else "inverse",
+                    help="Change against the best earlier run on this dataset"
+                         + ("" if best is None else f" ({best:.4f})") + ".")
+    labels = {"experiment": result.experiment, "dataset": result.dataset, "model": result.model}
+    links = st.columns(3)
+    links[0].link_button("Run in MLflow", common.mlflow_run_url(result.experiment_id, result.run_id),
+                         width="stretch")
+    links[1].link_button("R² in Prometheus", common.prometheus_graph_url(
+        render_expr(get_panel("r2_over_time"), labels)), width="stretch")
+    links[2].link_button("Grafana dashboard", common.grafana_dashboard_url(labels), width="stretch")
+    if result.y_test is not None and result.y_pred is not None:
+        tabs = st.tabs(["Predicted vs actual", "Residuals", "Feature importance"])
+        with tabs[0]:
+            st.plotly_chart(charts.predicted_vs_actual(result.y_test, result.y_pred), key="train_chart_pva")
+        with tabs[1]:
+            st.plotly_chart(charts.residuals(result.y_test, result.y_pred), key="train_chart_residuals")
+        with tabs[2]:
+            if result.feature_importance is not None and len(result.feature_importance):
+                st.plotly_chart(charts.feature_importance(result.feature_importance),
+                                key="train_chart_importance")
+            else:
+                st.caption("This model reports no feature importance.")
+
+
+data_col, model_col = st.columns(2, gap="large")
+with data_col:
+    st.subheader("Data")
+    spec, frame = _dataset_spec()
+with model_col:
+    st.subheader("Model")
+    model_names = list(CATALOG)
+    model_name = st.selectbox("Model", model_names, index=model_names.index(DEFAULT_MODEL), key="train_model",
+                              format_func=lambda n: f"{CATALOG[n].label} ({n})")
+    params = widgets.param_inputs(CATALOG[model_name])
+    with st.expander("Split, seed, cross-validation, experiment"):
+        test_size = st.slider("Test size", 0.05, 0.5, 0.2, 0.05, key="train_test_size",
+                              help="Share of the rows held out for the R², RMSE and MAE.")
+        seed = st.number_input("Seed", 0, 2**31 - 1, 42, 1, key="train_seed")
+        cv_folds = st.number_input("Cross-validation folds (0 = off)", 0, 20, 0, 1, key="train_cv",
+                                   help="k-fold CV on the training part, reported as mean and std.")
+        experiment = st.text_input("MLflow experiment", DEFAULT_EXPERIMENT, key="train_experiment").strip()
+
+ready = spec is not None and bool(experiment)
+clicked = st.button("Train", key="train_button", type="primary", disabled=running or not ready,
+                    help="A training is running in this tab" if running else None)
+if clicked and spec is not None:
+    request = TrainRequest(dataset=spec, model=model_name, params=params, test_size=float(test_size),
+                           seed=int(seed), cv_folds=int(cv_folds),
+                           experiment=experiment or DEFAULT_EXPERIMENT, source="ui")
+    _, started = jobs.start_job(st.session_state, JOB_KEY, lambda: _new_job(request, frame))
+    if started:
+        st.rerun()  # redraw with the button disabled and the progress polling
+    st.toast("A training is already running in this tab; wait for it to finish.")
+
+if job is not None:
+    st.fragment(_progress_panel, run_every=POLL_SECONDS if running else None)(running)
+    if job.done:
+        _results(job)

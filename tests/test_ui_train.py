@@ -1,0 +1,188 @@
+"""AppTest of the Train page: ready to train on open, live progress, one run per click, error paths."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from streamlit.testing.v1 import AppTest
+
+import mlops_local.ui
+from mlops_local.ml import training
+from mlops_local.ui import jobs
+
+APP = Path(mlops_local.ui.__file__).parent / "app.py"
+TIMEOUT = 120
+
+
+def open_app() -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def finish(at: AppTest) -> jobs.TrainingJob:
+    """Wait for the session's training, then rerun the page as the polling fragment would."""
+    job = at.session_state["train_job"]
+    assert job.wait(TIMEOUT), "training did not finish"
+    at.run()
+    assert not at.exception, at.exception
+    return job
+
+
+def test_opens_ready_to_train(ui_env: dict[str, str]) -> None:
+    at = open_app()
+    assert at.radio(key="train_source").value == "Built-in"
+    assert at.selectbox(key="train_dataset").value == "co2_canada"
+    assert at.selectbox(key="train_model").value == "random_forest"
+    assert at.number_input(key="train_param_random_forest_n_estimators").value == 100
+    assert not at.button(key="train_button").disabled
+
+
+def test_first_click_trains_and_shows_cards(ui_env: dict[str, str]) -> None:
+    at = open_app()
+    at.number_input(key="train_param_random_forest_n_estimators").set_value(10)
+    at.text_input(key="train_experiment").set_value("ui-train-cards")
+    at.button(key="train_button").click()
+    at.run()
+    assert not at.exception, at.exception
+    job = finish(at)
+    assert job.error is None, job.error
+    labels = {m.label: m.value for m in at.metric}
+    assert set(labels) >= {"R²", "RMSE", "MAE"}
+    assert float(labels["R²"]) == pytest.approx(job.result.metrics["r2"], abs=1e-4)
+    assert [s.state for s in job.steps()] == ["done"] * 6
+    links = [b.proto.url for b in at.get("link_button")]
+    assert any(f"/runs/{job.result.run_id}" in url for url in links)
+    assert any("g0.expr=mlops_model_r2" in url for url in links)
+
+
+@pytest.fixture
+def gated_training(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Real trainings that pause at the fit step until the returned event is set (injected delay)."""
+    gate = threading.Event()
+    real = training.train
+
+    def gated(request, settings, *, progress=None, **kwargs):  # noqa: ANN001, ANN202
+        def report(step: str, elapsed: float) -> None:
+            if progress is not None:
+                progress(step, elapsed)
+            if step == "fit":
+                gate.wait(TIMEOUT)
+        return real(request, settings, progress=report, **kwargs)
+
+    monkeypatch.setattr(training, "train", gated)
+    yield gate
+    gate.set()
+
+
+def test_double_click_starts_one_run_and_other_tabs_stay_live(
+        ui_env: dict[str, str], gated_training: threading.Event) -> None:
+    experiment = "ui-double-click"
+    at = open_app()
+    at.number_input(key="train_param_random_forest_n_estimators").set_value(5)
+    at.text_input(key="train_experiment").set_value(experiment)
+    at.button(key="train_button").click()
+    at.run()
+    assert not at.exception, at.exception
+    job = at.session_state["train_job"]
+    assert job.running
+    button = at.button(key="train_button")
+    assert button.disabled
+    assert at.status[0].proto.label.startswith("Training random_forest on co2_canada")
+
+    # A second click forged past the disabled button (Streamlit discards it server-side; the session's
+    # job guard would refuse it anyway, see test_ui_jobs): still the same single job.
+    button.proto.disabled = False
+    button.click()
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["train_job"] is job
+    assert at.button(key="train_button").disabled
+
+    # Another tab renders while this tab's training is still in progress.
+    other = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    other.run()
+    other.switch_page("pages/runs.py").run()
+    assert not other.exception, other.exception
+    assert job.running
+
+    gated_training.set()
+    finish(at)
+    assert job.error is None, job.error
+    client = MlflowClient(ui_env["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name(experiment)
+    assert len(client.search_runs([exp.experiment_id])) == 1
+    assert not at.button(key="train_button").disabled
+
+
+def test_upload_trains_and_second_run_shows_delta(ui_env: dict[str, str], co2_csv: Path) -> None:
+    at = open_app()
+    at.radio(key="train_source").set_value("Upload a file").run()
+    at.file_uploader(key="train_upload").upload(co2_csv.name, co2_csv.read_bytes(), "text/csv")
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="train_target").value == "CO2 Emissions(g/km)"
+    assert "CO2 Emissions(g/km)" not in at.multiselect(key="train_features").value
+    assert not at.error
+    at.number_input(key="train_param_random_forest_n_estimators").set_value(5)
+    at.text_input(key="train_experiment").set_value("ui-upload")
+    at.button(key="train_button").click().run()
+    first = finish(at)
+    assert first.error is None, first.error
+    assert first.result.dataset == co2_csv.name
+    assert all(m.proto.delta == "" for m in at.metric)  # nothing earlier to compare with
+
+    at.number_input(key="train_param_random_forest_n_estimators").set_value(8)
+    at.button(key="train_button").click().run()
+    second = finish(at)
+    assert second is not first and second.error is None
+    r2 = next(m for m in at.metric if m.label == "R²")
+    expected = second.result.metrics["r2"] - first.result.metrics["r2"]
+    assert float(r2.proto.delta) == pytest.approx(expected, abs=1e-4)
+
+
+def test_upload_over_the_limit_is_refused(ui_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlops_local.settings import get_settings
+
+    monkeypatch.setenv("MLOPS_MAX_UPLOAD_MB", "1")
+    get_settings.cache_clear()
+    at = open_app()
+    at.radio(key="train_source").set_value("Upload a file").run()
+    big = b"a,b\n" + b"1,2\n" * 300_000  # 1.2 MB
+    at.file_uploader(key="train_upload").upload("big.csv", big, "text/csv").run()
+    assert not at.exception, at.exception
+    assert "more than the 1 MB allowed" in at.error[0].value
+    assert at.button(key="train_button").disabled
+
+
+def test_unreadable_file_is_refused(ui_env: dict[str, str]) -> None:
+    at = open_app()
+    at.radio(key="train_source").set_value("Upload a file").run()
+    at.file_uploader(key="train_upload").upload("garbage.csv", bytes(range(256)) * 40, "text/csv").run()
+    assert not at.exception, at.exception
+    assert at.error and "garbage.csv" in at.error[0].value
+    assert at.button(key="train_button").disabled
+
+
+def test_non_numeric_target_is_refused(ui_env: dict[str, str], co2_csv: Path) -> None:
+    at = open_app()
+    at.radio(key="train_source").set_value("Upload a file").run()
+    at.file_uploader(key="train_upload").upload(co2_csv.name, co2_csv.read_bytes(), "text/csv").run()
+    at.selectbox(key="train_target").set_value("Make").run()
+    assert not at.exception, at.exception
+    assert at.error and "Make" in at.error[0].value
+    assert at.button(key="train_button").disabled
+
+
+def test_training_error_is_a_message(ui_env: dict[str, str]) -> None:
+    at = open_app()
+    at.number_input(key="train_cv").set_value(1)
+    at.button(key="train_button").click().run()
+    job = finish(at)
+    assert job.error is not None and job.result is None
+    assert at.error and at.error[0].value == job.error
+    assert not at.metric
