@@ -155,3 +155,31 @@ def prometheus_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prome
         stop = getattr(exporter, "stop", None)
         if callable(stop):
             stop()
+
+
+# -- Streamlit UI (AppTest): the app's settings point at the session's MLflow server --------------
+
+@pytest.fixture
+def ui_env(mlflow_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """The session MLflow env applied to os.environ (get_settings() re-read); runtime stopped after."""
+    from mlops_local.runtime import shutdown_runtime
+    from mlops_local.settings import get_settings
+
+    for key, value in mlflow_env.items():
+        if key.startswith(("MLOPS_", "MLFLOW_")):
+            monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    yield mlflow_env
+    shutdown_runtime()
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def ui_trained_run(mlflow_env: dict[str, str]) -> TrainResult:
+    """One real random_forest training on co2_canada (10 trees) in experiment 'ui-tests'."""
+    from mlops_local.ml.training import train
+    from mlops_local.ml.types import DatasetSpec, TrainRequest
+
+    request = TrainRequest(DatasetSpec("co2_canada"), "random_forest", params={"n_estimators": 10},
+                           experiment="ui-tests", source="ui")
+    return train(request, Settings.from_env(mlflow_env))
