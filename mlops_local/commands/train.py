@@ -1,0 +1,106 @@
+"""`mlops-local train`: one tracked training from the command line (a short table, or --json)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from mlops_local import tracking
+from mlops_local.errors import UserError
+from mlops_local.ml.catalog import CATALOG, DEFAULT_MODEL, parse_param_args
+from mlops_local.ml.datasets import BUILTINS, DEFAULT_DATASET
+from mlops_local.ml.types import DEFAULT_EXPERIMENT, DatasetSpec, TrainRequest, TrainResult
+from mlops_local.settings import Settings
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train one model and track it in MLflow",
+        description="Train a scikit-learn regressor on a built-in dataset or a CSV/Parquet file and log "
+                    "the run (params, metrics, dataset, model, plots) to MLflow.",
+    )
+    parser.add_argument("--dataset", default=DEFAULT_DATASET, metavar="NAME|PATH",
+                        help=f"built-in ({', '.join(BUILTINS)}) or a CSV/Parquet file "
+                             f"(default {DEFAULT_DATASET})")
+    parser.add_argument("--target", help="target column (required for files; built-ins have one)")
+    parser.add_argument("--features", metavar="A,B",
+                        help="comma-separated feature columns (default: all others)")
+    parser.add_argument("--dataset-option", action="append", default=[], metavar="K=V",
+                        help="built-in dataset option, e.g. n_samples=500 for friedman1 (repeatable)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME",
+                        help=f"one of {', '.join(CATALOG)} (default {DEFAULT_MODEL})")
+    parser.add_argument("--param", action="append", default=[], metavar="K=V",
+                        help="hyperparameter, e.g. n_estimators=200 (repeatable)")
+    parser.add_argument("--test-size", type=float, default=0.2,
+                        help="share held out for testing, between 0 and 1 (default 0.2)")
+    parser.add_argument("--seed", type=int, default=42, help="random seed for split and model (default 42)")
+    parser.add_argument("--cv", type=int, default=0, metavar="K", help="k-fold cross-validation (0 = off)")
+    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT,
+                        help=f"MLflow experiment (default {DEFAULT_EXPERIMENT})")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.set_defaults(func=run)
+
+
+def request_from_args(args: argparse.Namespace) -> TrainRequest:
+    """The TrainRequest the command line describes (values are validated by train())."""
+    features = None
+    if args.features is not None:
+        features = tuple(f.strip() for f in args.features.split(",") if f.strip())
+        if not features:
+            raise UserError("--features is empty; give comma-separated column names or leave it out")
+    options = parse_param_args(args.dataset_option) if args.dataset_option else {}
+    return TrainRequest(
+        dataset=DatasetSpec(args.dataset, target=args.target, features=features, options=options),
+        model=args.model, params=parse_param_args(args.param), test_size=args.test_size, seed=args.seed,
+        cv_folds=args.cv, experiment=args.experiment, source="cli",
+    )
+
+
+def result_dict(result: TrainResult, settings: Settings) -> dict[str, object]:
+    """The --json object."""
+    return {
+        "run_id": result.run_id,
+        "experiment_id": result.experiment_id,
+        "experiment": result.experiment,
+        "dataset": result.dataset,
+        "model": result.model,
+        "metrics": result.metrics,
+        "durations": {"fit_s": result.durations["fit_s"], "predict_s": result.durations["predict_s"],
+                      "total_s": result.durations["total_s"]},
+        "model_uri": result.model_uri,
+        "tracking_uri": result.tracking_uri,
+        # True when the server was down and the run went straight into the local store.
+        "local_store_fallback": result.tracking_uri != settings.effective_tracking_uri,
+        "run_url": tracking.run_url(settings, result.experiment_id, result.run_id),
+        "params": result.params,
+    }
+
+
+def _table(result: TrainResult, settings: Settings) -> str:
+    rows = [("run", f"{result.run_id} (experiment {result.experiment}, id {result.experiment_id})"),
+            ("dataset", result.dataset), ("model", result.model)]
+    rows += [(name, f"{value:.4g}") for name, value in result.metrics.items()]
+    rows += [("fit", f"{result.durations['fit_s']:.2f} s"), ("total", f"{result.durations['total_s']:.2f} s"),
+             ("model uri", result.model_uri or "-"),
+             ("mlflow", tracking.run_url(settings, result.experiment_id, result.run_id))]
+    if result.tracking_uri != settings.effective_tracking_uri:
+        rows.append(("stored in", f"{result.tracking_uri} (server not running; shown once it starts)"))
+    return "\n".join(f"{name:<13} {value}" for name, value in rows)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from mlflow.exceptions import MlflowException
+
+    from mlops_local.errors import ServiceUnavailable
+    from mlops_local.ml.training import train
+
+    request = request_from_args(args)
+    try:
+        result = train(request, settings)
+    except MlflowException as exc:
+        raise ServiceUnavailable(f"MLflow error: {exc.message}") from None
+    if args.json:
+        print(json.dumps(result_dict(result, settings)))
+    else:
+        print(_table(result, settings))
+    return 0
