@@ -152,9 +152,7 @@ def prometheus_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prome
     finally:
         prom.stop()
         server.stop()
-        stop = getattr(exporter, "stop", None)
-        if callable(stop):
-            stop()
+        exporter.stop()
 
 
 # -- Streamlit UI (AppTest): the app's settings point at the session's MLflow server --------------

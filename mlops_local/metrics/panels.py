@@ -132,7 +132,7 @@ PANELS: tuple[Panel, ...] = (
             ' or label_replace(histogram_quantile(0.95, sum by (le) (increase('
             f'mlops_training_duration_seconds_bucket{{{_sel("model")}}}[15m]))), "quantile", "p95", "", "")'
         ),
-        description="Median and 95th percentile of training wall time over the previous 15 minutes.",
+        description="Median and 95th percentile of model fit time over the previous 15 minutes.",
     ),
     Panel(
         id="sync_errors", title="Exporter sync errors", kind="timeseries", unit="short",
