@@ -22,9 +22,9 @@ HOME_DASHBOARD = DASHBOARD_FILE
 
 INSTALL_HINT = """Grafana is not installed, so the optional dashboard at :{port} is off (the rest of the
 stack runs normally). To enable it, install Grafana and restart `bin/start`:
-  Debian/Ubuntu: follow https://grafana.com/docs/grafana/latest/setup-grafana/installation/debian/
-                 (apt repository), then `apt-get install grafana`
-  macOS:         brew install grafana
+  Debian/Ubuntu: add Grafana's apt repository (https://apt.grafana.com, steps in the README), then
+                 `sudo apt-get install grafana` (found in /usr/sbin; do not start its own service)
+  macOS:         brew install grafana   (do not `brew services start grafana`)
   Any system:    unpack a Grafana tarball and set GRAFANA_HOME to its folder
 Waiting idle so that honcho keeps the other services running."""
 
@@ -53,20 +53,31 @@ def _homepath_for(binary: Path) -> Path | None:
     return None
 
 
-def find_grafana(environ: dict[str, str] | None = None) -> GrafanaInstall | None:
-    """GRAFANA_HOME's bin/grafana(-server), else `grafana` or `grafana-server` on PATH."""
+# Where the official packages put the server when it is not on PATH (Debian's PATH for normal users
+# has no /usr/sbin): deb/rpm packages, then Homebrew on Apple Silicon and on Intel.
+KNOWN_BINARIES: tuple[Path, ...] = (
+    Path("/usr/sbin/grafana"), Path("/usr/sbin/grafana-server"),
+    Path("/usr/share/grafana/bin/grafana"), Path("/usr/share/grafana/bin/grafana-server"),
+    Path("/opt/homebrew/bin/grafana"), Path("/usr/local/bin/grafana"),
+)
+
+
+def find_grafana(environ: dict[str, str] | None = None,
+                 known: tuple[Path, ...] = KNOWN_BINARIES) -> GrafanaInstall | None:
+    """GRAFANA_HOME's bin/grafana(-server), else `grafana`/`grafana-server` on PATH, else a known place."""
     environ = os.environ if environ is None else environ
     home = environ.get("GRAFANA_HOME")
-    candidates: list[Path] = []
+    candidates: list[tuple[Path, Path | None]] = []
     if home:
-        candidates += [Path(home) / "bin" / "grafana", Path(home) / "bin" / "grafana-server"]
+        candidates += [(Path(home) / "bin" / name, Path(home)) for name in ("grafana", "grafana-server")]
     for name in ("grafana", "grafana-server"):
         found = shutil.which(name, path=environ.get("PATH"))
         if found:
-            candidates.append(Path(found))
-    for binary in candidates:
+            candidates.append((Path(found), None))
+    candidates += [(binary, None) for binary in known]
+    for binary, homepath in candidates:
         if binary.is_file() and os.access(binary, os.X_OK):
-            homepath = Path(home) if home else _homepath_for(binary)
+            homepath = homepath or _homepath_for(binary)
             if homepath is not None:
                 return GrafanaInstall(binary, homepath)
     return None
