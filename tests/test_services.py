@@ -6,7 +6,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -114,22 +113,6 @@ def test_ui_port_conflict_on_metrics_port_names_its_variable(tmp_path: Path) -> 
         out = subprocess.run([*MLOPS, "serve", "ui"], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert "MLOPS_METRICS_PORT" in out.stderr and "Traceback" not in out.stderr
-
-
-def test_missing_grafana_prints_install_hint_once_and_stays_up(tmp_path: Path) -> None:
-    env = stack_env(tmp_path / "home", PATH="/usr/bin:/bin")
-    env.pop("GRAFANA_HOME", None)
-    proc = subprocess.Popen([*MLOPS, "serve", "grafana"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        time.sleep(3)
-        assert proc.poll() is None, "serve grafana must stay up when Grafana is missing"
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 0
-    assert out.count("Grafana is not installed") == 1
-    assert "GRAFANA_HOME" in out and "brew install grafana" in out
 
 
 def test_status_reports_each_service_and_fails_when_one_is_down(tmp_path: Path) -> None:
