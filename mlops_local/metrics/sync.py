@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500  # runs per request: the first page (the gauges) arrives well under a second
 DEFAULT_OVERLAP_S = 5.0
-DEFAULT_MAX_BACKOFF_S = 60.0
+MAX_BACKOFF_S = 60.0
+BACKOFF_INTERVALS = 10  # by default the backoff stops growing at 10 sync intervals (at most 60 s)
 
 
 def make_client(settings: Settings) -> MlflowClient:
@@ -162,7 +163,9 @@ class SyncWorker:
         self.sync = sync
         self.exporter = exporter
         self.interval = interval
-        self.max_backoff = DEFAULT_MAX_BACKOFF_S if max_backoff is None else max_backoff
+        if max_backoff is None:
+            max_backoff = min(MAX_BACKOFF_S, BACKOFF_INTERVALS * interval)
+        self.max_backoff = max_backoff
         self._stop = threading.Event()
         self._wait = wait or self._stop.wait  # tests inject a fake clock here
         self._thread: threading.Thread | None = None

@@ -1,0 +1,264 @@
+"""The sync from a real MLflow server: full read, increments, dedupe with observe(), caps, outages."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from mlops_local.metrics.exporter import ModelMetricsExporter
+from mlops_local.metrics.registry import build_registry
+from mlops_local.metrics.sync import MlflowSync
+from mlops_local.ml.types import TrainResult
+from mlops_local.runtime import ensure_runtime, get_runtime, shutdown_runtime
+from mlops_local.settings import Settings
+from tests.services import stack_env, start_service
+
+MODEL_FAMILIES = ("mlops_model_r2", "mlops_model_rmse", "mlops_model_mae")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A run as the training engine logs it (tags dataset/model/source, metrics r2/rmse/mae/fit_s)."""
+
+    dataset: str
+    model: str
+    r2: float
+    end_ms: int
+    status: str = "FINISHED"
+    fit_s: float = 0.2
+    conventional: bool = True  # False: no dataset/model tags (a notebook's scratch run)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def new_experiment(client: MlflowClient, prefix: str = "exporter") -> tuple[str, str]:
+    """(name, id) of a fresh experiment, so tests sharing the session server never see each other."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    return name, client.create_experiment(name)
+
+
+def log_run(client: MlflowClient, experiment_id: str, spec: RunSpec) -> str:
+    """Create, fill and terminate one run through the tracking API; returns its id."""
+    tags = {"dataset": spec.dataset, "model": spec.model, "source": "cli"} if spec.conventional else {}
+    run = client.create_run(experiment_id, start_time=spec.end_ms - 1000, tags=tags)
+    run_id = run.info.run_id
+    metrics = {"r2": spec.r2, "rmse": 2.0 - spec.r2, "mae": 1.5 - spec.r2, "fit_s": spec.fit_s}
+    client.log_batch(run_id, metrics=[Metric(k, v, spec.end_ms, 0) for k, v in metrics.items()])
+    client.set_terminated(run_id, spec.status, end_time=spec.end_ms)
+    return run_id
+
+
+def log_runs(client: MlflowClient, experiment_id: str, specs: Iterable[RunSpec],
+             workers: int = 4) -> list[str]:
+    """Many runs, a few requests in parallel (the server is SQLite-backed: more threads do not help)."""
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda spec: log_run(client, experiment_id, spec), specs))
+
+
+def train_result(client: MlflowClient, run_id: str) -> TrainResult:
+    """The TrainResult the engine would have returned for a run (what the UI passes to observe())."""
+    run = client.get_run(run_id)
+    experiment = client.get_experiment(run.info.experiment_id)
+    return TrainResult(
+        run_id=run_id, experiment_id=run.info.experiment_id, experiment=experiment.name,
+        dataset=run.data.tags["dataset"], model=run.data.tags["model"], params={},
+        metrics={k: run.data.metrics[k] for k in ("r2", "rmse", "mae")},
+        durations={"fit_s": run.data.metrics["fit_s"]}, model_uri=None, tracking_uri=client.tracking_uri,
+        finished_at=run.info.end_time / 1000, status=run.info.status)
+
+
+def model_samples(registry, skip: tuple[str, ...] = ("mlops_sync_", "mlops_series_evicted")) -> dict:
+    """{(sample name, labels): value} of every mlops_* sample except the sync's own health."""
+    out = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for sample in family.samples:
+            if sample.name.startswith("mlops_") and not sample.name.startswith(skip) \
+                    and not sample.name.startswith("mlops_build"):
+                out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def by_name(samples: dict, name: str) -> dict:
+    return {labels: value for (sample, labels), value in samples.items() if sample == name}
+
+
+def wait_for(check: Callable[[], object], what: str, timeout: float = 60.0) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {timeout} s")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def client(mlflow_settings: Settings) -> MlflowClient:
+    return MlflowClient(tracking_uri=mlflow_settings.effective_tracking_uri)
+
+
+@pytest.fixture(scope="module")
+def thousand_runs(client: MlflowClient) -> tuple[str, list[RunSpec]]:
+    """1,000 finished runs over 100 {dataset, model} keys, one second apart, ending ~20 minutes ago."""
+    name, experiment_id = new_experiment(client, "thousand")
+    base = now_ms() - 1_200_000
+    specs = [RunSpec(f"ds{i % 50}", f"m{i % 4}", round(i / 1000, 6), base + 1000 * i) for i in range(1000)]
+    log_runs(client, experiment_id, specs)
+    return name, specs
+
+
+@pytest.mark.integration
+def test_thousand_runs_stay_bounded_and_the_next_sync_reads_only_new_runs(client, mlflow_settings,
+                                                                          thousand_runs):
+    name, specs = thousand_runs
+    registry = build_registry()
+    exporter = ModelMetricsExporter(registry, mlflow_settings, max_series=25)
+    sync = MlflowSync(client, exporter, experiments=[name], overlap_s=0)
+
+    first = sync.sync_once()
+    assert (first.kind, first.fetched, first.new, first.pages) == ("full", 1000, 1000, 2)
+    samples = model_samples(registry)
+    for family in (*MODEL_FAMILIES, "mlops_best_r2", "mlops_last_training_timestamp_seconds",
+                   "mlops_training_runs_total"):
+        assert 0 < len(by_name(samples, family)) <= 25, family
+    # The 25 keys kept are those trained most recently, with their latest values.
+    expected = {(("dataset", s.dataset), ("experiment", name), ("model", s.model)): s.r2 for s in specs[-25:]}
+    assert by_name(samples, "mlops_model_r2") == expected
+    assert exporter.stats.runs_read == 1000
+    assert exporter.stats.bootstrapped
+
+    late = now_ms()
+    fresh = [RunSpec("ds0", "m0", 0.99, late), RunSpec("fresh", "m9", 0.5, late + 1),
+             RunSpec("fresh", "m9", 0.6, late + 2, status="FAILED")]
+    log_runs(client, client.get_experiment_by_name(name).experiment_id, fresh)
+    second = sync.sync_once()
+    assert (second.kind, second.fetched, second.new) == ("incremental", 3, 3)
+    third = sync.sync_once()
+    assert (third.fetched, third.new) == (0, 0)
+    assert exporter.stats.runs_read == 1003
+    r2 = by_name(model_samples(registry), "mlops_model_r2")
+    assert r2[(("dataset", "ds0"), ("experiment", name), ("model", "m0"))] == 0.99
+    assert r2[(("dataset", "fresh"), ("experiment", name), ("model", "m9"))] == 0.5  # FAILED: no gauge
+    assert len(r2) == 25
+
+    # A restarted process (fresh exporter, nothing on disk) gets every count back in one full read.
+    restarted = build_registry()
+    again = ModelMetricsExporter(restarted, mlflow_settings)
+    result = MlflowSync(client, again, experiments=[name]).sync_once()
+    assert result.fetched == 1003
+    runs = by_name(model_samples(restarted), "mlops_training_runs_total")
+    assert sum(runs.values()) == 1003
+    assert runs[(("dataset", "fresh"), ("model", "m9"), ("status", "failed"))] == 1
+    assert len(by_name(model_samples(restarted), "mlops_model_r2")) == 101
+
+
+@pytest.mark.integration
+def test_a_run_published_by_observe_and_read_by_the_sync_is_counted_once(client, mlflow_settings):
+    name, experiment_id = new_experiment(client)
+    t = now_ms()
+    ids = log_runs(client, experiment_id, [RunSpec("co2_canada", "random_forest", 0.8, t, fit_s=1.2),
+                                           RunSpec("co2_canada", "random_forest", 0.9, t + 400, fit_s=0.7),
+                                           RunSpec("co2_canada", "ridge", 0.0, t + 500, status="FAILED")])
+    ui_registry = build_registry()
+    ui = ModelMetricsExporter(ui_registry, mlflow_settings)
+    for run_id in ids[:2]:  # the UI published its own two trainings at once
+        ui.observe(train_result(client, run_id))
+    key = (("dataset", "co2_canada"), ("model", "random_forest"), ("status", "finished"))
+    assert by_name(model_samples(ui_registry), "mlops_training_runs_total")[key] == 2
+    assert MlflowSync(client, ui, experiments=[name]).sync_once().new == 1  # only the failed one is new
+
+    other_registry = build_registry()  # another process that only syncs
+    other = ModelMetricsExporter(other_registry, mlflow_settings)
+    MlflowSync(client, other, experiments=[name]).sync_once()
+    ui_samples, other_samples = model_samples(ui_registry), model_samples(other_registry)
+    assert ui_samples == other_samples
+    assert by_name(ui_samples, "mlops_training_runs_total")[key] == 2
+    assert by_name(ui_samples, "mlops_training_duration_seconds_count") == {(("model", "random_forest"),): 2}
+    assert list(by_name(ui_samples, "mlops_model_r2").values()) == [0.9]
+
+
+@pytest.mark.integration
+def test_a_run_recorded_late_inside_the_overlap_is_picked_up_once(client, mlflow_settings):
+    name, experiment_id = new_experiment(client)
+    t = now_ms()
+    log_run(client, experiment_id, RunSpec("diabetes", "ridge", 0.4, t))
+    registry = build_registry()
+    exporter = ModelMetricsExporter(registry, mlflow_settings)
+    sync = MlflowSync(client, exporter, experiments=[name], overlap_s=5)
+    sync.sync_once()
+    assert sync.watermark_ms == t
+    # Its end time is before the watermark (another client's clock, or a slow request) but inside the overlap.
+    log_run(client, experiment_id, RunSpec("diabetes", "lasso", 0.3, t - 2000))
+    assert sync.sync_once().new == 1
+    assert sync.sync_once().new == 0
+    runs = by_name(model_samples(registry), "mlops_training_runs_total")
+    assert sorted(runs.values()) == [1, 1]
+
+
+@pytest.mark.integration
+def test_only_finished_or_failed_runs_that_follow_the_conventions_count(client, mlflow_settings):
+    name, experiment_id = new_experiment(client)
+    t = now_ms()
+    log_run(client, experiment_id, RunSpec("friedman1", "knn", 0.7, t))
+    log_run(client, experiment_id, RunSpec("friedman1", "knn", 0.1, t + 1, status="FAILED"))
+    log_run(client, experiment_id, RunSpec("x", "y", 0.5, t + 2, conventional=False))
+    log_run(client, experiment_id, RunSpec("friedman1", "knn", 0.2, t + 3, status="KILLED"))
+    client.create_run(experiment_id, tags={"dataset": "friedman1", "model": "svr"})  # still RUNNING
+    registry = build_registry()
+    exporter = ModelMetricsExporter(registry, mlflow_settings)
+    MlflowSync(client, exporter, experiments=[name]).sync_once()
+    samples = model_samples(registry)
+    assert by_name(samples, "mlops_training_runs_total") == {
+        (("dataset", "friedman1"), ("model", "knn"), ("status", "finished")): 1,
+        (("dataset", "friedman1"), ("model", "knn"), ("status", "failed")): 1,
+    }
+    assert list(by_name(samples, "mlops_model_r2").values()) == [0.7]
+
+
+@pytest.mark.integration
+def test_runtime_sync_rides_out_a_server_that_is_down_then_comes_up(tmp_path: Path):
+    env = stack_env(tmp_path / "home")
+    settings = Settings.from_env(env)  # tracking URI: the local server, not started yet
+    shutdown_runtime()
+    runtime = ensure_runtime(settings)
+    service = None
+    try:
+        exporter = runtime.exporter
+        wait_for(lambda: exporter.stats.errors >= 1, "a failed sync")
+        with urllib.request.urlopen(runtime.metrics_server.url, timeout=10) as resp:
+            body = resp.read().decode()
+        assert "mlops_sync_errors_total" in body
+        assert "mlops_training_runs_total" not in body  # counts unknown until MLflow answered once
+
+        service = start_service("mlflow", env, tmp_path / "logs")
+        client = MlflowClient(tracking_uri=settings.effective_tracking_uri)
+        name, experiment_id = new_experiment(client)
+        log_run(client, experiment_id, RunSpec("co2_canada", "random_forest", 0.87, now_ms()))
+        record = wait_for(lambda: exporter.latest(name, "co2_canada", "random_forest"),
+                          "the run on the exporter", timeout=120)
+        assert record.r2 == 0.87
+        assert exporter.stats.bootstrapped
+        with urllib.request.urlopen(runtime.metrics_server.url, timeout=10) as resp:
+            assert "mlops_training_runs_total" in resp.read().decode()
+        worker = exporter._worker
+        assert worker is not None and worker.alive
+    finally:
+        shutdown_runtime()
+        if service is not None:
+            service.stop()
+    assert get_runtime() is None
+    assert not worker.alive
