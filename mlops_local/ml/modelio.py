@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from mlflow.models.signature import ModelSignature
-from mlflow.types.schema import ColSpec, Schema, TensorSpec
+from mlflow.types.schema import AnyType, ColSpec, Schema, TensorSpec
 from sklearn.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
 EXAMPLE_ROWS = 5
 MODEL_FILE = "model.skops"
+METADATA_KEY = "mlops_local"  # MLmodel metadata: feature kinds and training-value hints
 _PINNED = ("mlflow", "scikit-learn", "skops", "pandas", "numpy")
 
 
@@ -38,12 +39,31 @@ def pip_requirements() -> tuple[str, ...]:
 
 
 def signature(X: pd.DataFrame, numeric: Sequence[str]) -> ModelSignature:
-    """Raw columns in file order: numeric as double (NaN allowed), the others as string."""
+    """Raw columns in file order: text columns as string, numeric columns as Any.
+
+    MLflow refuses int64 input for a ``double`` column ("cannot safely convert") and float64 input
+    (what a missing value turns an integer column into) for a ``long`` one, so no numeric type accepts
+    both the rows of a file read with pandas and the same rows with a gap; the pipeline's imputer
+    converts whatever number arrives. Which columns are numeric is in the model metadata
+    (:func:`feature_hints`).
+    """
     numeric = set(numeric)
-    inputs = Schema([ColSpec("double" if c in numeric else "string", c) for c in X.columns])
+    inputs = Schema([ColSpec(AnyType() if c in numeric else "string", c) for c in X.columns])
     return ModelSignature(inputs=inputs, outputs=Schema([TensorSpec(np.dtype("float64"), (-1,))]))
 
 
+def feature_hints(X: pd.DataFrame, numeric: Sequence[str], target: str, top: int = 30) -> dict:
+    """Model metadata for input forms: numeric min/median/max, common values of text columns."""
+    numeric_hints = {}
+    for col in numeric:
+        values = X[col].dropna()
+        numeric_hints[col] = ({"min": float(values.min()), "median": float(values.median()),
+                               "max": float(values.max()), "integer": bool((values % 1 == 0).all())}
+                              if len(values) else {})
+    categorical_hints = {col: [str(v) for v in X[col].value_counts().index[:top]]
+                         for col in X.columns if col not in set(numeric)}
+    return {"target": target, "features": [str(c) for c in X.columns],
+            "numeric": numeric_hints, "categorical": categorical_hints}
 def input_example(X: pd.DataFrame, numeric: Sequence[str]) -> pd.DataFrame:
     """A few real training rows; missing text values filled with the column's most frequent value."""
     example = X.head(EXAMPLE_ROWS).copy()
@@ -92,7 +112,8 @@ def trusted_types(pipeline: Pipeline) -> list[str]:
     return skops_blob(pipeline)[1]
 
 
-def _write_fast(pipeline: Pipeline, path: Path, signature_: ModelSignature, example: pd.DataFrame) -> None:
+def _write_fast(pipeline: Pipeline, path: Path, signature_: ModelSignature, example: pd.DataFrame,
+                metadata: dict) -> None:
     import sklearn
     import yaml
     from mlflow import pyfunc
@@ -111,6 +132,7 @@ def _write_fast(pipeline: Pipeline, path: Path, signature_: ModelSignature, exam
     (path / MODEL_FILE).write_bytes(blob)
     model = Model()
     model.signature = signature_
+    model.metadata = metadata
     _save_example(model, example, str(path))
     pyfunc.add_to_model(model, loader_module="mlflow.sklearn", model_path=MODEL_FILE,
                         conda_env=_CONDA_ENV_FILE_NAME, python_env=_PYTHON_ENV_FILE_NAME,
@@ -126,11 +148,13 @@ def _write_fast(pipeline: Pipeline, path: Path, signature_: ModelSignature, exam
     _PythonEnv.current().to_yaml(str(path / _PYTHON_ENV_FILE_NAME))
 
 
-def save_model_dir(pipeline: Pipeline, path: Path, X_train: pd.DataFrame, numeric: Sequence[str]) -> Path:
+def save_model_dir(pipeline: Pipeline, path: Path, X_train: pd.DataFrame, numeric: Sequence[str],
+                   target: str) -> Path:
     """Write the MLflow model directory for ``pipeline`` at ``path`` (which must not exist)."""
     sig, example = signature(X_train, numeric), input_example(X_train, numeric)
+    metadata = {METADATA_KEY: feature_hints(X_train, numeric, target)}
     try:
-        _write_fast(pipeline, path, sig, example)
+        _write_fast(pipeline, path, sig, example, metadata)
         return path
     except (ImportError, AttributeError, TypeError) as exc:  # MLflow internals moved: take the public road
         log.warning("fast model save unavailable (%s); using mlflow.sklearn.save_model", exc)
@@ -142,6 +166,6 @@ def save_model_dir(pipeline: Pipeline, path: Path, X_train: pd.DataFrame, numeri
     mlflow.sklearn.save_model(
         pipeline, str(path), serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
         skops_trusted_types=trusted_types(pipeline), signature=sig, input_example=example,
-        pip_requirements=list(pip_requirements()),
+        pip_requirements=list(pip_requirements()), metadata=metadata,
     )
     return path

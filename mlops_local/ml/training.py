@@ -66,6 +66,17 @@ def _run_params(request: TrainRequest, data: LoadedDataset, hyper: dict[str, obj
     return {k: str(v)[:_MAX_PARAM] for k, v in params.items()}
 
 
+def _file_source(path: str):
+    """MLflow's local-file dataset source for ``path`` (resolved directly: MLflow registers that class
+    twice, so resolving the string warns that it "can be interpreted in multiple ways")."""
+    from mlflow.data.dataset_source_registry import get_registered_sources
+
+    for source_class in get_registered_sources():
+        if source_class.__name__ == "LocalArtifactDatasetSource":
+            return source_class._resolve(path)
+    return None
+
+
 def _dataset_input(data: LoadedDataset):
     """The dataset as an MLflow run input (digest = our content fingerprint, so nothing is re-hashed)."""
     import mlflow.data
@@ -73,7 +84,9 @@ def _dataset_input(data: LoadedDataset):
     from mlflow.entities import DatasetInput, InputTag
 
     frame = data.X.assign(**{data.target: data.y.to_numpy()})
-    source = data.path or CodeDatasetSource({"mlops_local.dataset": data.name, "origin": data.source})
+    source = _file_source(data.path) if data.path else None
+    if source is None:
+        source = CodeDatasetSource({"mlops_local.dataset": data.name, "origin": data.source})
     dataset = mlflow.data.from_pandas(frame, source=source, name=data.name, targets=data.target,
                                       digest=data.fingerprint)
     return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "training")])
@@ -137,7 +150,7 @@ def train(request: TrainRequest, settings: Settings, *, client: MlflowClient | N
         with tempfile.TemporaryDirectory(prefix="mlops-run-") as tmp:
             out = Path(tmp)
             if request.log_model:
-                save_model_dir(pipeline, out / MODEL_ARTIFACT, X_train, data.numeric_features)
+                save_model_dir(pipeline, out / MODEL_ARTIFACT, X_train, data.numeric_features, data.target)
                 logger.upload_dir(out / MODEL_ARTIFACT, MODEL_ARTIFACT)
             write_plots(out / PLOTS_ARTIFACT, y_test.to_numpy(), y_pred, importance, importance_kind,
                         data.target)
