@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mlops_local.commands.export",
     "mlops_local.commands.grafana_dashboard",
     "mlops_local.commands.train",
+    "mlops_local.commands.sweep",
 )
 
 

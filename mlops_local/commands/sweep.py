@@ -1,0 +1,161 @@
+"""`mlops-local sweep`: a hyperparameter sweep of one model, trials as child runs of one parent run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from mlops_local import tracking
+from mlops_local.errors import UserError
+from mlops_local.ml.catalog import CATALOG, DEFAULT_MODEL, parse_param_args
+from mlops_local.ml.datasets import BUILTINS, DEFAULT_DATASET
+from mlops_local.ml.sweep_types import DEFAULT_GRID_POINTS, DEFAULT_TRIALS, METRICS, STRATEGIES, SweepSpec
+from mlops_local.ml.types import DEFAULT_EXPERIMENT, DatasetSpec
+from mlops_local.settings import Settings
+
+EXIT_CANCELLED = 130
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "sweep", help="tune one model's hyperparameters: many tracked trainings under one parent run",
+        description="Run a grid, seeded random or Optuna TPE search over the model catalog's "
+                    "hyperparameter ranges (narrowed with --param-range). Each trial is a child run in "
+                    "MLflow; the parent run holds the spec, the best trial and charts; the best trial's "
+                    "model is logged (and registered with --register). Trials run in parallel on local "
+                    "processes or on a Dask cluster. Ctrl-C stops the sweep cleanly: running trials are "
+                    "marked KILLED.",
+    )
+    parser.add_argument("--dataset", default=DEFAULT_DATASET, metavar="NAME|PATH",
+                        help=f"built-in ({', '.join(BUILTINS)}) or a CSV/Parquet file "
+                             f"(default {DEFAULT_DATASET})")
+    parser.add_argument("--target", help="target column (required for files; built-ins have one)")
+    parser.add_argument("--features", metavar="A,B",
+                        help="comma-separated feature columns (default: all others)")
+    parser.add_argument("--dataset-option", action="append", default=[], metavar="K=V",
+                        help="built-in dataset option, e.g. n_samples=500 for friedman1 (repeatable)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME",
+                        help=f"one of {', '.join(CATALOG)} (default {DEFAULT_MODEL})")
+    parser.add_argument("--strategy", default="random", choices=STRATEGIES,
+                        help="grid, random (seeded) or optuna (TPE, seeded) (default random)")
+    parser.add_argument("--trials", type=int, default=None, metavar="N",
+                        help=f"number of trials (default {DEFAULT_TRIALS}; grid: the whole grid, which must "
+                             "not exceed --trials when given)")
+    parser.add_argument("--metric", default="r2", choices=tuple(METRICS),
+                        help="score to optimise: r2 (max), rmse or mae (min); with --cv the cross-validated "
+                             "mean (default r2)")
+    parser.add_argument("--param-range", action="append", default=[], metavar="K=LO:HI[:log]",
+                        help="narrow a hyperparameter's range (LO:HI, optional :log or :linear) or list "
+                             "values (K=a|b|c); must stay inside the catalog's range (repeatable)")
+    parser.add_argument("--search", metavar="A,B",
+                        help="search only these hyperparameters (default: all that are not fixed with "
+                             "--param)")
+    parser.add_argument("--param", action="append", default=[], metavar="K=V",
+                        help="hold a hyperparameter at a value in every trial (repeatable)")
+    parser.add_argument("--grid-points", type=int, default=DEFAULT_GRID_POINTS, metavar="N",
+                        help=f"grid values per numeric range (default {DEFAULT_GRID_POINTS}; log-spaced for "
+                             "log ranges)")
+    parser.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help="trials in parallel (default: the number of cores, or the Dask cluster's "
+                             "threads)")
+    parser.add_argument("--dask-scheduler", metavar="URL",
+                        help="run trials on an existing Dask cluster, e.g. tcp://host:8786 (its workers need "
+                             "mlops-local installed and must reach the MLflow server)")
+    parser.add_argument("--test-size", type=float, default=0.2,
+                        help="share held out for testing, between 0 and 1 (default 0.2)")
+    parser.add_argument("--seed", type=int, default=42,
+                        help="seed of the sampler and of every trial's split and model (default 42)")
+    parser.add_argument("--cv", type=int, default=0, metavar="K",
+                        help="k-fold cross-validation per trial (0 = off)")
+    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT,
+                        help=f"MLflow experiment (default {DEFAULT_EXPERIMENT})")
+    parser.add_argument("--register", metavar="NAME", help="register the best model under this name")
+    parser.add_argument("--alias", metavar="ALIAS", help="alias for the registered version, e.g. champion")
+    parser.add_argument("--no-model", action="store_true", help="do not log the best trial's model")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object at the end (progress goes to stderr)")
+    parser.set_defaults(func=run)
+
+
+def spec_from_args(args: argparse.Namespace) -> SweepSpec:
+    """The SweepSpec the command line describes (validated by run_sweep before any run exists)."""
+    from mlops_local.ml.sweep_space import parse_range_args
+
+    features = None
+    if args.features is not None:
+        features = tuple(f.strip() for f in args.features.split(",") if f.strip())
+        if not features:
+            raise UserError("--features is empty; give comma-separated column names or leave it out")
+    search = None
+    if args.search is not None:
+        search = tuple(s.strip() for s in args.search.split(",") if s.strip())
+        if not search:
+            raise UserError("--search is empty; give comma-separated hyperparameter names or leave it out")
+    options = parse_param_args(args.dataset_option) if args.dataset_option else {}
+    return SweepSpec(
+        dataset=DatasetSpec(args.dataset, target=args.target, features=features, options=options),
+        model=args.model, strategy=args.strategy, trials=args.trials, metric=args.metric,
+        ranges=parse_range_args(args.param_range), search=search, fixed=parse_param_args(args.param),
+        grid_points=args.grid_points, seed=args.seed, test_size=args.test_size, cv_folds=args.cv,
+        experiment=args.experiment, jobs=args.jobs, dask_scheduler=args.dask_scheduler,
+        log_best_model=not args.no_model, register=args.register, alias=args.alias,
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _params_text(params: dict[str, object], names: list[str]) -> str:
+    return " ".join(f"{k}={params.get(k)}" for k in names)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from mlflow.exceptions import MlflowException
+
+    from mlops_local.errors import ServiceUnavailable
+    from mlops_local.ml.sweep import run_sweep
+    from mlops_local.ml.sweep_types import SweepProgress
+
+    spec = spec_from_args(args)
+    out = sys.stderr if args.json else sys.stdout
+    searched: list[str] = []
+
+    def on_trial(progress: SweepProgress) -> None:
+        trial = progress.outcomes[-1]
+        if not searched:
+            searched.extend(k for k in sorted(trial.params) if k in (spec.search or trial.params))
+        detail = trial.error if trial.status != "FINISHED" else _params_text(trial.params, searched)
+        best = _fmt(progress.best.score) if progress.best else "-"
+        print(f"[{progress.done}/{progress.total}] trial {trial.number} {trial.status.lower()} "
+              f"{progress.score_metric}={_fmt(trial.score)} (best {best})  {detail}", file=out, flush=True)
+
+    try:
+        result = run_sweep(spec, settings, on_trial=on_trial)
+    except MlflowException as exc:
+        raise ServiceUnavailable(f"MLflow error: {exc.message}") from None
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        counts = result.to_dict()["counts"]
+        rows = [("sweep", f"{result.parent_run_id} ({result.status.lower()}, experiment "
+                          f"{result.experiment})"),
+                ("trials", f"{counts['finished']} finished, {counts['failed']} failed, {counts['killed']} "
+                           f"killed of {result.total} ({result.executor}, {result.duration_s:.1f} s)")]
+        if result.best is not None:
+            rows += [("best trial", f"{result.best.number} run {result.best.run_id}"),
+                     (f"best {result.score_metric}", _fmt(result.best.score)),
+                     ("best params", " ".join(f"{k}={v}" for k, v in result.best.params.items()))]
+        rows += [("model uri", result.model_uri or "-")]
+        if result.registered_version:
+            rows.append(("registered", f"{spec.register} version {result.registered_version}"
+                                       + (f" (alias {spec.alias})" if spec.alias else "")))
+        rows += [("warning", w) for w in result.warnings]
+        rows.append(("mlflow", tracking.run_url(settings, result.experiment_id, result.parent_run_id)))
+        print("\n".join(f"{name:<13} {value}" for name, value in rows))
+    if result.status == "KILLED":
+        return EXIT_CANCELLED
+    if result.status == "FAILED" or (spec.register and not result.registered_version):
+        return 1
+    return 0

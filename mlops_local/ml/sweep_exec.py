@@ -1,0 +1,141 @@
+"""Where trials run: local worker processes or an existing Dask distributed cluster, one interface.
+
+Both hand back futures with ``add_done_callback`` and ``result()``; the sweep loop does not know which
+it has. Local workers are spawned (never forked: the UI process has threads) and ignore Ctrl-C, which
+the sweep handles; cancelling kills them at once. A Dask cluster is not ours to kill: pending tasks
+are cancelled and running ones stop at their next step (they watch the parent run).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Protocol
+
+from mlops_local.errors import ServiceUnavailable, UserError
+
+log = logging.getLogger(__name__)
+
+_JOIN_TIMEOUT = 10.0
+
+
+class TrialExecutor(Protocol):
+    """What the sweep needs from a place to run trials."""
+
+    slots: int
+    label: str
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any: ...
+
+    def share(self, obj: Any) -> Any: ...
+
+    def abort(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def cores() -> int:
+    """Cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def check_jobs(jobs: object) -> int | None:
+    """``jobs`` as None or a positive int (at most 256), or UserError."""
+    if jobs is None:
+        return None
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= 256:
+        raise UserError(f"jobs must be a whole number between 1 and 256, got {jobs!r}")
+    return jobs
+
+
+class LocalExecutor:
+    """``jobs`` spawned worker processes (default: one per core)."""
+
+    def __init__(self, jobs: int | None, env: tuple[tuple[str, str], ...]) -> None:
+        from mlops_local.ml.sweep_worker import init_local_worker, warm_up
+
+        self.slots = jobs or cores()
+        self.label = f"local processes ({self.slots})"
+        self._pool = ProcessPoolExecutor(max_workers=self.slots,
+                                         mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=init_local_worker, initargs=(env,))
+        # Start every worker's imports now, while the parent validates and creates the parent run.
+        for _ in range(self.slots):
+            self._pool.submit(warm_up)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self._pool.submit(fn, *args)
+
+    def share(self, obj: Any) -> Any:
+        return obj  # pickled with each task; uploads are small enough
+
+    def abort(self) -> None:
+        """Drop pending tasks and kill the workers now (their child runs are closed by the sweep)."""
+        processes = list((getattr(self._pool, "_processes", None) or {}).values())
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for proc in processes:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in processes:
+            proc.join(_JOIN_TIMEOUT)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(_JOIN_TIMEOUT)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class DaskExecutor:
+    """Trials as tasks on an existing Dask distributed scheduler (``tcp://host:8786``)."""
+
+    def __init__(self, address: str, jobs: int | None, timeout: float) -> None:
+        try:
+            from distributed import Client
+        except ImportError:  # pragma: no cover - dask is a dependency
+            raise UserError("--dask-scheduler needs the 'distributed' package: pip install distributed") \
+                from None
+        if not address or "://" not in address:
+            raise UserError(f"--dask-scheduler expects an address like tcp://host:8786, got {address!r}")
+        try:
+            self._client = Client(address, timeout=max(5.0, timeout * 2), set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise ServiceUnavailable(f"Dask scheduler {address} is not reachable: {exc}") from None
+        threads = sum(w.get("nthreads", 1) for w in self._client.scheduler_info()["workers"].values())
+        if not threads:
+            self._client.close()
+            raise ServiceUnavailable(f"Dask scheduler {address} has no workers")
+        self.slots = jobs or threads
+        self.label = f"dask {address} ({threads} worker threads)"
+        self._futures: list[Any] = []
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        future = self._client.submit(fn, *args, pure=False)
+        self._futures.append(future)
+        return future
+
+    def share(self, obj: Any) -> Any:
+        return obj if obj is None else self._client.scatter(obj, broadcast=True)
+
+    def abort(self) -> None:
+        """Cancel what has not started; running tasks stop themselves at their next step."""
+        pending = [f for f in self._futures if not f.done()]
+        if pending:
+            self._client.cancel(pending)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def open_executor(jobs: int | None, dask_scheduler: str | None, env: tuple[tuple[str, str], ...],
+                  timeout: float) -> TrialExecutor:
+    """A Dask executor when ``dask_scheduler`` is given, else local processes."""
+    if dask_scheduler:
+        return DaskExecutor(dask_scheduler, jobs, timeout)
+    return LocalExecutor(jobs, env)

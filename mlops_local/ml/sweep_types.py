@@ -1,0 +1,150 @@
+"""The sweep contract: what a sweep is asked to do, what each trial returns, MLflow tag conventions.
+
+Runs of a sweep (the exporter's sync relies on these):
+- the parent: tags ``source = sweep``, ``sweep_role = parent``, ``dataset``, ``model``;
+- each trial: a child (``mlflow.parentRunId``) logged by :func:`mlops_local.ml.training.train` with
+  ``source = sweep``, ``sweep_role = trial``, ``sweep_trial = <number>``, ``sweep_score_metric`` (the
+  MLflow metric key optimised, e.g. ``r2`` or ``cv_rmse_mean``) and ``sweep_goal`` (maximize | minimize);
+- the best child: ``best_trial = true``; the parent: ``best_run_id``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from mlops_local.ml.types import DEFAULT_EXPERIMENT, DatasetSpec
+
+TAG_ROLE = "sweep_role"  # parent | trial
+TAG_TRIAL = "sweep_trial"
+TAG_SCORE_METRIC = "sweep_score_metric"
+TAG_GOAL = "sweep_goal"
+TAG_STATE = "sweep_state"  # on the parent: running | cancelling | finished | cancelled | failed
+TAG_BEST = "best_trial"
+TAG_BEST_RUN = "best_run_id"
+TAG_PARENT = "mlflow.parentRunId"
+TAG_ERROR = "error"
+
+STRATEGIES = ("grid", "random", "optuna")
+# metric name -> (MLflow key without CV, MLflow key with CV or None, higher is better)
+METRICS: dict[str, tuple[str, str | None, bool]] = {
+    "r2": ("r2", "cv_r2_mean", True),
+    "rmse": ("rmse", "cv_rmse_mean", False),
+    "mae": ("mae", None, False),
+}
+DEFAULT_TRIALS = 20
+DEFAULT_GRID_POINTS = 3
+TERMINAL = ("FINISHED", "FAILED", "KILLED")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """One sweep: dataset, model, search space (catalog ranges, narrowed), strategy, budget, where to run."""
+
+    dataset: DatasetSpec
+    model: str
+    strategy: str = "random"
+    trials: int | None = None  # grid: None = the whole grid; random/optuna: None = DEFAULT_TRIALS
+    metric: str = "r2"
+    ranges: Mapping[str, str] = field(default_factory=dict)  # name -> "lo:hi[:log|:linear]" or "a|b|c"
+    search: tuple[str, ...] | None = None  # hyperparameters searched (None: all that are not fixed)
+    fixed: Mapping[str, object] = field(default_factory=dict)  # hyperparameters held at a value
+    grid_points: int = DEFAULT_GRID_POINTS
+    seed: int = 42  # sampler seed and every trial's split/estimator seed
+    test_size: float = 0.2
+    cv_folds: int = 0
+    experiment: str = DEFAULT_EXPERIMENT
+    jobs: int | None = None  # parallel trials; None = number of cores (local) or of Dask worker threads
+    dask_scheduler: str | None = None
+    log_best_model: bool = True
+    register: str | None = None
+    alias: str | None = None
+
+
+@dataclass
+class TrialOutcome:
+    """What one trial came to: its params, child run, status, metrics and score."""
+
+    number: int
+    params: dict[str, object]
+    status: str  # FINISHED | FAILED | KILLED
+    run_id: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    durations: dict[str, float] = field(default_factory=dict)
+    score: float | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready view."""
+        return {"number": self.number, "params": dict(self.params), "status": self.status,
+                "run_id": self.run_id, "score": self.score, "metrics": dict(self.metrics),
+                "durations": dict(self.durations), "error": self.error}
+
+
+@dataclass
+class SweepProgress:
+    """Where a running sweep stands; passed to the ``on_trial`` callback after every trial."""
+
+    parent_run_id: str
+    total: int
+    outcomes: list[TrialOutcome]
+    score_metric: str
+    higher_is_better: bool
+    best: TrialOutcome | None = None
+
+    @property
+    def done(self) -> int:
+        return len(self.outcomes)
+
+    def count(self, status: str) -> int:
+        """Trials that ended with ``status``."""
+        return sum(1 for o in self.outcomes if o.status == status)
+
+
+@dataclass
+class SweepResult:
+    """A finished (or cancelled) sweep: parent run, every trial, the best one, its model."""
+
+    parent_run_id: str
+    experiment_id: str
+    experiment: str
+    status: str  # FINISHED | KILLED | FAILED
+    dataset: str
+    model: str
+    strategy: str
+    score_metric: str
+    higher_is_better: bool
+    total: int
+    trials: list[TrialOutcome]
+    best: TrialOutcome | None
+    model_uri: str | None
+    registered_version: str | None
+    url: str
+    duration_s: float
+    executor: str
+    warnings: list[str] = field(default_factory=list)  # e.g. the best model could not be registered
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready view (the CLI's --json output)."""
+        counts = {s.lower(): sum(1 for t in self.trials if t.status == s) for s in TERMINAL}
+        return {
+            "parent_run_id": self.parent_run_id, "experiment_id": self.experiment_id,
+            "experiment": self.experiment, "status": self.status, "dataset": self.dataset,
+            "model": self.model, "strategy": self.strategy, "score_metric": self.score_metric,
+            "goal": "maximize" if self.higher_is_better else "minimize", "planned": self.total,
+            "counts": counts, "best": self.best.to_dict() if self.best else None,
+            "model_uri": self.model_uri, "registered_version": self.registered_version, "url": self.url,
+            "duration_s": round(self.duration_s, 3), "executor": self.executor,
+            "warnings": list(self.warnings),
+            "trials": [t.to_dict() for t in self.trials],
+        }
+
+
+def score_key(metric: str, cv_folds: int) -> tuple[str, bool]:
+    """The MLflow metric key a sweep optimises and whether higher is better (ValueError when unknown)."""
+    plain, cv, higher = METRICS[metric]
+    if cv_folds:
+        if cv is None:
+            raise ValueError(metric)
+        return cv, higher
+    return plain, higher

@@ -1,0 +1,183 @@
+"""What runs on a worker (a local process or a Dask worker): one trial, or the best trial's model.
+
+Both are plain top-level functions of picklable arguments, so a ProcessPoolExecutor and a Dask client
+call them the same way. A trial is one :func:`mlops_local.ml.training.train` call (the child run, its
+params, metrics, plots, FAILED on error). Between steps it checks the parent run: once the sweep is
+being cancelled it stops and closes its child as KILLED (this is how a Dask task, which cannot be
+killed from outside, stops early).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from mlops_local.ml.sweep_types import TAG_ERROR, TAG_PARENT, TAG_STATE, TAG_TRIAL, TrialOutcome
+from mlops_local.ml.types import TrainRequest
+from mlops_local.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_CANCEL_STEPS = ("load", "fit", "log")  # before the child exists, right after it is created, before logging
+_clients: dict[str, MlflowClient] = {}
+_clients_lock = threading.Lock()
+
+
+class TrialCancelled(Exception):
+    """The sweep was cancelled while this trial ran."""
+
+
+@dataclass(frozen=True)
+class TrialTask:
+    """Everything a worker needs for one trial (no live objects: it is pickled to the worker)."""
+
+    number: int
+    request: TrainRequest
+    settings: Settings
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    score_metric: str
+    env: tuple[tuple[str, str], ...] = ()  # bounded MLflow HTTP client settings
+    threads: int = 1  # BLAS/OpenMP threads per trial (trials already run in parallel)
+
+
+def init_local_worker(env: tuple[tuple[str, str], ...]) -> None:
+    """ProcessPoolExecutor initializer: Ctrl-C is the parent's to handle; bounded MLflow client."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _apply_env(env)
+    logging.basicConfig(level=logging.WARNING)
+
+
+def warm_up() -> int:
+    """A no-op that makes a fresh worker import the training stack before the first trial arrives."""
+    import mlops_local.ml.training  # noqa: F401
+
+    return os.getpid()
+
+
+def _apply_env(env: tuple[tuple[str, str], ...]) -> None:
+    for key, value in env:
+        os.environ.setdefault(key, value)
+
+
+def client_for(uri: str) -> MlflowClient:
+    """One MlflowClient per tracking URI per worker process."""
+    with _clients_lock:
+        if uri not in _clients:
+            _clients[uri] = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        return _clients[uri]
+
+
+def parent_cancelled(client: MlflowClient, parent_run_id: str) -> bool:
+    """Whether the sweep is being cancelled (or its parent run is already closed)."""
+    run = client.get_run(parent_run_id)
+    return run.info.status != "RUNNING" or run.data.tags.get(TAG_STATE) == "cancelling"
+
+
+def find_child(client: MlflowClient, experiment_id: str, parent_run_id: str, number: int):  # noqa: ANN201
+    """The child run of trial ``number``, or None when it was never created."""
+    runs = client.search_runs([experiment_id], filter_string=(
+        f"tags.`{TAG_PARENT}` = '{parent_run_id}' and tags.{TAG_TRIAL} = '{number}'"), max_results=1)
+    return runs[0] if runs else None
+
+
+def run_trial(task: TrialTask, frame: pd.DataFrame | None = None) -> TrialOutcome:
+    """Train one trial as a child run; failures come back as a FAILED outcome, never as an exception."""
+    from threadpoolctl import threadpool_limits
+
+    from mlops_local.ml.training import train
+
+    _apply_env(task.env)
+    client = client_for(task.tracking_uri)
+    params = dict(task.request.params)
+
+    def progress(step: str, elapsed: float) -> None:
+        if step in _CANCEL_STEPS and parent_cancelled(client, task.parent_run_id):
+            raise TrialCancelled(f"sweep {task.parent_run_id} cancelled")
+
+    try:
+        with threadpool_limits(limits=max(1, task.threads)):
+            result = train(task.request, task.settings, client=client, progress=progress, frame=frame)
+    except TrialCancelled:
+        return TrialOutcome(task.number, params, "KILLED", run_id=_close_killed(client, task),
+                            error="cancelled")
+    except Exception as exc:  # noqa: BLE001 - a failed trial is a result; the sweep goes on
+        error = f"{type(exc).__name__}: {exc}"
+        log.info("trial %d failed: %s", task.number, error)
+        run_id = None
+        try:
+            child = find_child(client, task.experiment_id, task.parent_run_id, task.number)
+            run_id = child.info.run_id if child is not None else None
+        except MlflowException:
+            log.warning("could not look up the child run of failed trial %d", task.number, exc_info=True)
+        return TrialOutcome(task.number, params, "FAILED", run_id=run_id, error=error[:5000])
+    return TrialOutcome(task.number, dict(result.params), "FINISHED", run_id=result.run_id,
+                        metrics=dict(result.metrics), durations=dict(result.durations),
+                        score=result.metrics.get(task.score_metric))
+
+
+def _close_killed(client: MlflowClient, task: TrialTask) -> str | None:
+    """train() marked the child FAILED on the way out; a cancelled trial is KILLED."""
+    try:
+        child = find_child(client, task.experiment_id, task.parent_run_id, task.number)
+        if child is None:
+            return None
+        client.set_tag(child.info.run_id, TAG_ERROR, "cancelled: the sweep was stopped")
+        client.set_terminated(child.info.run_id, "KILLED")
+        return child.info.run_id
+    except MlflowException:
+        log.warning("could not mark cancelled trial %d KILLED", task.number, exc_info=True)
+        return None
+
+
+def log_best_model(task: TrialTask, run_id: str, expected_score: float | None,
+                   frame: pd.DataFrame | None = None) -> dict[str, object]:
+    """Re-fit the best trial (same data, split and seed) and log its model onto that trial's child run.
+
+    Trials do not log models (an unpruned forest is tens of MB per trial); training is seeded, so the
+    re-fit is the same model: its test score is compared with the logged one and returned.
+    """
+    from threadpoolctl import threadpool_limits
+
+    from mlops_local import tracking
+    from mlops_local.ml import evaluation, preprocessing
+    from mlops_local.ml.catalog import get_model, validate_params
+    from mlops_local.ml.datasets import load_dataset
+    from mlops_local.ml.modelio import save_model_dir
+    from mlops_local.ml.training import MODEL_ARTIFACT
+
+    _apply_env(task.env)
+    client = client_for(task.tracking_uri)
+    request = task.request
+    start = time.perf_counter()
+    spec = get_model(request.model)
+    data = load_dataset(request.dataset, frame)
+    test_size, _ = evaluation.validate_split(len(data.y), request.test_size, request.cv_folds)
+    X_train, X_test, y_train, y_test = evaluation.split(data.X, data.y, test_size, int(request.seed))
+    pipeline = preprocessing.build_pipeline(
+        spec.build(validate_params(request.model, request.params), seed=int(request.seed)),
+        data.numeric_features, data.categorical_features, spec.needs_scaling)
+    with threadpool_limits(limits=max(1, task.threads)):
+        pipeline.fit(X_train, y_train)
+    metrics = evaluation.regression_metrics(y_test.to_numpy(), pipeline.predict(X_test))
+    run = client.get_run(run_id)
+    with tempfile.TemporaryDirectory(prefix="mlops-sweep-") as tmp:
+        save_model_dir(pipeline, Path(tmp) / MODEL_ARTIFACT, X_train, data.numeric_features)
+        tracking.log_artifacts(client, task.settings, run.info.artifact_uri, Path(tmp))
+    logged = run.data.metrics.get("r2")
+    same = logged is None or abs(metrics["r2"] - logged) <= 1e-9 * max(1.0, abs(logged))
+    if not same:
+        log.warning("re-fit of run %s scored r2 %.6f, the trial logged %.6f", run_id, metrics["r2"], logged)
+    return {"model_uri": f"runs:/{run_id}/{MODEL_ARTIFACT}", "r2": metrics["r2"], "reproduced": same,
+            "seconds": time.perf_counter() - start, "expected_score": expected_score}
