@@ -20,10 +20,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PyFuncModel
 
 from mlops_local.errors import UserError
+from mlops_local.ml.modelio import METADATA_KEY
 
 log = logging.getLogger(__name__)
 
 PREDICTION_COLUMN = "prediction"
+HINTS_KEY = METADATA_KEY  # MLmodel metadata key of the training engine's feature hints
 NUMBER_KINDS = ("number", "integer")
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _ALIAS_URI = re.compile(r"^models:/([^/@]+)@([\w\-]+)$")
@@ -34,12 +36,13 @@ _KINDS = {"double": "number", "float": "number", "long": "integer", "integer": "
 
 @dataclass(frozen=True)
 class InputField:
-    """One input column: name, kind (number, integer, boolean, category, text), default, choices."""
+    """One input column: name, kind (number, integer, boolean, category, text), default, choices, help."""
 
     name: str
     kind: str
     default: object = None
     choices: tuple[str, ...] = ()
+    help: str = ""
 
 
 def model_uri(choice: str) -> str:
@@ -126,37 +129,59 @@ def _raw_model(model: PyFuncModel) -> object | None:
         return None
 
 
+def model_hints(model: PyFuncModel) -> dict:
+    """Training-value hints mlops-local stores in the MLmodel metadata ({} for other models)."""
+    metadata = getattr(model.metadata, "metadata", None) or {}
+    hints = metadata.get(HINTS_KEY)
+    return hints if isinstance(hints, dict) else {}
+
+
+def _schema_columns(model: PyFuncModel, raw: object,
+                    categories: Mapping[str, object]) -> list[tuple[str, str | None]]:
+    """(column, kind from the signature or None when the signature allows any type)."""
+    schema = model.metadata.get_input_schema()
+    if schema is not None and schema.has_input_names():
+        return [(spec.name, _KINDS.get(getattr(spec.type, "name", str(spec.type)))) for spec in schema.inputs]
+    names = [str(n) for n in getattr(raw, "feature_names_in_", [])]
+    if not names:
+        raise UserError("the model has no input signature and its column names are unknown; "
+                        "retrain it with mlops-local")
+    return [(n, "category" if n in categories else None) for n in names]
+
+
 def input_fields(model: PyFuncModel) -> list[InputField]:
     """The model's inputs in order, with training defaults and the categories seen in training."""
     raw = _raw_model(model)
     defaults, categories = training_hints(raw) if raw is not None else ({}, {})
-    schema = model.metadata.get_input_schema()
-    if schema is not None and schema.has_input_names():
-        columns = [(spec.name, _KINDS.get(getattr(spec.type, "name", str(spec.type)), "text"))
-                   for spec in schema.inputs]
-    else:
-        names = [str(n) for n in getattr(raw, "feature_names_in_", [])]
-        if not names:
-            raise UserError("the model has no input signature and its column names are unknown; "
-                            "retrain it with mlops-local")
-        columns = [(n, "category" if n in categories else "number") for n in names]
+    hints = model_hints(model)
+    numeric_hints = hints.get("numeric") or {}
+    text_hints = hints.get("categorical") or {}
     fields = []
-    for name, kind in columns:
-        choices = categories.get(name, ())
+    for name, kind in _schema_columns(model, raw, categories):
+        choices = categories.get(name) or tuple(str(v) for v in text_hints.get(name, ()))
+        default = defaults.get(name)
+        numeric_default = isinstance(default, (int, float)) and not isinstance(default, bool)
+        if kind is None:  # a column typed Any: numeric per the hints or the imputer
+            kind = "number" if name in numeric_hints or (numeric_default and not choices) else "text"
         if kind == "text" and choices:
             kind = "category"
-        default = defaults.get(name)
+        info = numeric_hints.get(name) or {}
+        help_text = ""
         if kind in NUMBER_KINDS:
-            default = float(default) if isinstance(default, (int, float)) and np.isfinite(default) else 0.0
+            median = info.get("median", default if numeric_default else None)
+            default = float(median) if isinstance(median, (int, float)) and np.isfinite(median) else 0.0
             if kind == "integer":
                 default = int(round(default))
+            if {"min", "max"} <= set(info):
+                help_text = f"Training values: {info['min']:g} to {info['max']:g}, median {default:g}."
         elif kind == "category":
             default = str(default) if default is not None and str(default) in choices else choices[0]
+            help_text = f"{len(choices)} values seen in training; a new one is allowed."
         elif kind == "boolean":
             default = bool(default) if default is not None else False
         else:
             default = "" if default is None else str(default)
-        fields.append(InputField(name=name, kind=kind, default=default, choices=choices))
+        fields.append(InputField(name=name, kind=kind, default=default, choices=choices, help=help_text))
     return fields
 
 

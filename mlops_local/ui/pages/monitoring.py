@@ -32,7 +32,9 @@ def _auto_step(span: timedelta) -> float:
 def _targets() -> None:
     targets = prom.targets()
     ours = [t for t in targets if t.job == JOB]
-    if not ours:
+    if not targets:
+        st.warning("Prometheus lists no scrape target yet (it may still be starting).")
+    elif not ours:
         st.warning(f"Prometheus has no scrape job {JOB!r}: check the prometheus.yml it runs with.")
     for t in ours:
         if t.health == "up":

@@ -31,11 +31,14 @@ def _choose() -> str | None:
     source = st.radio("Model from", [REGISTERED, RUN], key="predict_source", horizontal=True)
     if source == REGISTERED:
         choices = common.registered_choices(uri)
+        typed = st.text_input("Model reference", key="predict_ref",
+                              placeholder="name@alias, name/version or a run id; empty = pick from the list")
+        if typed.strip():
+            return typed.strip()
         if not choices:
             st.info("No registered model yet: register one on the Runs page, or pick a run.")
-        return st.selectbox("Registered model (name@alias or name/version)", choices,
-                            index=0 if choices else None, key="predict_registered", accept_new_options=True,
-                            placeholder="type name@alias, e.g. co2-model@champion")
+            return None
+        return st.selectbox("Registered model", choices, key="predict_registered")
     names = common.experiment_names(uri)
     if not names:
         st.info("No experiment yet: train a model on the Train page.")
@@ -60,12 +63,13 @@ def _form(model: object, fields: list[predict.InputField]) -> None:
             with slots[i % 3]:
                 key = field_key(f.name)
                 if f.kind == "number":
-                    values[f.name] = st.number_input(f.name, value=float(f.default), format="%g", key=key)
+                    values[f.name] = st.number_input(f.name, value=float(f.default), format="%g", key=key,
+                                                     help=f.help or None)
                 elif f.kind == "integer":
                     values[f.name] = st.number_input(f.name, value=int(f.default), step=1, key=key)
                 elif f.kind == "category":
                     values[f.name] = st.selectbox(f.name, f.choices, index=f.choices.index(f.default),
-                                                  key=key, accept_new_options=True)
+                                                  key=key, accept_new_options=True, help=f.help or None)
                 elif f.kind == "boolean":
                     values[f.name] = st.checkbox(f.name, value=bool(f.default), key=key)
                 else:
@@ -74,7 +78,9 @@ def _form(model: object, fields: list[predict.InputField]) -> None:
     if submitted:
         with common.user_errors("Prediction failed"):
             out = predict.predict_frame(model, predict.one_row(values, fields))  # type: ignore[arg-type]
-            st.metric("Prediction", f"{out[predict.PREDICTION_COLUMN].iloc[0]:.4f}")
+            target = predict.model_hints(model).get("target")  # type: ignore[arg-type]
+            st.metric("Prediction", f"{out[predict.PREDICTION_COLUMN].iloc[0]:.4f}",
+                      help=f"Predicted {target}" if target else None)
             st.session_state["predict_last_row"] = out
 
 
