@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from mlops_local.metrics.exporter import ModelMetricsExporter
 from mlops_local.metrics.registry import build_registry
 from mlops_local.metrics.server import MetricsServer, start_metrics_server
+from mlops_local.metrics.sweeps import SweepMetrics
 from mlops_local.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,12 @@ class Runtime:
     registry: CollectorRegistry
     metrics_server: MetricsServer
     exporter: ModelMetricsExporter
+    sweeps: SweepMetrics
 
     def stop(self) -> None:
         """Stop the sync thread, then the /metrics server."""
-        self.exporter.stop()
+        # The thread is a daemon: do not hold the process's exit for an MLflow call in flight.
+        self.exporter.stop(timeout=3.0)
         self.metrics_server.stop()
 
 
@@ -46,11 +49,13 @@ def ensure_runtime(settings: Settings) -> Runtime:
         if _runtime is None:
             registry = build_registry()
             exporter = ModelMetricsExporter(registry, settings)
+            sweeps = SweepMetrics(registry, max_series=settings.max_series)
+            exporter.add_run_listener(sweeps.observe_runs)  # sweeps from the CLI/other machines
             server = start_metrics_server(registry, settings.host, settings.metrics_port)
             # After the server: a scrape during the first read waits briefly for its first page.
             exporter.start()
             _runtime = Runtime(settings=settings, registry=registry, metrics_server=server,
-                               exporter=exporter)
+                               exporter=exporter, sweeps=sweeps)
             log.info("runtime started (metrics on %s, syncing from %s)", server.url,
                      settings.effective_tracking_uri)
         return _runtime

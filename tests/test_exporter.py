@@ -89,6 +89,7 @@ def test_observe_is_on_metrics_at_once_and_promtool_accepts_it(settings, served)
     assert runs[(("dataset", "co2_canada"), ("model", "ridge"), ("status", "finished"))] == 1
     buckets = samples(body, "mlops_training_duration_seconds_bucket")
     assert buckets[(("le", "0.05"), ("model", "ridge"))] == 1
+    assert buckets[(("le", "0.01"), ("model", "ridge"))] == 0
     assert buckets[(("le", "10.0"), ("model", "random_forest"))] == 1  # 0.3 s only; 12 s is above
     assert buckets[(("le", "+Inf"), ("model", "random_forest"))] == 2
     info = samples(body, "mlops_last_run_info")

@@ -38,6 +38,7 @@ class RunSpec:
     status: str = "FINISHED"
     fit_s: float = 0.2
     conventional: bool = True  # False: no dataset/model tags (a notebook's scratch run)
+    tags: tuple[tuple[str, str], ...] = ()
 
 
 def now_ms() -> int:
@@ -53,6 +54,7 @@ def new_experiment(client: MlflowClient, prefix: str = "exporter") -> tuple[str,
 def log_run(client: MlflowClient, experiment_id: str, spec: RunSpec) -> str:
     """Create, fill and terminate one run through the tracking API; returns its id."""
     tags = {"dataset": spec.dataset, "model": spec.model, "source": "cli"} if spec.conventional else {}
+    tags.update(spec.tags)
     run = client.create_run(experiment_id, start_time=spec.end_ms - 1000, tags=tags)
     run_id = run.info.run_id
     metrics = {"r2": spec.r2, "rmse": 2.0 - spec.r2, "mae": 1.5 - spec.r2, "fit_s": spec.fit_s}
@@ -218,9 +220,15 @@ def test_only_finished_or_failed_runs_that_follow_the_conventions_count(client, 
     log_run(client, experiment_id, RunSpec("x", "y", 0.5, t + 2, conventional=False))
     log_run(client, experiment_id, RunSpec("friedman1", "knn", 0.2, t + 3, status="KILLED"))
     client.create_run(experiment_id, tags={"dataset": "friedman1", "model": "svr"})  # still RUNNING
+    log_run(client, experiment_id, RunSpec("friedman1", "knn", 0.9, t + 4,  # a sweep's summary run
+                                           tags=(("source", "sweep"), ("sweep_role", "parent"))))
     registry = build_registry()
     exporter = ModelMetricsExporter(registry, mlflow_settings)
+    pages: list[list[str]] = []
+    exporter.add_run_listener(lambda runs, names: pages.append([r.info.run_id for r in runs]))
+    exporter.add_run_listener(lambda runs, names: 1 / 0)  # a broken consumer must not break the sync
     MlflowSync(client, exporter, experiments=[name]).sync_once()
+    assert len(pages) == 1 and len(pages[0]) == 5  # every terminated run, as read (RUNNING excluded)
     samples = model_samples(registry)
     assert by_name(samples, "mlops_training_runs_total") == {
         (("dataset", "friedman1"), ("model", "knn"), ("status", "finished")): 1,
@@ -254,6 +262,10 @@ def test_runtime_sync_rides_out_a_server_that_is_down_then_comes_up(tmp_path: Pa
         assert exporter.stats.bootstrapped
         with urllib.request.urlopen(runtime.metrics_server.url, timeout=10) as resp:
             assert "mlops_training_runs_total" in resp.read().decode()
+        # Sweep trials logged by another process reach the runtime's sweep metrics through the sync.
+        trial = (("source", "sweep"), ("sweep_role", "trial"), ("sweep_score_metric", "r2"))
+        log_run(client, experiment_id, RunSpec("co2_canada", "ridge", 0.5, now_ms(), tags=trial))
+        wait_for(lambda: runtime.sweeps.trial_counts()["finished"] == 1, "the sweep trial counted")
         worker = exporter._worker
         assert worker is not None and worker.alive
     finally:

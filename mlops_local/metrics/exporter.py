@@ -16,9 +16,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -31,6 +32,9 @@ from mlops_local.ml.types import TrainResult
 from mlops_local.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# Called with every page of runs the sync reads (any order, repeats possible) and experiment id -> name.
+RunListener = Callable[[Sequence[Run], Mapping[str, str]], object]
 
 # Longest a scrape waits, right after a start, for the first page of the full read (the gauges).
 MAX_READY_WAIT = 1.0
@@ -69,6 +73,7 @@ class ModelMetricsExporter(Collector):
         self._ready_wait = min(MAX_READY_WAIT, settings.scrape_interval / 2)
         self._sync = None  # MlflowSync, created on the first start() and kept (it holds the watermark)
         self._worker = None
+        self._listeners: list[RunListener] = []
         if registry is not None:
             registry.register(self)
 
@@ -84,6 +89,21 @@ class ModelMetricsExporter(Collector):
         """Publish runs read from MLflow; returns how many were new (not counted before)."""
         with self._lock:
             return sum(self._state.apply(record) for record in records)
+
+    def add_run_listener(self, listener: RunListener) -> None:
+        """Also hand every page of runs the sync reads to ``listener`` (e.g. the sweep metrics)."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def notify_listeners(self, runs: Sequence[Run], experiment_names: Mapping[str, str]) -> None:
+        """Pass a page of raw runs on; a failing listener is logged, never fails the sync."""
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(runs, experiment_names)
+            except Exception:  # noqa: BLE001 - one consumer must not stop the model metrics
+                log.exception("run listener %r failed on a page of %d runs", listener, len(runs))
 
     def first_page_read(self) -> None:
         """The sync's first page is in: scrapes stop waiting for it."""

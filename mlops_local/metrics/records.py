@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from mlflow.entities import Run
 
 from mlops_local.metrics.labels import clean_label
+from mlops_local.ml.sweep_types import TAG_ROLE
 from mlops_local.ml.types import TAG_DATASET, TAG_MODEL, TrainResult
 
 # Run statuses the exporter counts (others, RUNNING/SCHEDULED/KILLED, are ignored).
@@ -79,5 +80,7 @@ def record_from_run(run: Run, experiment_names: Mapping[str, str]) -> RunRecord 
     dataset, model = data.tags.get(TAG_DATASET), data.tags.get(TAG_MODEL)
     if not dataset or not model:
         return None  # not a training that follows the conventions (e.g. a notebook's scratch run)
+    if data.tags.get(TAG_ROLE) == "parent":
+        return None  # a sweep's summary run: its trials are the trainings
     experiment = experiment_names.get(info.experiment_id, info.experiment_id)
     return _record(info.run_id, experiment, dataset, model, info.status, info.end_time, data.metrics)

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 PAGE_SIZE = 500  # runs per request: the first page (the gauges) arrives well under a second
 DEFAULT_OVERLAP_S = 5.0
 MAX_BACKOFF_S = 60.0
-BACKOFF_INTERVALS = 10  # by default the backoff stops growing at 10 sync intervals (at most 60 s)
+BACKOFF_INTERVALS = 4  # by default the backoff stops growing at 4 sync intervals (at most 60 s)
 
 
 def make_client(settings: Settings) -> MlflowClient:
@@ -56,6 +56,7 @@ class SyncResult:
     seconds: float
     watermark_ms: int
     complete: bool = True  # False when stopped half-way
+    first_page_seconds: float | None = None  # full read: when the gauges were back
 
 
 class MlflowSync:
@@ -102,6 +103,7 @@ class MlflowSync:
                                            max_results=self.page_size,
                                            order_by=[f"attributes.end_time {order}"], page_token=token)
             self.exporter.record_runs_read(len(page))
+            self.exporter.notify_listeners(page, names)
             yield page
             token = page.token
             if not token or (stop is not None and stop.is_set()):
@@ -113,6 +115,7 @@ class MlflowSync:
         names = self._experiment_names()
         fetched = new = pages = 0
         top: int | None = None
+        first_page = None
         for page in self._pages(names, "attributes.end_time > 0", "DESC", stop):
             if top is None and len(page):
                 # Runs ending later are left to the increments (new runs shift this read's offsets).
@@ -122,6 +125,7 @@ class MlflowSync:
             fetched += len(page)
             pages += 1
             if pages == 1:
+                first_page = time.perf_counter() - started
                 self.exporter.first_page_read()
         watermark = min(top or 0, int(self.clock() * 1000))
         complete = stop is None or not stop.is_set()
@@ -130,7 +134,7 @@ class MlflowSync:
             self.exporter.complete_bootstrap(watermark - self.overlap_ms)
         seconds = time.perf_counter() - started
         log.info("full read from MLflow: %d runs in %d pages, %.2f s", fetched, pages, seconds)
-        return SyncResult("full", fetched, new, pages, seconds, watermark, complete)
+        return SyncResult("full", fetched, new, pages, seconds, watermark, complete, first_page)
 
     def incremental(self, stop: threading.Event | None = None) -> SyncResult:
         """Read runs that ended after the watermark minus the overlap, oldest first."""
