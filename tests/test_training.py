@@ -164,6 +164,7 @@ def test_builtin_dataset_options_are_recorded(mlflow_settings, client):
     result = training.train(request, mlflow_settings)
     params = client.get_run(result.run_id).data.params
     assert params["dataset_n_samples"] == "80" and params["dataset_source"] == "builtin"
+    assert params["dataset_seed"] == "0"  # defaults of the options are recorded too
     assert params["n_rows"] == "80"
 
 

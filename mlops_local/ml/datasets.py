@@ -59,6 +59,7 @@ class LoadedDataset:
     path: str | None
     n_rows_dropped: int = 0
     dropped_features: list[str] = field(default_factory=list)
+    options: dict[str, object] = field(default_factory=dict)  # effective options of a built-in
 
     @property
     def numeric_features(self) -> list[str]:
@@ -284,6 +285,7 @@ def fingerprint(X: pd.DataFrame, y: pd.Series) -> str:
 def load_dataset(spec: DatasetSpec, frame: pd.DataFrame | None = None) -> LoadedDataset:
     """Load and validate ``spec`` (a built-in name or a file path); ``frame`` is an already-read upload."""
     builtin = BUILTINS.get(spec.name) if frame is None else None
+    options: dict[str, object] = {}
     if frame is not None:
         label, name, source, path = spec.name, spec.name, "file", None
         if spec.options:
@@ -346,7 +348,8 @@ def load_dataset(spec: DatasetSpec, frame: pd.DataFrame | None = None) -> Loaded
         X = X[features]
     X = _clean_features(X)
     return LoadedDataset(name=name, X=X, y=y, target=target, features=features, fingerprint=fingerprint(X, y),
-                         source=source, path=path, n_rows_dropped=n_dropped, dropped_features=empty)
+                         source=source, path=path, n_rows_dropped=n_dropped, dropped_features=empty,
+                         options=options)
 
 
 def profile(df: pd.DataFrame, target: str | None) -> dict:

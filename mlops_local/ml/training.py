@@ -61,7 +61,7 @@ def _run_params(request: TrainRequest, data: LoadedDataset, hyper: dict[str, obj
         "n_train": n_train, "n_test": n_test, "rows_dropped": data.n_rows_dropped,
         "features": ", ".join(data.features),
     })
-    for key, value in request.dataset.options.items():
+    for key, value in data.options.items():
         params[f"dataset_{key}"] = value
     return {k: str(v)[:_MAX_PARAM] for k, v in params.items()}
 
