@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dataset", default=DEFAULT_DATASET, metavar="NAME|PATH",
                         help=f"built-in ({', '.join(BUILTINS)}) or a CSV/Parquet file "
                              f"(default {DEFAULT_DATASET})")
-    parser.add_argument("--target", help="target column (required for files; built-ins have one)")
+    parser.add_argument("--target", metavar="COL",
+                        help="target column (required for files; built-ins have one)")
     parser.add_argument("--features", metavar="A,B",
                         help="comma-separated feature columns (default: all others)")
     parser.add_argument("--dataset-option", action="append", default=[], metavar="K=V",
@@ -31,11 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"one of {', '.join(CATALOG)} (default {DEFAULT_MODEL})")
     parser.add_argument("--param", action="append", default=[], metavar="K=V",
                         help="hyperparameter, e.g. n_estimators=200 (repeatable)")
-    parser.add_argument("--test-size", type=float, default=0.2,
+    parser.add_argument("--test-size", type=float, default=0.2, metavar="FRACTION",
                         help="share held out for testing, between 0 and 1 (default 0.2)")
-    parser.add_argument("--seed", type=int, default=42, help="random seed for split and model (default 42)")
+    parser.add_argument("--seed", type=int, default=42, metavar="N",
+                        help="random seed for split and model (default 42)")
     parser.add_argument("--cv", type=int, default=0, metavar="K", help="k-fold cross-validation (0 = off)")
-    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT,
+    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, metavar="NAME",
                         help=f"MLflow experiment (default {DEFAULT_EXPERIMENT})")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.set_defaults(func=run)
