@@ -156,6 +156,16 @@ def test_bad_files_are_refused_with_a_clear_message(tmp_path, case):
         assert path.name in message or str(path) in message
 
 
+def test_an_excel_workbook_gets_a_hint(tmp_path):
+    path = tmp_path / "cars.xlsx"
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("xl/workbook.xml", "<workbook/>")
+    with pytest.raises(UserError, match=r"cars.xlsx is a zip archive \(an Excel workbook\?\).*export"):
+        read_table(path)
+
+
 def test_target_or_feature_mistakes_name_the_columns(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text(small_table())

@@ -205,6 +205,9 @@ def read_table(source: str | Path | bytes | BinaryIO, filename: str | None = Non
         raise UserError(f"{label} is empty")
     if data[:4] == b"PAR1":
         return _read_parquet(data, label)
+    if data[:4] == b"PK\x03\x04":
+        raise UserError(f"{label} is a zip archive (an Excel workbook?), not a CSV or Parquet file; "
+                        "export the sheet as CSV")
     text, encoding = _decode(data, label)
     delimiter = _sniff_delimiter(text)
     header = [h.strip() for h in _header_fields(text.split("\n", 1)[0].rstrip("\r"), delimiter)]
