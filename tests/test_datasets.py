@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -158,7 +159,6 @@ def test_bad_files_are_refused_with_a_clear_message(tmp_path, case):
 
 def test_an_excel_workbook_gets_a_hint(tmp_path):
     path = tmp_path / "cars.xlsx"
-    import zipfile
 
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("xl/workbook.xml", "<workbook/>")
