@@ -159,7 +159,6 @@ def test_bad_files_are_refused_with_a_clear_message(tmp_path, case):
 
 def test_an_excel_workbook_gets_a_hint(tmp_path):
     path = tmp_path / "cars.xlsx"
-
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("xl/workbook.xml", "<workbook/>")
     with pytest.raises(UserError, match=r"cars.xlsx is a zip archive \(an Excel workbook\?\).*export"):
