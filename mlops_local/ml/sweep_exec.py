@@ -27,6 +27,7 @@ class TrialExecutor(Protocol):
 
     slots: int
     label: str
+    threads_per_trial: int  # BLAS/OpenMP threads each trial may use
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any: ...
 
@@ -62,6 +63,7 @@ class LocalExecutor:
 
         self.slots = jobs or cores()
         self.label = f"local processes ({self.slots})"
+        self.threads_per_trial = max(1, cores() // self.slots)
         self._pool = ProcessPoolExecutor(max_workers=self.slots,
                                          mp_context=multiprocessing.get_context("spawn"),
                                          initializer=init_local_worker, initargs=(env,))
@@ -89,7 +91,8 @@ class LocalExecutor:
                 proc.join(_JOIN_TIMEOUT)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Let the idle workers exit on their own (joining them would only add latency)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class DaskExecutor:
@@ -112,6 +115,7 @@ class DaskExecutor:
             self._client.close()
             raise ServiceUnavailable(f"Dask scheduler {address} has no workers")
         self.slots = jobs or threads
+        self.threads_per_trial = 1
         self.label = f"dask {address} ({threads} worker threads)"
         self._futures: list[Any] = []
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -133,12 +132,19 @@ def set_state(client: MlflowClient, parent_run_id: str, state: str) -> None:
     client.set_tag(parent_run_id, TAG_STATE, state)
 
 
+def render_artifacts(out_dir: Path, outcomes: Sequence[TrialOutcome], score_metric: str,
+                     higher_is_better: bool) -> Path:
+    """Charts (plots/) and the trials table (sweep/trials.csv) for the parent run, written to ``out_dir``."""
+    write_charts(out_dir / "plots", outcomes, score_metric, higher_is_better)
+    write_trials_table(out_dir / "sweep" / "trials.csv", outcomes)
+    return out_dir
+
+
 def finish_parent(client: MlflowClient, settings: Settings, parent_run_id: str,
-                  outcomes: Sequence[TrialOutcome], best: TrialOutcome | None, *, score_metric: str,
-                  higher_is_better: bool, status: str,
-                  state: str, duration_s: float, extra_params: Mapping[str, object] | None = None,
-                  error: str | None = None) -> None:
-    """Best trial's params/metrics, counts, charts and the trials table on the parent; then close it."""
+                  outcomes: Sequence[TrialOutcome], best: TrialOutcome | None, *, status: str, state: str,
+                  duration_s: float, artifacts_dir: Path | None = None,
+                  extra_params: Mapping[str, object] | None = None, error: str | None = None) -> None:
+    """Best trial's params/metrics, counts and ``artifacts_dir`` on the parent; then close it."""
     try:
         now = _now_ms()
         metrics = {f"trials_{s.lower()}": float(sum(1 for o in outcomes if o.status == s))
@@ -159,22 +165,14 @@ def finish_parent(client: MlflowClient, settings: Settings, parent_run_id: str,
         client.log_batch(parent_run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
                          params=[Param(k, str(v)[:_MAX_PARAM]) for k, v in params.items()],
                          tags=[RunTag(k, v) for k, v in tags.items()])
-        _log_artifacts(client, settings, parent_run_id, outcomes, score_metric, higher_is_better)
+        if artifacts_dir is not None:
+            run = client.get_run(parent_run_id)
+            tracking.log_artifacts(client, settings, run.info.artifact_uri, artifacts_dir)
     except BaseException:
         log.error("could not record the sweep summary on run %s", parent_run_id, exc_info=True)
         client.set_terminated(parent_run_id, "FAILED" if status == "FINISHED" else status)
         raise
     client.set_terminated(parent_run_id, status)
-
-
-def _log_artifacts(client: MlflowClient, settings: Settings, parent_run_id: str,
-                   outcomes: Sequence[TrialOutcome], score_metric: str, higher_is_better: bool) -> None:
-    run = client.get_run(parent_run_id)
-    with tempfile.TemporaryDirectory(prefix="mlops-sweep-") as tmp:
-        out = Path(tmp)
-        write_charts(out / "plots", outcomes, score_metric, higher_is_better)
-        write_trials_table(out / "sweep" / "trials.csv", outcomes)
-        tracking.log_artifacts(client, settings, run.info.artifact_uri, out)
 
 
 def write_trials_table(path: Path, outcomes: Sequence[TrialOutcome]) -> Path:

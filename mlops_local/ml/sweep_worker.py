@@ -173,7 +173,7 @@ def log_best_model(task: TrialTask, run_id: str, expected_score: float | None,
     metrics = evaluation.regression_metrics(y_test.to_numpy(), pipeline.predict(X_test))
     run = client.get_run(run_id)
     with tempfile.TemporaryDirectory(prefix="mlops-sweep-") as tmp:
-        save_model_dir(pipeline, Path(tmp) / MODEL_ARTIFACT, X_train, data.numeric_features)
+        save_model_dir(pipeline, Path(tmp) / MODEL_ARTIFACT, X_train, data.numeric_features, data.target)
         tracking.log_artifacts(client, task.settings, run.info.artifact_uri, Path(tmp))
     logged = run.data.metrics.get("r2")
     same = logged is None or abs(metrics["r2"] - logged) <= 1e-9 * max(1.0, abs(logged))

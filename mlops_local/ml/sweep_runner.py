@@ -1,0 +1,206 @@
+"""The loop of one running sweep: keep the workers busy, record each outcome, stop cleanly on cancel."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from mlops_local.errors import UserError
+from mlops_local.ml.sweep_exec import TrialExecutor, open_executor
+from mlops_local.ml.sweep_plan import Plan, better, worker_env
+from mlops_local.ml.sweep_tracking import (
+    fail_child,
+    kill_running_children,
+    log_progress,
+    record_failed_child,
+    set_state,
+)
+from mlops_local.ml.sweep_types import (
+    TAG_GOAL,
+    TAG_ROLE,
+    TAG_SCORE_METRIC,
+    TAG_TRIAL,
+    SweepProgress,
+    TrialOutcome,
+)
+from mlops_local.ml.sweep_worker import TrialTask, find_child, run_trial
+from mlops_local.ml.types import TAG_SOURCE, TrainRequest
+from mlops_local.settings import Settings
+
+log = logging.getLogger(__name__)
+
+OnTrial = Callable[[SweepProgress], None]
+POLL_S = 0.2
+
+
+class SweepRun:
+    """One running sweep: schedules trials, records outcomes, cancels and closes cleanly."""
+
+    def __init__(self, plan: Plan, settings: Settings, client: MlflowClient, experiment_id: str, parent: str,
+                 executor: TrialExecutor, frame: Any, cancel: threading.Event, on_trial: OnTrial | None,
+                 metrics: Any) -> None:
+        self.plan, self.settings, self.client = plan, settings, client
+        self.experiment_id, self.parent, self.executor = experiment_id, parent, executor
+        self.frame, self.cancel, self.on_trial, self.metrics = frame, cancel, on_trial, metrics
+        self.spec = plan.spec
+        self.done: queue.Queue[tuple[int, Any]] = queue.Queue()
+        self.inflight: dict[int, TrialTask] = {}
+        self.outcomes: list[TrialOutcome] = []
+        self.best: TrialOutcome | None = None
+        self.env = worker_env(settings)
+        self.threads = executor.threads_per_trial
+
+    # -- tasks -----------------------------------------------------------------------------------
+    def trial_tags(self, number: int) -> dict[str, str]:
+        return {TAG_SOURCE: "sweep", TAG_ROLE: "trial", TAG_TRIAL: str(number),
+                TAG_SCORE_METRIC: self.plan.score_metric,
+                TAG_GOAL: "maximize" if self.plan.higher_is_better else "minimize"}
+
+    def task(self, number: int, params: dict[str, object]) -> TrialTask:
+        spec = self.spec
+        request = TrainRequest(dataset=spec.dataset, model=spec.model, params=params,
+                               test_size=spec.test_size, seed=spec.seed, cv_folds=spec.cv_folds,
+                               experiment=spec.experiment,
+                               source="sweep", parent_run_id=self.parent, log_model=False,
+                               extra_tags=self.trial_tags(number))
+        return TrialTask(number, request, self.settings, self.client.tracking_uri, self.experiment_id,
+                         self.parent, self.plan.score_metric, self.env, self.threads)
+
+    def submit(self, number: int, values: dict[str, object]) -> None:
+        try:
+            params = self.plan.space.complete(values)
+        except UserError as exc:
+            self.record(TrialOutcome(number, dict(values), "FAILED", error=str(exc)))
+            return
+        task = self.task(number, params)
+        self.inflight[number] = task
+        future = self.executor.submit(run_trial, task, self.frame)
+        future.add_done_callback(lambda f, n=number: self.done.put((n, f)))
+
+    # -- outcomes --------------------------------------------------------------------------------
+    def resolve(self, number: int, future: Any) -> TrialOutcome:
+        task = self.inflight.pop(number)
+        try:
+            outcome = future.result()
+        except BaseException as exc:  # noqa: BLE001 - a worker died or the task could not run
+            outcome = TrialOutcome(number, dict(task.request.params), "FAILED",
+                                   error=f"{type(exc).__name__}: {exc or 'worker process died'}")
+            if isinstance(exc, BrokenProcessPool):
+                self.reopen()
+        return outcome
+
+    def record(self, outcome: TrialOutcome) -> None:
+        if outcome.status == "FAILED":
+            self.close_failed(outcome)
+        self.outcomes.append(outcome)
+        if better(outcome, self.best, self.plan.higher_is_better):
+            self.best = outcome
+        if outcome.status != "KILLED":
+            self.plan.strategy.tell(outcome.number, outcome.score if outcome.status == "FINISHED" else None)
+        log_progress(self.client, self.parent, len(self.outcomes), outcome, self.best)
+        if self.metrics is not None and outcome.run_id:
+            self.metrics.observe_trial(
+                outcome.run_id, outcome.status, experiment=self.spec.experiment, dataset=self.plan.dataset,
+                model=self.spec.model, score_metric=self.plan.score_metric,
+                higher_is_better=self.plan.higher_is_better, sweep_id=self.parent, score=outcome.score)
+        log.info("trial %d %s %s=%s", outcome.number, outcome.status, self.plan.score_metric, outcome.score)
+        if self.on_trial is not None:
+            self.on_trial(self.progress())
+
+    def close_failed(self, outcome: TrialOutcome) -> None:
+        """Make sure a failed trial is a FAILED child carrying its error."""
+        try:
+            if outcome.run_id is None:
+                child = find_child(self.client, self.experiment_id, self.parent, outcome.number)
+                outcome.run_id = child.info.run_id if child is not None else None
+                if child is not None and child.info.status == "RUNNING":
+                    fail_child(self.client, child.info.run_id, outcome.error or "failed")
+            if outcome.run_id is None:
+                outcome.run_id = record_failed_child(self.client, self.experiment_id, self.parent,
+                                                     self.trial_tags(outcome.number), outcome)
+        except MlflowException:
+            log.error("could not record failed trial %d in MLflow", outcome.number, exc_info=True)
+
+    def progress(self) -> SweepProgress:
+        return SweepProgress(self.parent, self.plan.strategy.total, list(self.outcomes),
+                             self.plan.score_metric, self.plan.higher_is_better, self.best)
+
+    def reopen(self) -> None:
+        """A local worker died (out of memory?): the pool is broken, start a fresh one."""
+        log.warning("a worker process died; restarting the local workers")
+        self.executor.abort()
+        self.executor = open_executor(self.plan.jobs, None, self.env, self.settings.http_timeout)
+
+    # -- main loop ---------------------------------------------------------------------------------
+    def loop(self) -> None:
+        strategy = self.plan.strategy
+        exhausted = False
+        while True:
+            while not exhausted and not self.cancel.is_set() and len(self.inflight) < self.executor.slots:
+                asked = strategy.ask()
+                if asked is None:
+                    exhausted = True
+                    break
+                self.submit(*asked)
+            if self.cancel.is_set() or not self.inflight:
+                return
+            try:
+                number, future = self.done.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+            self.record(self.resolve(number, future))
+
+    def wait(self, future: Any) -> Any:
+        """The result of one executor future, watching for cancellation."""
+        box: queue.Queue[Any] = queue.Queue()
+        future.add_done_callback(box.put)
+        while True:
+            if self.cancel.is_set():
+                raise KeyboardInterrupt
+            try:
+                return box.get(timeout=POLL_S).result()
+            except queue.Empty:
+                continue
+
+    def stop(self) -> list[TrialOutcome]:
+        """Cancel: stop the workers, close every child still running (KILLED); returns what they became."""
+        try:
+            set_state(self.client, self.parent, "cancelling")
+        except MlflowException:
+            log.warning("could not flag sweep %s as cancelling", self.parent, exc_info=True)
+        self.executor.abort()
+        while True:  # results that came back before the workers stopped are real results
+            try:
+                number, future = self.done.get_nowait()
+            except queue.Empty:
+                break
+            if number in self.inflight and future.done() and not future.cancelled():
+                try:
+                    outcome = future.result()
+                except BaseException:  # noqa: BLE001 - killed mid-trial: handled below
+                    continue
+                self.inflight.pop(number)
+                self.record(outcome)
+        killed = dict(kill_running_children(self.client, self.experiment_id, self.parent))
+        stopped = []
+        for number, task in sorted(self.inflight.items()):
+            child = find_child(self.client, self.experiment_id, self.parent, number)
+            if child is None:
+                continue  # never started
+            status = "KILLED" if number in killed or child.info.status != "FINISHED" else "FINISHED"
+            outcome = TrialOutcome(number, dict(task.request.params), status, run_id=child.info.run_id,
+                                   metrics=dict(child.data.metrics),
+                                   score=child.data.metrics.get(self.plan.score_metric)
+                                   if status == "FINISHED" else None,
+                                   error="cancelled" if status == "KILLED" else None)
+            stopped.append(outcome)
+            self.record(outcome)
+        self.inflight.clear()
+        return stopped
