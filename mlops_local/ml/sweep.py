@@ -95,15 +95,9 @@ def run_sweep(spec: SweepSpec, settings: Settings, *, client: MlflowClient | Non
     except BaseException:
         executor.abort()
         raise
-    if metrics is not None:
-        metrics.sweep_started(parent)
-    sweep = SweepRun(plan, settings, client, experiment_id, parent, executor, executor.share(frame),
+    sweep = SweepRun(plan, settings, client, experiment_id, parent, executor, frame,
                      cancel or threading.Event(), on_trial, metrics)
-    try:
-        return _finish(sweep, start)
-    finally:
-        if metrics is not None:
-            metrics.sweep_ended(parent)
+    return _finish(sweep, start)
 
 
 def _finish(sweep: SweepRun, start: float) -> SweepResult:
@@ -116,6 +110,7 @@ def _finish(sweep: SweepRun, start: float) -> SweepResult:
         with tempfile.TemporaryDirectory(prefix="mlops-sweep-") as tmp:
             artifacts = Path(tmp)
             try:
+                sweep.frame = sweep.executor.share(sweep.frame)
                 sweep.loop()
                 pending = None if sweep.cancel.is_set() else _submit_best_model(sweep)
                 render_artifacts(artifacts, sweep.outcomes, plan.score_metric, plan.higher_is_better)

@@ -1,0 +1,233 @@
+"""Sweeps against a real MLflow server: parent/child runs, best trial, failures, cancel, Dask, Prometheus."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import mlflow.pyfunc
+import pytest
+from mlflow import MlflowClient
+from prometheus_client import CollectorRegistry
+
+from mlops_local.metrics.sweeps import SweepMetrics
+from mlops_local.ml.datasets import load_dataset
+from mlops_local.ml.sweep import run_sweep
+from mlops_local.ml.sweep_types import SweepProgress, SweepSpec
+from mlops_local.ml.types import DatasetSpec
+from mlops_local.settings import Settings
+from tests.services import ROOT, stack_env, start_service
+
+FRIEDMAN = DatasetSpec("friedman1", options={"n_samples": 200})
+# Slow enough (a fraction of a second per fit) that trials are still running when a test cancels.
+SLOW = dict(dataset=DatasetSpec("friedman1", options={"n_samples": 400}), model="random_forest",
+            ranges={"n_estimators": "150:300"}, search=("n_estimators",))
+
+
+@pytest.fixture(scope="module")
+def client(mlflow_env: dict[str, str]) -> MlflowClient:
+    return MlflowClient(mlflow_env["MLFLOW_TRACKING_URI"])
+
+
+def children(client: MlflowClient, experiment_id: str, parent: str) -> list:
+    return list(client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'",
+                                   max_results=500))
+
+
+def running(client: MlflowClient, experiment_id: str) -> list:
+    return list(client.search_runs([experiment_id], "attributes.status = 'RUNNING'"))
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {timeout} s")
+        time.sleep(0.2)
+
+
+def test_grid_sweep_tracks_children_best_trial_failures_and_registration(mlflow_settings, client, tmp_path):
+    metrics = SweepMetrics(CollectorRegistry())
+    seen: list[SweepProgress] = []
+    spec = SweepSpec(FRIEDMAN, "knn", strategy="grid", experiment="sweep-grid", jobs=2,
+                     # 170 neighbours > 160 training rows: those trials fail in predict, for real
+                     ranges={"n_neighbors": "3|10|170"}, search=("n_neighbors", "weights"),
+                     register="sweep-test-knn", alias="champion")
+    result = run_sweep(spec, mlflow_settings, metrics=metrics, on_trial=seen.append)
+
+    assert result.status == "FINISHED" and result.total == 6 and len(result.trials) == 6
+    assert [p.done for p in seen] == [1, 2, 3, 4, 5, 6]
+    runs = children(client, result.experiment_id, result.parent_run_id)
+    assert len(runs) == 6
+    assert {r.data.tags["sweep_trial"] for r in runs} == {str(n) for n in range(6)}
+    assert all(r.data.tags["source"] == "sweep" and r.data.tags["model"] == "knn" for r in runs)
+    failed = [r for r in runs if r.info.status == "FAILED"]
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    assert len(failed) == 2 and len(finished) == 4  # the failing trials did not stop the sweep
+    assert all(r.data.params["n_neighbors"] == "170" for r in failed)
+    assert all("n_neighbors" in r.data.tags["error"] for r in failed)
+
+    best = max(finished, key=lambda r: r.data.metrics["r2"])
+    assert result.best.run_id == best.info.run_id and result.best.score == best.data.metrics["r2"]
+    assert [r.info.run_id for r in runs if r.data.tags.get("best_trial") == "true"] == [best.info.run_id]
+
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["sweep_role"] == "parent"
+    assert parent.data.tags["best_run_id"] == best.info.run_id
+    assert parent.data.params["strategy"] == "grid"
+    assert parent.data.params["space.n_neighbors"] == "one of 3, 10, 170"
+    assert parent.data.params["best.n_neighbors"] == best.data.params["n_neighbors"]
+    assert parent.data.metrics["best_r2"] == best.data.metrics["r2"]
+    assert parent.data.metrics["trials_failed"] == 2
+    history = client.get_metric_history(result.parent_run_id, "trial_score")
+    assert sorted(m.step for m in history) == sorted(int(r.data.tags["sweep_trial"]) for r in finished)
+    artifacts = {a.path for a in client.list_artifacts(result.parent_run_id, "plots")}
+    assert {"plots/sweep_score_by_trial.png", "plots/sweep_param_n_neighbors.png",
+            "plots/sweep_param_weights.png"} <= artifacts
+    table = Path(client.download_artifacts(result.parent_run_id, "sweep/trials.csv")).read_text().splitlines()
+    assert len(table) == 7 and table[0].startswith("trial,status,score,run_id")
+
+    # only the best trial carries a model; it loads and predicts raw rows
+    assert "model" in {a.path for a in client.list_artifacts(best.info.run_id)}
+    assert "model" not in {a.path for a in client.list_artifacts(finished[0].info.run_id)} or \
+        finished[0].info.run_id == best.info.run_id
+    assert result.model_uri == f"runs:/{best.info.run_id}/model"
+    data = load_dataset(FRIEDMAN)
+    local = client.download_artifacts(best.info.run_id, "model", str(tmp_path))
+    assert len(mlflow.pyfunc.load_model(local).predict(data.X.head(5))) == 5
+    version = client.get_model_version_by_alias("sweep-test-knn", "champion")
+    assert version.run_id == best.info.run_id and result.registered_version == version.version
+
+    # metrics: published as trials ended, and derived from MLflow alone (a sweep run by the CLI)
+    assert metrics.trial_counts() == {"finished": 4, "failed": 2, "killed": 0}
+    assert metrics.best_score("sweep-grid", "friedman1", "knn", "r2") == result.best.score
+    derived = SweepMetrics()
+    everything = client.search_runs([result.experiment_id])
+    assert derived.observe_runs(everything, {result.experiment_id: "sweep-grid"}) == 6
+    assert derived.trial_counts() == metrics.trial_counts()
+    assert derived.best_score("sweep-grid", "friedman1", "knn", "r2") == result.best.score
+
+
+def test_cancel_mid_sweep_kills_running_trials_and_leaves_nothing_running(mlflow_settings, client):
+    cancel = threading.Event()
+
+    def after_two(progress: SweepProgress) -> None:
+        if progress.done >= 2:
+            cancel.set()
+
+    spec = SweepSpec(**SLOW, strategy="random", trials=12, jobs=2, experiment="sweep-cancel")
+    result = run_sweep(spec, mlflow_settings, cancel=cancel, on_trial=after_two)
+
+    assert result.status == "KILLED" and result.model_uri is None
+    assert running(client, result.experiment_id) == []
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "KILLED" and parent.data.tags["sweep_state"] == "cancelled"
+    runs = children(client, result.experiment_id, result.parent_run_id)
+    assert 2 <= len(runs) < 12  # scheduling stopped
+    assert {r.info.status for r in runs} <= {"FINISHED", "KILLED"}
+    killed = [r for r in runs if r.info.status == "KILLED"]
+    assert all(r.data.tags["error"].startswith("cancelled") for r in killed)
+    assert sorted(t.run_id for t in result.trials if t.run_id) == sorted(r.info.run_id for r in runs)
+    wait_for(lambda: not multiprocessing.active_children(), "the worker processes exiting", 20)
+
+
+def test_dask_cluster_runs_the_same_trials_as_local_processes(mlflow_settings, client):
+    from distributed import LocalCluster
+
+    spec = SweepSpec(FRIEDMAN, "decision_tree", strategy="random", trials=4, seed=3, jobs=2,
+                     experiment="sweep-dask", log_best_model=False)
+    local = run_sweep(spec, mlflow_settings)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        remote = run_sweep(replace(spec, dask_scheduler=cluster.scheduler_address, jobs=None,
+                                   log_best_model=True), mlflow_settings)
+    assert remote.executor.startswith("dask tcp://") and local.executor.startswith("local processes")
+    assert [(t.number, t.params, t.score) for t in remote.trials] == \
+        [(t.number, t.params, t.score) for t in local.trials]
+    assert {t.status for t in remote.trials} == {"FINISHED"}
+    assert remote.best.number == local.best.number
+    # the best model was re-fitted on a Dask worker and logged on its child run
+    assert "model" in {a.path for a in client.list_artifacts(remote.best.run_id)}
+    assert len(children(client, remote.experiment_id, remote.parent_run_id)) == 4
+
+
+def test_optuna_sweep_minimising_rmse_shows_live_in_prometheus(mlflow_settings, client, tmp_path):
+    from mlops_local.metrics.promapi import PrometheusClient
+    from mlops_local.metrics.server import start_metrics_server
+
+    env = stack_env(tmp_path / "home")
+    settings = Settings.from_env(env)
+    registry = CollectorRegistry()
+    metrics = SweepMetrics(registry)
+    server = start_metrics_server(registry, settings.host, settings.metrics_port)
+    prometheus = start_service("prometheus", env, tmp_path / "logs")
+    prom = PrometheusClient.from_settings(settings)
+
+    def finished_in_prometheus() -> float:
+        found = prom.query('mlops_sweep_trials_total{status="finished"}')
+        return found[0].value if found else 0.0
+
+    live: list[float] = []
+
+    def on_trial(progress: SweepProgress) -> None:
+        if progress.done == 1:  # the sweep waits here until Prometheus has scraped its first trial
+            wait_for(lambda: finished_in_prometheus() >= 1, "the first trial in Prometheus", 30)
+            live.append(finished_in_prometheus())
+
+    try:
+        spec = SweepSpec(FRIEDMAN, "ridge", strategy="optuna", metric="rmse", trials=6, jobs=2, seed=1,
+                         ranges={"alpha": "0.001:1000"}, search=("alpha",), experiment="sweep-optuna",
+                         log_best_model=False)
+        result = run_sweep(spec, mlflow_settings, metrics=metrics, on_trial=on_trial)
+        assert live == [1.0]
+        runs = children(client, result.experiment_id, result.parent_run_id)
+        assert len(runs) == 6 and all(r.data.tags["sweep_goal"] == "minimize" for r in runs)
+        best = min(runs, key=lambda r: r.data.metrics["rmse"])
+        assert result.best.run_id == best.info.run_id and not result.higher_is_better
+        expr = ('mlops_sweep_best_score{experiment="sweep-optuna",dataset="friedman1",model="ridge",'
+                'metric="rmse"}')
+        wait_for(lambda: [s.value for s in prom.query(expr)] == [best.data.metrics["rmse"]],
+                 "the best score in Prometheus", 30)
+        wait_for(lambda: finished_in_prometheus() == 6, "all six trials in Prometheus", 30)
+    finally:
+        prometheus.stop()
+        server.stop()
+
+
+def test_ctrl_c_on_the_cli_cancels_cleanly(mlflow_env, client, tmp_path):
+    experiment = "sweep-ctrl-c"
+    command = [sys.executable, "-m", "mlops_local.cli", "sweep", "--dataset", "friedman1",
+               "--dataset-option", "n_samples=400", "--model", "random_forest", "--param-range",
+               "n_estimators=150:300", "--search", "n_estimators", "--trials", "12", "--jobs", "2",
+               "--experiment", experiment, "--json"]
+    # Its own session, so a Ctrl-C-like SIGINT goes to the whole group (CLI and workers) as in a terminal.
+    proc = subprocess.Popen(command, env=mlflow_env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        def one_trial_finished() -> bool:
+            exp = client.get_experiment_by_name(experiment)
+            return exp is not None and bool(client.search_runs(
+                [exp.experiment_id], "tags.sweep_role = 'trial' and attributes.status = 'FINISHED'"))
+
+        wait_for(one_trial_finished, "a finished trial", 120)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, err
+    summary = json.loads(out)
+    assert summary["status"] == "KILLED" and summary["counts"]["finished"] >= 1
+    exp_id = client.get_experiment_by_name(experiment).experiment_id
+    assert running(client, exp_id) == []
+    assert client.get_run(summary["parent_run_id"]).info.status == "KILLED"
+    assert "Traceback" not in err
