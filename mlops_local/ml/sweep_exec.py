@@ -11,8 +11,12 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from collections.abc import Callable
+import sys
+import threading
+import types
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from mlops_local.errors import ServiceUnavailable, UserError
@@ -20,6 +24,7 @@ from mlops_local.errors import ServiceUnavailable, UserError
 log = logging.getLogger(__name__)
 
 _JOIN_TIMEOUT = 10.0
+_main_lock = threading.Lock()
 
 
 class TrialExecutor(Protocol):
@@ -55,6 +60,22 @@ def check_jobs(jobs: object) -> int | None:
     return jobs
 
 
+@contextmanager
+def _bare_main() -> Iterator[None]:
+    """Spawned workers re-run the parent's ``__main__`` file; under Streamlit that is a page script.
+
+    Workers only need mlops_local's functions, so while they are spawned ``__main__`` is an empty module.
+    """
+    with _main_lock:
+        original = sys.modules.get("__main__")
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            yield
+        finally:
+            if original is not None:
+                sys.modules["__main__"] = original
+
+
 class LocalExecutor:
     """``jobs`` spawned worker processes (default: one per core)."""
 
@@ -64,12 +85,14 @@ class LocalExecutor:
         self.slots = jobs or cores()
         self.label = f"local processes ({self.slots})"
         self.threads_per_trial = max(1, cores() // self.slots)
-        self._pool = ProcessPoolExecutor(max_workers=self.slots,
-                                         mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=init_local_worker, initargs=(env,))
-        # Start every worker's imports now, while the parent validates and creates the parent run.
-        for _ in range(self.slots):
-            self._pool.submit(warm_up)
+        with _bare_main():
+            self._pool = ProcessPoolExecutor(max_workers=self.slots,
+                                             mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=init_local_worker, initargs=(env,))
+            # Each submit spawns one worker (all of them now, inside _bare_main) and starts its imports
+            # while the parent creates the parent run.
+            for _ in range(self.slots):
+                self._pool.submit(warm_up)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         return self._pool.submit(fn, *args)

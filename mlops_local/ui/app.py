@@ -8,16 +8,17 @@ import streamlit as st
 
 from mlops_local.ui import common
 
-st.set_page_config(page_title="mlops-local", page_icon="📈", layout="wide")
+st.set_page_config(page_title="mlops-local", page_icon=":material/insights:", layout="wide")
 common.runtime()
 common.sidebar_status(common.service_statuses(common.settings()))
 
 PAGES = Path(__file__).parent / "pages"
 navigation = st.navigation([
-    st.Page(PAGES / "train.py", title="Train", icon="🏋️", default=True),
-    st.Page(PAGES / "runs.py", title="Runs", icon="📋"),
-    st.Page(PAGES / "predict.py", title="Predict", icon="🔮"),
-    st.Page(PAGES / "monitoring.py", title="Monitoring", icon="📈"),
-    st.Page(PAGES / "home.py", title="Services", icon="🧰"),
+    st.Page(PAGES / "train.py", title="Train", icon=":material/model_training:", default=True),
+    st.Page(PAGES / "sweep.py", title="Sweep", icon="🎛️"),
+    st.Page(PAGES / "runs.py", title="Runs", icon=":material/table_rows:"),
+    st.Page(PAGES / "predict.py", title="Predict", icon=":material/online_prediction:"),
+    st.Page(PAGES / "monitoring.py", title="Monitoring", icon=":material/monitoring:"),
+    st.Page(PAGES / "home.py", title="Services", icon=":material/dns:"),
 ])
 navigation.run()

@@ -1,0 +1,195 @@
+"""Sweep: tune one model over the catalog's ranges; live progress and chart, Stop, link to the parent run."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from mlops_local.errors import UserError
+from mlops_local.ml import datasets
+from mlops_local.ml.catalog import CATALOG, DEFAULT_MODEL, ParamSpec
+from mlops_local.ml.sweep_exec import cores
+from mlops_local.ml.sweep_job import SweepJob, start_sweep_job
+from mlops_local.ml.sweep_plan import plan_sweep
+from mlops_local.ml.sweep_types import DEFAULT_TRIALS, METRICS, STRATEGIES, SweepSpec
+from mlops_local.ml.types import DEFAULT_EXPERIMENT, DatasetSpec
+from mlops_local.ui import common, widgets
+
+JOB_KEY = "sweep_job"
+FRAME_KEY = "sweep_upload_frame"
+POLL_SECONDS = 0.5
+BUILTIN, UPLOAD = "Built-in", "Upload a file"
+
+st.title("Sweep")
+st.caption("Many trainings of one model over its hyperparameter ranges, as child runs of one MLflow run.")
+settings = common.settings()
+job: SweepJob | None = st.session_state.get(JOB_KEY)
+running = job is not None and job.running
+
+
+def _dataset() -> tuple[DatasetSpec | None, pd.DataFrame | None]:
+    source = st.radio("Dataset source", [BUILTIN, UPLOAD], key="sweep_source", horizontal=True)
+    if source == UPLOAD:
+        uploaded = st.file_uploader("CSV or Parquet file", type=common.UPLOAD_TYPES, key="sweep_upload",
+                                    max_upload_size=settings.max_upload_mb)
+        if uploaded is None:
+            return None, None
+        with common.user_errors():
+            frame = common.read_upload(uploaded, FRAME_KEY)
+            columns = [str(c) for c in frame.columns]
+            target = st.selectbox("Target column", columns, index=len(columns) - 1, key="sweep_target")
+            return DatasetSpec(name=uploaded.name, target=target), frame
+        return None, None
+    names = list(datasets.BUILTINS)
+    name = st.selectbox("Built-in dataset", names, index=names.index(datasets.DEFAULT_DATASET),
+                        key="sweep_dataset", format_func=lambda n: f"{n}: {datasets.BUILTINS[n].description}")
+    options: dict[str, object] = {}
+    if datasets.BUILTINS[name].options:
+        with st.expander("Dataset options"):
+            options = widgets.dataset_options(name, datasets.BUILTINS[name].options)
+    return DatasetSpec(name=name, options=options), None
+
+
+def _range(model: str, spec: ParamSpec) -> str:
+    """Widgets narrowing one hyperparameter's range; returns it as --param-range text."""
+    key = f"sweep_{model}_{spec.name}"
+    if spec.kind in ("choice", "bool"):
+        options = [str(c).lower() if spec.kind == "bool" else str(c) for c in (spec.choices or (True, False))]
+        chosen = st.multiselect(f"{spec.name} values", options, default=options, key=f"{key}_values")
+        return "|".join(chosen)
+    step = 1 if spec.kind == "int" else None
+    cast = int if spec.kind == "int" else float
+    low_col, high_col, log_col = st.columns([2, 2, 1], vertical_alignment="bottom")
+    low = low_col.number_input(f"{spec.name} from", cast(spec.low), cast(spec.high), cast(spec.low),
+                               step=step, key=f"{key}_low", format=None if step else "%g")
+    high = high_col.number_input("to", cast(spec.low), cast(spec.high), cast(spec.high), step=step,
+                                 key=f"{key}_high", format=None if step else "%g")
+    log = log_col.checkbox("log", value=spec.log, key=f"{key}_log", disabled=low <= 0)
+    return f"{low}:{high}:{'log' if log and low > 0 else 'linear'}"
+
+
+def _space(model: str) -> tuple[dict[str, str], dict[str, object]]:
+    """Per hyperparameter: search it (a range) or hold it at a value."""
+    ranges: dict[str, str] = {}
+    fixed: dict[str, object] = {}
+    for spec in CATALOG[model].params:
+        searched = st.checkbox(f"Search {spec.name}", value=True, key=f"sweep_{model}_{spec.name}_search",
+                               help=f"{spec.help} Catalog range: {spec.allowed()}.")
+        if searched:
+            ranges[spec.name] = _range(model, spec)
+        else:
+            fixed[spec.name] = widgets.param_input(model, spec)
+    return ranges, fixed
+
+
+def _progress(poll: bool) -> None:
+    current: SweepJob | None = st.session_state.get(JOB_KEY)
+    if current is None:
+        return
+    progress = current.progress
+    total = progress.total if progress else (current.spec.trials or 0)
+    done = progress.done if progress else 0
+    best = progress.best if progress else None
+    state = "stopping" if current.stopping else ("running" if current.running else "done")
+    text = f"{done}/{total or '?'} trials · {state} · {current.elapsed():.0f} s"
+    if best is not None:
+        text += f" · best {progress.score_metric} {best.score:.4f} (trial {best.number})"
+    st.progress(min(1.0, done / total) if total else 0.0, text=text)
+    if current.running and st.button("Stop", key="sweep_stop", disabled=current.stopping,
+                                     help="No new trials; running ones are marked KILLED."):
+        current.stop()
+    rows = current.history()
+    if rows:
+        chart = pd.DataFrame(rows).set_index("trial")[["score", "best so far"]]
+        st.line_chart(chart, height=260)
+    if poll and current.done:
+        common.clear_run_caches()
+        st.rerun()
+
+
+def _results(done: SweepJob) -> None:
+    if done.error:
+        st.error(done.error)
+        return
+    result = done.result
+    if result is None:
+        return
+    counts = result.to_dict()["counts"]
+    summary = (f"{counts['finished']} finished, {counts['failed']} failed, {counts['killed']} killed of "
+               f"{result.total} trials in {result.duration_s:.0f} s on {result.executor}")
+    {"FINISHED": st.success, "KILLED": st.warning}.get(result.status, st.error)(
+        f"Sweep {result.status.lower()}: {summary}")
+    for warning in result.warnings:
+        st.warning(warning)
+    if result.best is not None:
+        st.metric(f"Best {result.score_metric} (trial {result.best.number})", f"{result.best.score:.4f}")
+        st.dataframe(pd.DataFrame([result.best.params]), hide_index=True, key="sweep_best_params")
+    links = st.columns(2)
+    links[0].link_button("Sweep in MLflow", common.mlflow_run_url(result.experiment_id, result.parent_run_id),
+                         width="stretch")
+    links[1].page_link("pages/runs.py", label="Compare trials on Runs", icon="📋")
+    if result.model_uri:
+        st.caption(f"Best model: `{result.model_uri}`" + (f", registered as {done.spec.register} version "
+                                                          f"{result.registered_version}"
+                                                          if result.registered_version else ""))
+    table = pd.DataFrame([{"trial": t.number, "status": t.status, "score": t.score, **t.params,
+                           "error": t.error or ""} for t in result.trials])
+    st.dataframe(table, hide_index=True, key="sweep_trials")
+
+
+data_col, model_col = st.columns(2, gap="large")
+with data_col:
+    st.subheader("Data")
+    dataset, frame = _dataset()
+    st.subheader("Search")
+    strategy = st.radio("Strategy", STRATEGIES, key="sweep_strategy", horizontal=True,
+                        help="grid: every combination; random: seeded draws; optuna: TPE, learns as it goes.")
+    grid_points = st.number_input("Grid points per numeric range", 2, 20, 3, key="sweep_grid_points",
+                                  disabled=strategy != "grid")
+    trials = st.number_input("Trials", 1, 1000, DEFAULT_TRIALS, key="sweep_trials_n",
+                             help="grid: at most this many grid points")
+    metric = st.selectbox("Optimise", list(METRICS), key="sweep_metric",
+                          format_func=lambda m: f"{m} ({'max' if METRICS[m][2] else 'min'})")
+    jobs = st.number_input("Parallel trials", 1, 64, cores(), key="sweep_jobs")
+    with st.expander("Split, seed, cross-validation, experiment, registration"):
+        test_size = st.slider("Test size", 0.05, 0.5, 0.2, 0.05, key="sweep_test_size")
+        seed = st.number_input("Seed", 0, 2**31 - 1, 42, 1, key="sweep_seed")
+        cv_folds = st.number_input("Cross-validation folds (0 = off)", 0, 20, 0, 1, key="sweep_cv")
+        experiment = st.text_input("MLflow experiment", DEFAULT_EXPERIMENT, key="sweep_experiment").strip()
+        register = st.text_input("Register the best model as (optional)", key="sweep_register").strip()
+        alias = st.text_input("Alias (optional)", "champion", key="sweep_alias").strip()
+with model_col:
+    st.subheader("Model")
+    names = list(CATALOG)
+    model = st.selectbox("Model", names, index=names.index(DEFAULT_MODEL), key="sweep_model",
+                         format_func=lambda n: f"{CATALOG[n].label} ({n})")
+    ranges, fixed = _space(model)
+
+spec, problem = None, None
+if dataset is not None:
+    spec = SweepSpec(dataset=dataset, model=model, strategy=strategy, trials=int(trials), metric=metric,
+                     ranges=ranges, search=tuple(ranges), fixed=fixed, grid_points=int(grid_points),
+                     seed=int(seed), test_size=float(test_size), cv_folds=int(cv_folds),
+                     experiment=experiment or DEFAULT_EXPERIMENT, jobs=int(jobs),
+                     register=register or None, alias=(alias or None) if register else None)
+    try:
+        planned = plan_sweep(spec, frame, load=False).strategy.total
+        st.caption(f"{planned} trials, {int(jobs)} at a time.")
+    except UserError as exc:
+        problem = str(exc)
+        st.error(problem)
+
+clicked = st.button("Start sweep", key="sweep_start", type="primary",
+                    disabled=running or spec is None or problem is not None)
+if clicked and spec is not None:
+    metrics = getattr(getattr(common.runtime(), "exporter", None), "sweeps", None)
+    _, started = start_sweep_job(st.session_state, JOB_KEY, lambda: SweepJob(
+        spec, settings, frame=frame, client=common.client(), metrics=metrics))
+    if started:
+        st.rerun()
+    st.toast("A sweep is already running in this tab.")
+
+if job is not None:
+    st.fragment(_progress, run_every=POLL_SECONDS if running else None)(running)
+    if job.done:
+        _results(job)

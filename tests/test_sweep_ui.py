@@ -1,0 +1,91 @@
+"""AppTest of the Sweep page against the real MLflow server: a small grid to the end, and Stop."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from mlflow import MlflowClient
+from streamlit.testing.v1 import AppTest
+
+import mlops_local.ui
+
+APP = Path(mlops_local.ui.__file__).parent / "app.py"
+
+
+def open_sweep() -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    at.switch_page("pages/sweep.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def configure(at: AppTest, model: str, search: str, experiment: str) -> None:
+    """friedman1 with 200 rows, one searched hyperparameter of ``model``, the others held."""
+    at.selectbox(key="sweep_dataset").set_value("friedman1").run()
+    at.number_input(key="train_option_friedman1_n_samples").set_value(200).run()
+    at.selectbox(key="sweep_model").set_value(model).run()
+    for box in at.checkbox:
+        if box.key and box.key.startswith(f"sweep_{model}_") and box.key.endswith("_search"):
+            box.set_value(box.key == f"sweep_{model}_{search}_search")
+    at.text_input(key="sweep_experiment").set_value(experiment)
+    at.run()
+    assert not at.exception, at.exception
+
+
+def wait_done(at: AppTest, timeout: float = 120.0) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = at.session_state["sweep_job"]
+        if job.done:
+            at.run()
+            return job
+        time.sleep(0.5)
+        at.run()
+    raise TimeoutError("the sweep did not end")
+
+
+def test_grid_sweep_from_the_page_links_to_its_parent_run(ui_env):
+    at = open_sweep()
+    configure(at, "ridge", "alpha", "ui-sweep")
+    at.radio(key="sweep_strategy").set_value("grid").run()
+    at.number_input(key="sweep_grid_points").set_value(3).run()
+    at.number_input(key="sweep_ridge_alpha_low").set_value(0.01).run()
+    at.number_input(key="sweep_ridge_alpha_high").set_value(100.0).run()
+    assert "3 trials" in " ".join(c.value for c in at.caption)
+    at.button(key="sweep_start").click().run()
+    job = wait_done(at)
+    assert not at.exception, at.exception
+    assert job.error is None and job.result.status == "FINISHED", [t.error for t in job.result.trials]
+    assert [t.params["alpha"] for t in job.result.trials] == [0.01, 1.0, 100.0]
+    assert any("Sweep finished" in s.value for s in at.success)
+    client = MlflowClient(ui_env["MLFLOW_TRACKING_URI"])
+    parent = client.get_run(job.result.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.params["space.alpha"] == "float 0.01..100 log"
+    trials = client.search_runs([parent.info.experiment_id],
+                                f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(trials) == 3
+
+
+def test_stop_button_cancels_and_nothing_stays_running(ui_env):
+    at = open_sweep()
+    configure(at, "random_forest", "n_estimators", "ui-sweep-stop")
+    at.number_input(key="train_option_friedman1_n_samples").set_value(400).run()
+    at.number_input(key="sweep_random_forest_n_estimators_low").set_value(150).run()
+    at.number_input(key="sweep_random_forest_n_estimators_high").set_value(300).run()
+    at.number_input(key="sweep_trials_n").set_value(12).run()
+    at.button(key="sweep_start").click().run()
+    deadline = time.monotonic() + 120
+    while at.session_state["sweep_job"].progress is None:  # one trial ended: the sweep is under way
+        assert time.monotonic() < deadline, "no trial ended"
+        time.sleep(0.5)
+        at.run()
+    at.button(key="sweep_stop").click().run()
+    job = wait_done(at)
+    assert not at.exception, at.exception
+    assert job.result.status == "KILLED" and len(job.result.trials) < 12
+    client = MlflowClient(ui_env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("ui-sweep-stop").experiment_id
+    assert client.search_runs([experiment], "attributes.status = 'RUNNING'") == []
+    assert any("Sweep killed" in w.value for w in at.warning)
