@@ -15,7 +15,7 @@ common.sidebar_status(common.service_statuses(common.settings()))
 PAGES = Path(__file__).parent / "pages"
 navigation = st.navigation([
     st.Page(PAGES / "train.py", title="Train", icon=":material/model_training:", default=True),
-    st.Page(PAGES / "sweep.py", title="Sweep", icon="🎛️"),
+    st.Page(PAGES / "sweep.py", title="Sweep", icon=":material/tune:"),
     st.Page(PAGES / "runs.py", title="Runs", icon=":material/table_rows:"),
     st.Page(PAGES / "predict.py", title="Predict", icon=":material/online_prediction:"),
     st.Page(PAGES / "monitoring.py", title="Monitoring", icon=":material/monitoring:"),
