@@ -15,35 +15,52 @@ from mlops_local.settings import SettingsError, get_settings
 
 log = logging.getLogger(__name__)
 
-COMMAND_MODULES: tuple[str, ...] = (
-    "mlops_local.commands.config",
-    "mlops_local.commands.status",
-    "mlops_local.commands.serve",
-    "mlops_local.commands.install",
-    "mlops_local.commands.export",
-    "mlops_local.commands.grafana_dashboard",
-    "mlops_local.commands.train",
-    "mlops_local.commands.sweep",
-)
+# Subcommand -> module with `register(subparsers)`. Only the module of the command being run is
+# imported, so `serve` and `status` do not pay for scikit-learn and MLflow imports at start-up.
+COMMANDS: dict[str, str] = {
+    "config": "mlops_local.commands.config",
+    "status": "mlops_local.commands.status",
+    "serve": "mlops_local.commands.serve",
+    "install": "mlops_local.commands.install",
+    "train": "mlops_local.commands.train",
+    "sweep": "mlops_local.commands.sweep",
+    "export": "mlops_local.commands.export",
+    "grafana-dashboard": "mlops_local.commands.grafana_dashboard",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser with every registered subcommand."""
+def _requested_command(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (first non-option word), if it is a known one."""
+    skip_next = False
+    for word in argv:
+        if skip_next:
+            skip_next = False
+        elif word == "--log-level":
+            skip_next = True
+        elif not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``argv`` naming a command, only that command's module is imported."""
     parser = argparse.ArgumentParser(
         prog="mlops-local", description="Docker-free MLOps workbench: MLflow, Prometheus, Streamlit."
     )
     parser.add_argument("--version", action="version", version=f"mlops-local {__version__}")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING, ERROR")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    wanted = _requested_command(argv) if argv is not None else None
+    for name, module in COMMANDS.items():
+        if wanted is None or name == wanted:
+            importlib.import_module(module).register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mlops-local` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     configure_logging(args.log_level)
     try:
         settings = get_settings()
