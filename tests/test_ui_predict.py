@@ -30,7 +30,7 @@ def registered(ui_trained_run: TrainResult, mlflow_env: dict[str, str]) -> str:
 @pytest.fixture(scope="module")
 def reference_model(ui_trained_run: TrainResult, mlflow_env: dict[str, str]):  # noqa: ANN201
     """The same model loaded outside the UI, to check the page's numbers."""
-    model = predict.load_model(ui_trained_run.model_uri, mlflow_env["MLFLOW_TRACKING_URI"])
+    model = predict.load_model(ui_trained_run.model_uri, MlflowClient(mlflow_env["MLFLOW_TRACKING_URI"]))
     return model, predict.input_fields(model)
 
 

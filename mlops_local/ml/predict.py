@@ -73,15 +73,38 @@ def pin_uri(client: MlflowClient, uri: str) -> str:
     return f"models:/{name}/{version.version}"
 
 
-def load_model(uri: str, tracking_uri: str | None = None) -> PyFuncModel:
-    """Download and load an MLflow model; UserError naming the URI when it does not exist or fails."""
+def artifact_location(client: MlflowClient, uri: str) -> str:
+    """Where the files of a models:/ or runs:/ URI live, resolved with ``client``'s own server.
+
+    MLflow resolves ``models:/`` through the process-wide registry URI whatever tracking URI a
+    download is given, so the UI (which holds an explicit client) resolves it itself.
+    """
+    try:
+        if uri.startswith("runs:/"):
+            run_id, _, path = uri[len("runs:/"):].partition("/")
+            return client.get_run(run_id).info.artifact_uri.rstrip("/") + (f"/{path}" if path else "")
+        if uri.startswith("models:/"):
+            pinned = pin_uri(client, uri)
+            name, _, version = pinned[len("models:/"):].partition("/")
+            if not version:  # models:/<logged model id>
+                return client.get_logged_model(name).artifact_location
+            return client.get_model_version_download_uri(name, version)
+    except MlflowException as exc:
+        raise UserError(f"cannot find model {uri}: {exc.message}") from None
+    return uri
+
+
+def load_model(uri: str, client: MlflowClient | None = None) -> PyFuncModel:
+    """Download and load an MLflow model (through ``client``'s server when given); UserError if it fails."""
     import mlflow.artifacts
     import mlflow.pyfunc
 
+    location = artifact_location(client, uri) if client is not None else uri
+    tracking_uri = client.tracking_uri if client is not None else None
     with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
         try:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp,
-                                                        tracking_uri=tracking_uri, registry_uri=tracking_uri)
+            local = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=tmp,
+                                                        tracking_uri=tracking_uri)
             return mlflow.pyfunc.load_model(local)
         except MlflowException as exc:
             raise UserError(f"cannot load model {uri}: {exc.message}") from None

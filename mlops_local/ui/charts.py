@@ -87,8 +87,13 @@ def range_frame(panel: Panel, series: Sequence[RangeSeries]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["time", "series", "value"])
 
 
-def timeseries(frame: pd.DataFrame, title: str) -> go.Figure:
-    """Lines over time, one per series."""
+def timeseries(frame: pd.DataFrame, title: str, start: float | None = None,
+               end: float | None = None) -> go.Figure:
+    """Lines over time, one per series, over the whole queried range [start, end] (epoch seconds)."""
     fig = px.line(frame, x="time", y="value", color="series", title=title, markers=len(frame) < 60)
-    fig.update_layout(height=_HEIGHT, legend_title_text="", xaxis_title="time (UTC)", yaxis_title="")
+    fig.update_layout(height=_HEIGHT, legend_title_text="", xaxis_title="time (UTC)", yaxis_title="",
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.25})
+    if start is not None and end is not None:
+        fig.update_xaxes(range=[datetime.fromtimestamp(start, tz=timezone.utc),
+                                datetime.fromtimestamp(end, tz=timezone.utc)])
     return fig

@@ -22,7 +22,8 @@ from mlops_local.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-STATE_ICON = {"up": "🟢", "down": "🟠", "not installed": "⚪"}
+# Material icons and badges ship with Streamlit: they render without emoji fonts.
+STATE_BADGE = {"up": "green", "down": "orange", "not installed": "gray"}
 UPLOAD_TYPES = ["csv", "tsv", "txt", "parquet"]
 
 
@@ -48,7 +49,7 @@ def sidebar_status(statuses: list[ServiceStatus]) -> None:
         st.caption("Services")
         for s in statuses:
             label = "starting" if (s.state == "down" and s.required) else s.state
-            st.markdown(f"{STATE_ICON.get(s.state, '⚪')} [{s.name}]({s.url}) · {label}")
+            st.markdown(f"[{s.name}]({s.url}) :{STATE_BADGE.get(s.state, 'gray')}-badge[{label}]")
 
 
 @st.cache_resource(ttl=30, show_spinner=False)
@@ -167,5 +168,5 @@ def loaded_model(pinned_uri: str, tracking_uri: str) -> tuple[object, list]:
     """(PyFuncModel, its input fields) for a pinned model URI, shared by sessions (predict is thread-safe)."""
     from mlops_local.ml import predict
 
-    model = predict.load_model(pinned_uri, tracking_uri)
+    model = predict.load_model(pinned_uri, client())
     return model, predict.input_fields(model)

@@ -71,7 +71,7 @@ def _chart(panel_id: str, models: list[str], start: float, end: float, step: flo
     if frame.empty:
         st.caption(f"{panel.title}: no data in this range.")
         return
-    st.plotly_chart(charts.timeseries(frame, panel.title), key=f"monitoring_chart_{panel_id}")
+    st.plotly_chart(charts.timeseries(frame, panel.title, start, end), key=f"monitoring_chart_{panel_id}")
 
 
 def _export(start: float, end: float) -> None:

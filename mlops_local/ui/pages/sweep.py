@@ -182,7 +182,7 @@ if dataset is not None:
 clicked = st.button("Start sweep", key="sweep_start", type="primary",
                     disabled=running or spec is None or problem is not None)
 if clicked and spec is not None:
-    metrics = getattr(getattr(common.runtime(), "exporter", None), "sweeps", None)
+    metrics = getattr(common.runtime(), "sweeps", None)  # /metrics of this process, updated per trial
     _, started = start_sweep_job(st.session_state, JOB_KEY, lambda: SweepJob(
         spec, settings, frame=frame, client=common.client(), metrics=metrics))
     if started:

@@ -1,0 +1,113 @@
+"""Playwright on Debian's Chromium for the browser tests: fixtures and Streamlit helpers.
+
+Import the fixtures into a test module (``from tests.browser import chromium, browser_page``).
+Widgets are found by the ``st-key-<key>`` class Streamlit puts on every keyed element.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 120_000
+
+
+def chromium_path() -> str | None:
+    """MLOPS_CHROMIUM, else /usr/bin/chromium, else chromium on PATH."""
+    for candidate in (os.environ.get("MLOPS_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[object]:
+    """One headless Chromium for the session (skipped with a reason when none is installed)."""
+    path = chromium_path()
+    if path is None:
+        pytest.skip("no Chromium: install it (apt-get install chromium) or set MLOPS_CHROMIUM")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def browser_page(chromium, request: pytest.FixtureRequest) -> Iterator[object]:  # noqa: ANN001
+    """A fresh browser context and page (downloads allowed); a screenshot when the test failed."""
+    context = chromium.new_context(viewport={"width": 1440, "height": 1000}, accept_downloads=True)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    failed_before = request.session.testsfailed
+    yield page
+    if request.session.testsfailed > failed_before:
+        try:
+            screenshot(page, f"failure-{request.node.name}")
+        except Exception:  # noqa: BLE001 - the page may be gone; the test failure is what matters
+            pass
+    context.close()
+
+
+def key(name: str) -> str:
+    """CSS selector of the element container Streamlit gives a widget with ``key=name``."""
+    return ".st-key-" + re.sub(r"[^A-Za-z0-9_-]", "-", name)
+
+
+def wait_idle(page, timeout_ms: int = TIMEOUT_MS) -> None:  # noqa: ANN001
+    """Wait until Streamlit is connected and no script run is in progress."""
+    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
+    page.wait_for_function(
+        """() => { const w = document.querySelector('[data-testid="stStatusWidget"]');
+                   return !w || !/Running|Connecting/i.test(w.innerText); }""", timeout=timeout_ms)
+
+
+def open_page(page, title: str) -> None:  # noqa: ANN001
+    """Click a page in the sidebar navigation (same session) and wait for its title."""
+    page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+    page.get_by_role("heading", name=title, exact=True).wait_for()
+    wait_idle(page)
+
+
+def selected(page, name: str) -> str:  # noqa: ANN001
+    """The value a selectbox with ``key=name`` shows (a combobox input in this Streamlit)."""
+    return page.locator(key(name)).locator('input[role="combobox"]').input_value()
+
+
+def choose(page, name: str, option: str) -> None:  # noqa: ANN001
+    """Pick ``option`` in the selectbox with ``key=name``."""
+    box = page.locator(key(name)).locator('input[role="combobox"]')
+    box.click()
+    page.get_by_role("option", name=option, exact=True).click()
+    wait_idle(page)
+
+
+def metric_value(page, label: str) -> str:  # noqa: ANN001
+    """The displayed value of the st.metric whose label is ``label``."""
+    metric = page.locator('[data-testid="stMetric"]', has=page.locator(
+        '[data-testid="stMetricLabel"]', has_text=label)).first
+    return metric.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def screenshot(page, name: str) -> Path:  # noqa: ANN001
+    """Full-page screenshot into test-artifacts/ (gitignored)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    # Streamlit scrolls inside its main section, not the page: grow the viewport to the content.
+    size = page.viewport_size
+    height = page.evaluate("""() => Math.max(0, ...Array.from(document.querySelectorAll(
+        '[data-testid="stMain"], [data-testid="stAppViewContainer"], section')).map(e => e.scrollHeight))""")
+    page.set_viewport_size({"width": size["width"], "height": max(size["height"], min(int(height), 6000))})
+    page.wait_for_timeout(300)  # let the charts re-layout to the new size
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size(size)
+    return path
