@@ -19,7 +19,9 @@ import pytest
 from mlflow import MlflowClient
 from prometheus_client import CollectorRegistry
 
+from mlops_local.metrics.exporter import ModelMetricsExporter
 from mlops_local.metrics.sweeps import SweepMetrics
+from mlops_local.metrics.sync import MlflowSync
 from mlops_local.ml.datasets import load_dataset
 from mlops_local.ml.sweep import run_sweep
 from mlops_local.ml.sweep_types import SweepProgress, SweepSpec
@@ -110,11 +112,15 @@ def test_grid_sweep_tracks_children_best_trial_failures_and_registration(mlflow_
     # metrics: published as trials ended, and derived from MLflow alone (a sweep run by the CLI)
     assert metrics.trial_counts() == {"finished": 4, "failed": 2, "killed": 0}
     assert metrics.best_score("sweep-grid", "friedman1", "knn", "r2") == result.best.score
-    derived = SweepMetrics()
-    everything = client.search_runs([result.experiment_id])
-    assert derived.observe_runs(everything, {result.experiment_id: "sweep-grid"}) == 6
+    registry = CollectorRegistry()
+    exporter = ModelMetricsExporter(registry, mlflow_settings, client=client, experiments=["sweep-grid"])
+    derived = SweepMetrics(registry)
+    exporter.add_run_listener(derived.observe_runs)  # as the UI process's runtime wires it
+    MlflowSync(client, exporter, experiments=["sweep-grid"]).sync_once()
     assert derived.trial_counts() == metrics.trial_counts()
-    assert derived.best_score("sweep-grid", "friedman1", "knn", "r2") == result.best.score
+    assert registry.get_sample_value("mlops_sweep_trials_total", {"status": "failed"}) == 2
+    labels = {"experiment": "sweep-grid", "dataset": "friedman1", "model": "knn", "metric": "r2"}
+    assert registry.get_sample_value("mlops_sweep_best_score", labels) == result.best.score
 
 
 def test_cancel_mid_sweep_kills_running_trials_and_leaves_nothing_running(mlflow_settings, client):

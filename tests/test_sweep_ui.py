@@ -9,6 +9,7 @@ from mlflow import MlflowClient
 from streamlit.testing.v1 import AppTest
 
 import mlops_local.ui
+from mlops_local.runtime import get_runtime
 
 APP = Path(mlops_local.ui.__file__).parent / "app.py"
 
@@ -60,6 +61,8 @@ def test_grid_sweep_from_the_page_links_to_its_parent_run(ui_env):
     assert job.error is None and job.result.status == "FINISHED", [t.error for t in job.result.trials]
     assert [t.params["alpha"] for t in job.result.trials] == [0.01, 1.0, 100.0]
     assert any("Sweep finished" in s.value for s in at.success)
+    # the UI process's /metrics counted the trials as they ended
+    assert get_runtime().sweeps.trial_counts()["finished"] >= 3
     client = MlflowClient(ui_env["MLFLOW_TRACKING_URI"])
     parent = client.get_run(job.result.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.params["space.alpha"] == "float 0.01..100 log"
