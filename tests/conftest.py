@@ -181,3 +181,14 @@ def ui_trained_run(mlflow_env: dict[str, str]) -> TrainResult:
     request = TrainRequest(DatasetSpec("co2_canada"), "random_forest", params={"n_estimators": 10},
                            experiment="ui-tests", source="ui")
     return train(request, Settings.from_env(mlflow_env))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_stray_mlflow_store() -> Iterator[None]:
+    """Fail if anything wrote MLflow's default store (./mlflow.db, ./mlruns): a URI was not passed in."""
+    root = Path(__file__).resolve().parents[1]
+    strays = [root / "mlflow.db", root / "mlruns", Path.cwd() / "mlflow.db", Path.cwd() / "mlruns"]
+    before = {p for p in strays if p.exists()}
+    yield
+    appeared = {p for p in strays if p.exists()} - before
+    assert not appeared, f"tests wrote MLflow's default local store: {sorted(map(str, appeared))}"
