@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.request
 import uuid
@@ -266,11 +267,11 @@ def test_runtime_sync_rides_out_a_server_that_is_down_then_comes_up(tmp_path: Pa
         trial = (("source", "sweep"), ("sweep_role", "trial"), ("sweep_score_metric", "r2"))
         log_run(client, experiment_id, RunSpec("co2_canada", "ridge", 0.5, now_ms(), tags=trial))
         wait_for(lambda: runtime.sweeps.trial_counts()["finished"] == 1, "the sweep trial counted")
-        worker = exporter._worker
-        assert worker is not None and worker.alive
+        assert exporter.sync_running
+        threads = [t for t in threading.enumerate() if t.name == "mlops-exporter-sync"]
     finally:
         shutdown_runtime()
         if service is not None:
             service.stop()
     assert get_runtime() is None
-    assert not worker.alive
+    assert threads and not any(t.is_alive() for t in threads)

@@ -36,8 +36,10 @@ log = logging.getLogger(__name__)
 # Called with every page of runs the sync reads (any order, repeats possible) and experiment id -> name.
 RunListener = Callable[[Sequence[Run], Mapping[str, str]], object]
 
-# Longest a scrape waits, right after a start, for the first page of the full read (the gauges).
-MAX_READY_WAIT = 1.0
+# Longest a scrape waits, right after a start, for the first page of the full read (the gauges): a
+# share of the scrape interval, which is also Prometheus' scrape timeout for intervals under 10 s.
+MAX_READY_WAIT = 2.0
+READY_WAIT_SHARE = 0.75
 
 
 @dataclass
@@ -70,7 +72,7 @@ class ModelMetricsExporter(Collector):
         self._snapshot_version = -1
         self._syncing = False  # a sync was started: counts stay hidden until its full read is done
         self._first_read = threading.Event()
-        self._ready_wait = min(MAX_READY_WAIT, settings.scrape_interval / 2)
+        self._ready_wait = min(MAX_READY_WAIT, settings.scrape_interval * READY_WAIT_SHARE)
         self._sync = None  # MlflowSync, created on the first start() and kept (it holds the watermark)
         self._worker = None
         self._listeners: list[RunListener] = []
@@ -216,6 +218,12 @@ class ModelMetricsExporter(Collector):
             worker, self._worker = self._worker, None
         if worker is not None:
             worker.stop(timeout)
+
+    @property
+    def sync_running(self) -> bool:
+        """Whether the background sync thread is alive."""
+        worker = self._worker
+        return worker is not None and worker.alive
 
     @property
     def sync(self):  # -> MlflowSync | None (sync.py imports this module, not the reverse)
