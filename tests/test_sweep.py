@@ -63,7 +63,7 @@ def test_grid_sweep_tracks_children_best_trial_failures_and_registration(mlflow_
     spec = SweepSpec(FRIEDMAN, "knn", strategy="grid", experiment="sweep-grid", jobs=2,
                      # 170 neighbours > 160 training rows: those trials fail in predict, for real
                      ranges={"n_neighbors": "3|10|170"}, search=("n_neighbors", "weights"),
-                     register="sweep-test-knn", alias="champion")
+                     models="best", register="sweep-test-knn", alias="champion")
     result = run_sweep(spec, mlflow_settings, metrics=metrics, on_trial=seen.append)
 
     assert result.status == "FINISHED" and result.total == 6 and len(result.trials) == 6
@@ -146,15 +146,23 @@ def test_cancel_mid_sweep_kills_running_trials_and_leaves_nothing_running(mlflow
     wait_for(lambda: not multiprocessing.active_children(), "the worker processes exiting", 20)
 
 
-def test_dask_cluster_runs_the_same_trials_as_local_processes(mlflow_settings, client):
+def test_dask_cluster_runs_the_same_trials_as_local_processes_and_cancels(mlflow_settings, client):
     from distributed import LocalCluster
 
     spec = SweepSpec(FRIEDMAN, "decision_tree", strategy="random", trials=4, seed=3, jobs=2,
-                     experiment="sweep-dask", log_best_model=False)
+                     experiment="sweep-dask", models="none")
     local = run_sweep(spec, mlflow_settings)
+    cancel = threading.Event()
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         remote = run_sweep(replace(spec, dask_scheduler=cluster.scheduler_address, jobs=None,
-                                   log_best_model=True), mlflow_settings)
+                                   models="best"), mlflow_settings)
+        # Dask tasks cannot be killed: running trials see the cancelled parent and close themselves.
+        stopped = run_sweep(SweepSpec(**SLOW, strategy="random", trials=8, experiment="sweep-dask-cancel",
+                                      dask_scheduler=cluster.scheduler_address),
+                            mlflow_settings, cancel=cancel, on_trial=lambda progress: cancel.set())
+        assert stopped.status == "KILLED"
+        wait_for(lambda: running(client, stopped.experiment_id) == [], "no trial left RUNNING", 60)
+    assert 1 <= len(children(client, stopped.experiment_id, stopped.parent_run_id)) < 8
     assert remote.executor.startswith("dask tcp://") and local.executor.startswith("local processes")
     assert [(t.number, t.params, t.score) for t in remote.trials] == \
         [(t.number, t.params, t.score) for t in local.trials]
@@ -191,7 +199,7 @@ def test_optuna_sweep_minimising_rmse_shows_live_in_prometheus(mlflow_settings, 
     try:
         spec = SweepSpec(FRIEDMAN, "ridge", strategy="optuna", metric="rmse", trials=6, jobs=2, seed=1,
                          ranges={"alpha": "0.001:1000"}, search=("alpha",), experiment="sweep-optuna",
-                         log_best_model=False)
+                         models="none")
         result = run_sweep(spec, mlflow_settings, metrics=metrics, on_trial=on_trial)
         assert live == [1.0]
         runs = children(client, result.experiment_id, result.parent_run_id)

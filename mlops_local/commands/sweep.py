@@ -10,7 +10,14 @@ from mlops_local import tracking
 from mlops_local.errors import UserError
 from mlops_local.ml.catalog import CATALOG, DEFAULT_MODEL, parse_param_args
 from mlops_local.ml.datasets import BUILTINS, DEFAULT_DATASET
-from mlops_local.ml.sweep_types import DEFAULT_GRID_POINTS, DEFAULT_TRIALS, METRICS, STRATEGIES, SweepSpec
+from mlops_local.ml.sweep_types import (
+    DEFAULT_GRID_POINTS,
+    DEFAULT_TRIALS,
+    METRICS,
+    MODEL_MODES,
+    STRATEGIES,
+    SweepSpec,
+)
 from mlops_local.ml.types import DEFAULT_EXPERIMENT, DatasetSpec
 from mlops_local.settings import Settings
 
@@ -72,7 +79,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"MLflow experiment (default {DEFAULT_EXPERIMENT})")
     parser.add_argument("--register", metavar="NAME", help="register the best model under this name")
     parser.add_argument("--alias", metavar="ALIAS", help="alias for the registered version, e.g. champion")
-    parser.add_argument("--no-model", action="store_true", help="do not log the best trial's model")
+    parser.add_argument("--models", default="all", choices=MODEL_MODES,
+                        help="which trials log their model: all (default, like `train`), best (trials log "
+                             "none; the best is re-fitted and logged at the end: for very large models) "
+                             "or none")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object at the end (progress goes to stderr)")
     parser.set_defaults(func=run)
@@ -99,7 +109,7 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
         ranges=parse_range_args(args.param_range), search=search, fixed=parse_param_args(args.param),
         grid_points=args.grid_points, seed=args.seed, test_size=args.test_size, cv_folds=args.cv,
         experiment=args.experiment, jobs=args.jobs, dask_scheduler=args.dask_scheduler,
-        log_best_model=not args.no_model, register=args.register, alias=args.alias,
+        models=args.models, register=args.register, alias=args.alias,
     )
 
 

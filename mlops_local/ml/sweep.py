@@ -41,6 +41,7 @@ from mlops_local.ml.sweep_tracking import (
 )
 from mlops_local.ml.sweep_types import SweepResult, SweepSpec
 from mlops_local.ml.sweep_worker import log_best_model
+from mlops_local.ml.training import MODEL_ARTIFACT
 from mlops_local.settings import Settings
 
 __all__ = ["plan_sweep", "run_sweep"]
@@ -73,18 +74,23 @@ def run_sweep(spec: SweepSpec, settings: Settings, *, client: MlflowClient | Non
     """
     start = time.perf_counter()
     plan = plan_sweep(spec, frame)
-    if client is None:
-        client = tracking.connect(settings).client
-    else:
-        tracking.configure(settings)
-    uri = client.tracking_uri
-    if spec.dask_scheduler and not uri.startswith(("http://", "https://")):
-        raise UserError(f"--dask-scheduler needs an MLflow tracking server the workers can reach over "
-                        f"HTTP; the tracking URI is {uri} (start `mlops-local serve mlflow` or set "
-                        "MLFLOW_TRACKING_URI)")
-    experiment_id = tracking.experiment_for(client, settings, spec.experiment)
-    executor = open_executor(plan.jobs, spec.dask_scheduler, worker_env(settings), settings.http_timeout)
+    executor = None
+    if not spec.dask_scheduler:  # local workers start importing now, while MLflow is set up
+        executor = open_executor(plan.jobs, None, worker_env(settings), settings.http_timeout)
     try:
+        if client is None:
+            client = tracking.connect(settings).client
+        else:
+            tracking.configure(settings)
+        uri = client.tracking_uri
+        if spec.dask_scheduler and not uri.startswith(("http://", "https://")):
+            raise UserError(f"--dask-scheduler needs an MLflow tracking server the workers can reach over "
+                            f"HTTP; the tracking URI is {uri} (start `mlops-local serve mlflow` or set "
+                            "MLFLOW_TRACKING_URI)")
+        experiment_id = tracking.experiment_for(client, settings, spec.experiment)
+        if executor is None:
+            executor = open_executor(plan.jobs, spec.dask_scheduler, worker_env(settings),
+                                     settings.http_timeout)
         if spec.strategy == "optuna" and plan.jobs is None:
             plan = replace(plan, strategy=make_strategy(
                 "optuna", plan.space, trials=spec.trials, seed=spec.seed, grid_points=spec.grid_points,
@@ -93,7 +99,8 @@ def run_sweep(spec: SweepSpec, settings: Settings, *, client: MlflowClient | Non
                                total=plan.strategy.total, score_metric=plan.score_metric,
                                higher_is_better=plan.higher_is_better, executor=executor.label)
     except BaseException:
-        executor.abort()
+        if executor is not None:
+            executor.abort()
         raise
     sweep = SweepRun(plan, settings, client, experiment_id, parent, executor, frame,
                      cancel or threading.Event(), on_trial, metrics)
@@ -114,7 +121,7 @@ def _finish(sweep: SweepRun, start: float) -> SweepResult:
                 sweep.loop()
                 pending = None if sweep.cancel.is_set() else _submit_best_model(sweep)
                 render_artifacts(artifacts, sweep.outcomes, plan.score_metric, plan.higher_is_better)
-                if pending is not None:
+                if not sweep.cancel.is_set():
                     model_uri, version = _best_model(sweep, pending, warnings)
             except KeyboardInterrupt:
                 sweep.cancel.set()
@@ -146,38 +153,44 @@ def _finish(sweep: SweepRun, start: float) -> SweepResult:
 
 
 def _submit_best_model(sweep: SweepRun) -> Any:
-    """Start re-fitting the best trial on a worker (None when there is nothing to log)."""
+    """With ``models = best``: start re-fitting the best trial on a worker (else None)."""
     best = sweep.best
-    if best is None or best.run_id is None or not sweep.spec.log_best_model:
+    if best is None or best.run_id is None or sweep.spec.models != "best":
         return None
     task = sweep.task(best.number, dict(best.params))
     return sweep.executor.submit(log_best_model, task, best.run_id, best.score, sweep.frame)
 
 
 def _best_model(sweep: SweepRun, pending: Any, warnings: list[str]) -> tuple[str | None, str | None]:
-    """Wait for the best model to be logged on its child run, then register it when asked."""
+    """The best trial's model URI (waiting for its re-fit when ``pending``), registered when asked."""
     best, spec = sweep.best, sweep.spec
-    assert best is not None and best.run_id is not None
-    try:
-        logged = sweep.wait(pending)
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the trials stand; say what is missing
-        warnings.append(f"best model not logged: {type(exc).__name__}: {exc}")
-        log.error("could not log the best model of sweep %s", sweep.parent, exc_info=True)
+    if best is None or best.run_id is None or spec.models == "none":
         return None, None
-    if not logged["reproduced"]:
-        warnings.append(f"the re-fitted best model scored r2 {logged['r2']:.6f}, not the trial's")
+    uri = f"runs:/{best.run_id}/{MODEL_ARTIFACT}"  # models = all: the trial logged it
+    if pending is not None:
+        try:
+            logged = sweep.wait(pending)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the trials stand; say what is missing
+            warnings.append(f"best model not logged: {type(exc).__name__}: {exc}")
+            log.error("could not log the best model of sweep %s", sweep.parent, exc_info=True)
+            return None, None
+        log.info("best trial %d's model logged on run %s (re-fit and upload %.2f s)", best.number,
+                 best.run_id, logged["seconds"])
+        if not logged["reproduced"]:
+            warnings.append(f"the re-fitted best model scored r2 {logged['r2']:.6f}, not the trial's")
+        uri = str(logged["model_uri"])
     if not spec.register:
-        return str(logged["model_uri"]), None
+        return uri, None
     from mlops_local.runs import register_model
 
     try:
         version = register_model(sweep.client, best.run_id, spec.register, spec.alias)
     except (UserError, MlflowException) as exc:
         warnings.append(f"best model not registered as {spec.register!r}: {exc}")
-        return str(logged["model_uri"]), None
-    return str(logged["model_uri"]), str(version.version)
+        return uri, None
+    return uri, str(version.version)
 
 
 def _abandon(sweep: SweepRun, exc: BaseException) -> None:

@@ -33,6 +33,7 @@ class TrialExecutor(Protocol):
     slots: int
     label: str
     threads_per_trial: int  # BLAS/OpenMP threads each trial may use
+    kills_workers: bool  # abort() stops running trials at once (else they stop at their next step)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any: ...
 
@@ -85,6 +86,7 @@ class LocalExecutor:
         self.slots = jobs or cores()
         self.label = f"local processes ({self.slots})"
         self.threads_per_trial = max(1, cores() // self.slots)
+        self.kills_workers = True
         with _bare_main():
             self._pool = ProcessPoolExecutor(max_workers=self.slots,
                                              mp_context=multiprocessing.get_context("spawn"),
@@ -139,6 +141,7 @@ class DaskExecutor:
             raise ServiceUnavailable(f"Dask scheduler {address} has no workers")
         self.slots = jobs or threads
         self.threads_per_trial = 1
+        self.kills_workers = False
         self.label = f"dask {address} ({threads} worker threads)"
         self._futures: list[Any] = []
 

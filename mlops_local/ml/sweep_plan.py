@@ -15,7 +15,7 @@ from mlops_local.ml.datasets import load_dataset
 from mlops_local.ml.sweep_exec import check_jobs
 from mlops_local.ml.sweep_space import SearchSpace, build_space, check_grid_points
 from mlops_local.ml.sweep_strategies import Strategy, make_strategy
-from mlops_local.ml.sweep_types import METRICS, STRATEGIES, SweepSpec, TrialOutcome, score_key
+from mlops_local.ml.sweep_types import METRICS, MODEL_MODES, STRATEGIES, SweepSpec, TrialOutcome, score_key
 from mlops_local.settings import Settings
 
 
@@ -42,13 +42,15 @@ def plan_sweep(spec: SweepSpec, frame: pd.DataFrame | None = None, *, load: bool
         raise UserError(f"seed must be an integer between 0 and {2**32 - 1}, got {spec.seed!r}")
     if not isinstance(spec.experiment, str) or not spec.experiment.strip():
         raise UserError("experiment name must not be empty")
+    if spec.models not in MODEL_MODES:
+        raise UserError(f"models must be one of {', '.join(MODEL_MODES)}, got {spec.models!r}")
     jobs = check_jobs(spec.jobs)
     points = check_grid_points(spec.grid_points)
     if spec.alias and not spec.register:
         raise UserError("--alias needs --register NAME (the registered model the alias belongs to)")
     if spec.register:
-        if not spec.log_best_model:
-            raise UserError("--register needs the best model to be logged (drop --no-model)")
+        if spec.models == "none":
+            raise UserError("--register needs the best model to be logged (--models all or best)")
         from mlops_local.runs import validate_registration
 
         validate_registration(spec.register.strip(), (spec.alias or "").strip() or None)

@@ -68,10 +68,12 @@ class SweepRun:
         request = TrainRequest(dataset=spec.dataset, model=spec.model, params=params,
                                test_size=spec.test_size, seed=spec.seed, cv_folds=spec.cv_folds,
                                experiment=spec.experiment,
-                               source="sweep", parent_run_id=self.parent, log_model=False,
+                               source="sweep", parent_run_id=self.parent,
+                               log_model=spec.models == "all",
                                extra_tags=self.trial_tags(number))
         return TrialTask(number, request, self.settings, self.client.tracking_uri, self.experiment_id,
-                         self.parent, self.plan.score_metric, self.env, self.threads)
+                         self.parent, self.plan.score_metric, self.env, self.threads,
+                         watch_parent=not self.executor.kills_workers)
 
     def submit(self, number: int, values: dict[str, object]) -> None:
         try:

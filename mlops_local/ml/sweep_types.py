@@ -26,6 +26,7 @@ TAG_PARENT = "mlflow.parentRunId"
 TAG_ERROR = "error"
 
 STRATEGIES = ("grid", "random", "optuna")
+MODEL_MODES = ("all", "best", "none")
 # metric name -> (MLflow key without CV, MLflow key with CV or None, higher is better)
 METRICS: dict[str, tuple[str, str | None, bool]] = {
     "r2": ("r2", "cv_r2_mean", True),
@@ -56,7 +57,7 @@ class SweepSpec:
     experiment: str = DEFAULT_EXPERIMENT
     jobs: int | None = None  # parallel trials; None = number of cores (local) or of Dask worker threads
     dask_scheduler: str | None = None
-    log_best_model: bool = True
+    models: str = "all"  # which trials log their model: all | best (re-fitted at the end) | none
     register: str | None = None
     alias: str | None = None
 

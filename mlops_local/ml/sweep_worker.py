@@ -50,6 +50,7 @@ class TrialTask:
     score_metric: str
     env: tuple[tuple[str, str], ...] = ()  # bounded MLflow HTTP client settings
     threads: int = 1  # BLAS/OpenMP threads per trial (trials already run in parallel)
+    watch_parent: bool = True  # stop at the next step once the sweep is cancelled (Dask: no kill)
 
 
 def init_local_worker(env: tuple[tuple[str, str], ...]) -> None:
@@ -108,7 +109,8 @@ def run_trial(task: TrialTask, frame: pd.DataFrame | None = None) -> TrialOutcom
 
     try:
         with threadpool_limits(limits=max(1, task.threads)):
-            result = train(task.request, task.settings, client=client, progress=progress, frame=frame)
+            result = train(task.request, task.settings, client=client, frame=frame,
+                           progress=progress if task.watch_parent else None)
     except TrialCancelled:
         return TrialOutcome(task.number, params, "KILLED", run_id=_close_killed(client, task),
                             error="cancelled")

@@ -11,7 +11,7 @@ from mlops_local.ml.catalog import CATALOG, DEFAULT_MODEL, ParamSpec
 from mlops_local.ml.sweep_exec import cores
 from mlops_local.ml.sweep_job import SweepJob, start_sweep_job
 from mlops_local.ml.sweep_plan import plan_sweep
-from mlops_local.ml.sweep_types import DEFAULT_TRIALS, METRICS, STRATEGIES, SweepSpec
+from mlops_local.ml.sweep_types import DEFAULT_TRIALS, METRICS, MODEL_MODES, STRATEGIES, SweepSpec
 from mlops_local.ml.types import DEFAULT_EXPERIMENT, DatasetSpec
 from mlops_local.ui import common, widgets
 
@@ -156,6 +156,9 @@ with data_col:
         seed = st.number_input("Seed", 0, 2**31 - 1, 42, 1, key="sweep_seed")
         cv_folds = st.number_input("Cross-validation folds (0 = off)", 0, 20, 0, 1, key="sweep_cv")
         experiment = st.text_input("MLflow experiment", DEFAULT_EXPERIMENT, key="sweep_experiment").strip()
+        models = st.selectbox("Models to log", MODEL_MODES, key="sweep_models", format_func=lambda m: {
+            "all": "every trial's (like Train)", "best": "the best trial's only (re-fitted at the end)",
+            "none": "none"}[m])
         register = st.text_input("Register the best model as (optional)", key="sweep_register").strip()
         alias = st.text_input("Alias (optional)", "champion", key="sweep_alias").strip()
 with model_col:
@@ -170,7 +173,7 @@ if dataset is not None:
     spec = SweepSpec(dataset=dataset, model=model, strategy=strategy, trials=int(trials), metric=metric,
                      ranges=ranges, search=tuple(ranges), fixed=fixed, grid_points=int(grid_points),
                      seed=int(seed), test_size=float(test_size), cv_folds=int(cv_folds),
-                     experiment=experiment or DEFAULT_EXPERIMENT, jobs=int(jobs),
+                     experiment=experiment or DEFAULT_EXPERIMENT, jobs=int(jobs), models=models,
                      register=register or None, alias=(alias or None) if register else None)
     try:
         planned = plan_sweep(spec, frame, load=False).strategy.total
