@@ -167,16 +167,16 @@ def best_earlier(
     experiment_id: str,
     dataset: str,
     *,
-    exclude_run_id: str,
     before: float,
+    exclude_run_id: str | None = None,
     metrics: Sequence[str] = ("r2", "rmse", "mae"),
 ) -> dict[str, float]:
     """Best value of each metric among the finished runs on ``dataset`` started before ``before``."""
-    base = " and ".join([
-        build_filter(dataset=dataset, until=datetime.fromtimestamp(before, tz=timezone.utc)),
-        "attributes.status = 'FINISHED'",
-        f"attributes.run_id != '{exclude_run_id}'",
-    ])
+    parts = [build_filter(dataset=dataset, until=datetime.fromtimestamp(before, tz=timezone.utc)),
+             "attributes.status = 'FINISHED'"]
+    if exclude_run_id:
+        parts.append(f"attributes.run_id != '{exclude_run_id}'")
+    base = " and ".join(parts)
     best: dict[str, float] = {}
     for metric in metrics:
         ascending = not HIGHER_IS_BETTER.get(metric, True)

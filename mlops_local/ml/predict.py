@@ -251,8 +251,9 @@ def check_batch(frame: pd.DataFrame, fields: Sequence[InputField]) -> tuple[pd.D
         elif f.kind == "boolean":
             out[f.name] = column.astype(bool)
         else:
-            out[f.name] = column.astype(object).where(column.notna(), None)
-            out[f.name] = [None if v is None else str(v) for v in out[f.name]]
+            # Missing text stays NaN, as pandas reads it from a file (the imputer's missing value).
+            out[f.name] = pd.Series([np.nan if pd.isna(v) else str(v) for v in column], index=out.index,
+                                    dtype=object)
     return out, extra
 
 

@@ -26,7 +26,7 @@ _start_lock = threading.Lock()
 
 TrainFn = Callable[..., TrainResult]
 PublishFn = Callable[[TrainResult], None]
-BaselineFn = Callable[[TrainResult], dict[str, float]]
+BaselineFn = Callable[[TrainRequest], dict[str, float]]
 
 STEP_LABELS = {
     "load": "Load data", "split": "Split train/test", "fit": "Fit model", "evaluate": "Evaluate",
@@ -64,6 +64,7 @@ class TrainingJob:
     finished: float | None = None
     _thread: threading.Thread | None = field(default=None, repr=False)
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
+    _changed: threading.Condition = field(default_factory=threading.Condition, repr=False)
 
     def start(self) -> TrainingJob:
         """Start the worker thread (once)."""
@@ -87,6 +88,11 @@ class TrainingJob:
         """Block until the job ends (True) or ``timeout`` passes (False)."""
         return self._done.wait(timeout)
 
+    def wait_change(self, seen: int, timeout: float) -> None:
+        """Block until a step after the first ``seen`` events starts, the job ends, or ``timeout`` passes."""
+        with self._changed:
+            self._changed.wait_for(lambda: len(self.events) > seen or self._done.is_set(), timeout)
+
     def elapsed(self) -> float:
         """Seconds since the start (frozen once finished)."""
         end = self.finished if self.finished is not None else time.perf_counter()
@@ -95,15 +101,20 @@ class TrainingJob:
     def _progress(self, step: str, elapsed: float) -> None:
         # list.append is atomic; the page reads a snapshot with list(self.events).
         self.events.append((step, elapsed))
+        with self._changed:
+            self._changed.notify_all()
 
     def _run(self) -> None:
+        baseline = self._start_baseline()
         try:
             kwargs: dict[str, object] = {"progress": self._progress, "frame": self.frame}
             if self.client is not None:
                 kwargs["client"] = self.client
             result = self.train_fn(self.request, self.settings, **kwargs)
             self._progress("publish", time.perf_counter() - self.started)
-            self._after(result)
+            self._publish(result)
+            if baseline is not None:
+                baseline.join()
             self.result = result
         except UserError as exc:
             self.error = str(exc)
@@ -113,20 +124,33 @@ class TrainingJob:
         finally:
             self.finished = time.perf_counter()
             self._done.set()
+            with self._changed:
+                self._changed.notify_all()
 
-    def _after(self, result: TrainResult) -> None:
-        """Publish the metrics and fetch the comparison baseline; neither failing fails the training."""
-        if self.publish is not None:
+    def _start_baseline(self) -> threading.Thread | None:
+        """Read the best earlier runs while the model trains (they all started before this one)."""
+        if self.baseline is None:
+            return None
+
+        def read() -> None:
             try:
-                self.publish(result)
-            except Exception as exc:  # noqa: BLE001
-                log.warning("publishing run %s to /metrics failed", result.run_id, exc_info=True)
-                self.warning = f"metrics not published to /metrics: {exc}"
-        if self.baseline is not None:
-            try:
-                self.best_before = self.baseline(result)
+                self.best_before = self.baseline(self.request)  # type: ignore[misc]
             except Exception:  # noqa: BLE001 - the cards then show no delta
                 log.warning("could not read earlier runs for the comparison", exc_info=True)
+
+        thread = threading.Thread(target=read, daemon=True, name="mlops-train-baseline")
+        thread.start()
+        return thread
+
+    def _publish(self, result: TrainResult) -> None:
+        """Publish the metrics on /metrics; a failure here does not fail the training."""
+        if self.publish is None:
+            return
+        try:
+            self.publish(result)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("publishing run %s to /metrics failed", result.run_id, exc_info=True)
+            self.warning = f"metrics not published to /metrics: {exc}"
 
     def steps(self) -> list[StepState]:
         """Every step with its state and duration so far, in order."""

@@ -1,0 +1,185 @@
+"""UI figures in a real browser against a real MLflow server and the real UI process.
+
+1. Train: time from clicking Train to the result cards (random_forest, 100 trees, co2_canada), against
+   the same training run as a plain script (``train()`` in this process) in the same run. Target: the
+   UI within 1.3x of the script.
+2. Runs: time to render the Runs page of an experiment holding 1,000 runs (cold: first query after
+   the cache expired; warm: cached), against the naive page that reads every run (all pages of
+   ``search_runs``) and builds the table. Target: under 2 s.
+
+Run: .venv/bin/python -m benchmarks.bench_ui [--rounds 5] [--runs 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+
+from mlops_local import runs
+from mlops_local.ml.training import train
+from mlops_local.ml.types import DatasetSpec, TrainRequest
+from mlops_local.settings import Settings
+from tests.browser import CHROMIUM_ARGS, choose, chromium_path, key, wait_idle
+from tests.services import stack_env, start_service
+
+BENCH_EXPERIMENT = "bench-runs"
+CACHE_TTL = 15  # common.runs_page's ttl: waiting past it makes the next render cold
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def _new_card_run_id(page, previous: str | None, timeout_ms: int = 300_000) -> str:  # noqa: ANN001
+    """Wait until the result cards belong to a run other than ``previous``; its run id."""
+    page.wait_for_function(
+        """(previous) => { const a = Array.from(document.querySelectorAll('a'))
+                              .find(e => e.innerText.trim() === 'Run in MLflow');
+                           return a && !(previous && a.href.includes(previous))
+                                  && document.querySelector('[data-testid="stMetricValue"]'); }""",
+        arg=previous, timeout=timeout_ms)
+    href = page.get_by_role("link", name="Run in MLflow").get_attribute("href")
+    return re.search(r"/runs/([0-9a-f]{32})", href).group(1)
+
+
+def bench_train(page, ui_url: str, settings: Settings, rounds: int) -> tuple[list[float], list[float]]:  # noqa: ANN001
+    """(UI click-to-cards seconds, plain-script seconds), alternating, one warm-up of each first."""
+    page.goto(ui_url)
+    page.get_by_role("heading", name="Train", exact=True).wait_for()
+    wait_idle(page)
+    request = TrainRequest(DatasetSpec("co2_canada"), "random_forest", source="cli")
+    button = page.locator(key("train_button")).locator("button")
+    ui_times, script_times, previous = [], [], None
+    for i in range(rounds + 1):
+        t0 = time.perf_counter()
+        train(request, settings)
+        script = time.perf_counter() - t0
+        wait_idle(page)
+        t0 = time.perf_counter()
+        button.click()
+        previous = _new_card_run_id(page, previous)
+        ui = time.perf_counter() - t0
+        if i:  # round 0 warms imports, caches and the server
+            script_times.append(script)
+            ui_times.append(ui)
+        print(f"  train round {i}: script {script:.2f} s, UI click->cards {ui:.2f} s"
+              + (" (warm-up)" if not i else ""), flush=True)
+    return ui_times, script_times
+
+
+def create_runs(client: MlflowClient, n: int) -> str:
+    """``n`` finished runs with the tags, params and metrics of real trainings, logged concurrently."""
+    exp_id = client.create_experiment(BENCH_EXPERIMENT)
+    models = ("ridge", "random_forest", "knn", "gradient_boosting")
+
+    def one(i: int) -> None:
+        run = client.create_run(exp_id, run_name=f"run-{i}", tags={
+            "dataset": ("co2_canada", "diabetes")[i % 2], "model": models[i % len(models)], "source": "cli"})
+        now = int(time.time() * 1000)
+        metrics = {"r2": 0.5 + (i % 500) / 1000, "rmse": 10 - (i % 97) / 10, "mae": 5 - (i % 89) / 20,
+                   "fit_s": 0.1 + (i % 7) / 10, "predict_s": 0.01}
+        params = {"n_estimators": str(50 + i % 150), "max_depth": str(i % 12 or "None"), "test_size": "0.2",
+                  "seed": "42", "alpha": str(round(0.01 * (i % 300), 2))}
+        client.log_batch(run.info.run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+                         params=[Param(k, v) for k, v in params.items()])
+        client.update_run(run.info.run_id, status="FINISHED")
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(one, range(n)))
+    return exp_id
+
+
+def naive_runs_table(client: MlflowClient, exp_id: str) -> float:
+    """Seconds to read every run of the experiment (all pages) and build the table: the naive page."""
+    t0 = time.perf_counter()
+    found, token = [], None
+    while True:
+        page = client.search_runs([exp_id], max_results=1000, page_token=token)
+        found.extend(page)
+        token = page.token
+        if not token:
+            break
+    runs.runs_to_frame(found)
+    return time.perf_counter() - t0
+
+
+def bench_runs_page(page, ui_url: str, n: int, rounds: int) -> tuple[list[float], list[float]]:  # noqa: ANN001
+    """(cold render seconds, warm render seconds) of the Runs page on the 1,000-run experiment."""
+    cold, warm = [], []
+    for i in range(rounds):
+        for times in (cold, warm):
+            if times is cold and i:
+                time.sleep(CACHE_TTL + 1)  # let the cached page expire
+            page.goto(ui_url)
+            page.locator('[data-testid="stSidebarNav"] a', has_text="Runs").first.wait_for()
+            wait_idle(page)
+            page.locator('[data-testid="stSidebarNav"] a', has_text="Runs").first.click()
+            page.locator(key("runs_experiment")).wait_for()
+            wait_idle(page)
+            t0 = time.perf_counter()
+            choose(page, "runs_experiment", BENCH_EXPERIMENT)
+            page.get_by_text("Page 1 · 100 run(s) · more on the next page").wait_for()
+            page.locator('[data-testid="stDataFrame"]').first.wait_for()
+            times.append(time.perf_counter() - t0)
+        print(f"  runs round {i}: cold {cold[-1]:.2f} s, warm {warm[-1]:.2f} s", flush=True)
+    return cold, warm
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=1000)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    path = chromium_path()
+    if path is None:
+        raise SystemExit("no Chromium: install it or set MLOPS_CHROMIUM")
+    from playwright.sync_api import sync_playwright
+
+    home = Path(tempfile.mkdtemp(prefix="bench-ui-"))
+    env = stack_env(home, MLOPS_SCRAPE_INTERVAL=5, MLOPS_SYNC_INTERVAL=5)
+    env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{env['MLOPS_MLFLOW_PORT']}"
+    settings = Settings.from_env(env)
+    services = [start_service("mlflow", env, home / "logs")]
+    try:
+        services.append(start_service("ui", env, home / "logs"))
+        ui_url = services[-1].url
+        client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            page.set_default_timeout(300_000)
+            print(f"Train: random_forest (100 trees) on co2_canada, {args.rounds} rounds + 1 warm-up")
+            ui_times, script_times = bench_train(page, ui_url, settings, args.rounds)
+            print(f"Runs: creating {args.runs} runs ...", flush=True)
+            t0 = time.perf_counter()
+            exp_id = create_runs(client, args.runs)
+            print(f"  created in {time.perf_counter() - t0:.1f} s")
+            naive = [naive_runs_table(client, exp_id) for _ in range(args.rounds)]
+            cold, warm = bench_runs_page(page, ui_url, args.runs, max(3, args.rounds // 2 + 1))
+            browser.close()
+    finally:
+        for service in reversed(services):
+            service.stop()
+
+    ui_m, script_m = _median(ui_times), _median(script_times)
+    print("\nResults (medians)")
+    print(f"  train, plain script            {script_m:6.2f} s")
+    print(f"  train, UI click -> cards       {ui_m:6.2f} s   ratio {ui_m / script_m:.2f}x (target <= 1.3x)")
+    print(f"  runs page, naive (read all)    {_median(naive):6.2f} s   ({args.runs} runs, no browser)")
+    print(f"  runs page, UI cold             {_median(cold):6.2f} s   (target < 2 s)")
+    print(f"  runs page, UI warm (cached)    {_median(warm):6.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
