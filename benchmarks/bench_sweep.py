@@ -1,30 +1,31 @@
-"""Benchmark: a parallel sweep against a sequential loop of the same tracked trainings, same run.
+"""Benchmark: `mlops-local sweep --jobs 2` against a sequential loop of the same tracked trainings.
 
     .venv/bin/python benchmarks/bench_sweep.py [--trials 24] [--jobs 2] [--repeat 1]
                                                [--param-range n_estimators=20:400:log ...]
 
-Starts a private MLflow server (tests.services) in a temporary MLOPS_HOME, then measures, in turn:
+Starts a private MLflow server (tests.services) in a temporary MLOPS_HOME. Both sides run as fresh
+processes, as a user runs them, so both pay their imports once: the baseline is a Python loop calling
+``train()`` once per trial (this script with ``--loop``), the sweep is ``mlops-local sweep`` with
+``--jobs`` local processes (worker start-up, the parent run's charts and the summary included). Both
+run the same trials: random_forest on co2_canada, the sweep's seeded random draws over the catalog's
+ranges (params and scores are checked equal). Two pairs are measured, interleaved so that a change of
+the shared machine's load hits both sides alike:
 
-- baseline: ``train()`` called once per trial, one after another, as a user's loop would (each run logs
-  its model: the default);
-- baseline without models: the same loop with ``log_model=False``, i.e. exactly the work of one sweep
-  trial, so the sweep's speedup over it is what parallelism (and nothing else) buys;
-- the sweep: ``run_sweep`` with ``--jobs`` local processes, the same trials (random, seeded; the
-  trials' params are checked equal), wall time including worker start-up, the best model's re-fit
-  and logging, and the parent run's charts.
+- every trial logs its model (the sweep's default, and what ``train()`` does by default);
+- no trial logs a model (``--models best``: the sweep re-fits the best trial at the end and logs it).
 
 Tracking overhead per trial = the trial's wall time (``durations.total_s``, measured in the process
-that trains) minus its fit and predict time; medians are reported. The load average is printed
-before and after each phase: the machine is shared, so read the ratios with it.
+that trains) minus its fit and predict time; medians are reported. The load average is printed before
+and after each measurement: the machine is shared, read the ratios with it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,130 +34,149 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mlops_local.ml.sweep import run_sweep  # noqa: E402
-from mlops_local.ml.sweep_exec import cores  # noqa: E402
-from mlops_local.ml.sweep_space import build_space, parse_range_args  # noqa: E402
-from mlops_local.ml.sweep_strategies import RandomStrategy  # noqa: E402
-from mlops_local.ml.sweep_types import SweepSpec  # noqa: E402
-from mlops_local.ml.training import train  # noqa: E402
-from mlops_local.ml.types import DatasetSpec, TrainRequest  # noqa: E402
-from mlops_local.settings import Settings  # noqa: E402
-from mlops_local.tracking import get_client  # noqa: E402
-from tests.services import stack_env, start_service  # noqa: E402
-
-DATASET = DatasetSpec("co2_canada")
-MODEL = "random_forest"
-SEED = 42
+DATASET, MODEL, SEED = "co2_canada", "random_forest", 42
 
 
 def load() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def busy_cpu_s() -> float:
+    """CPU seconds all processes of the machine have used since boot (from /proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(x) for x in fields]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s(server_pid: int) -> float:
+    """CPU seconds of this benchmark: itself, its finished children (and theirs), the MLflow server."""
+    import psutil
+
+    times = os.times()
+    server = psutil.Process(server_pid)
+    tree = [server, *server.children(recursive=True)]
+    return (times.user + times.system + times.children_user + times.children_system
+            + sum(sum(p.cpu_times()[:2]) for p in tree))
+
+
 def overhead(durations: dict[str, float]) -> float:
     return durations["total_s"] - durations["fit_s"] - durations["predict_s"]
 
 
-def sequential(settings: Settings, trials: list[dict[str, object]], log_model: bool, experiment: str) -> dict:
-    """``train()`` once per trial, in this process, one after another."""
-    client = get_client(settings)
-    start = time.perf_counter()
-    results = [train(TrainRequest(DATASET, MODEL, params=params, seed=SEED, experiment=experiment,
-                                  source="cli", log_model=log_model), settings, client=client)
-               for params in trials]
-    wall = time.perf_counter() - start
-    return {"wall_s": wall, "overheads": [overhead(r.durations) for r in results],
-            "fits": [r.durations["fit_s"] for r in results], "scores": [r.metrics["r2"] for r in results]}
+def loop(args: argparse.Namespace) -> int:
+    """The baseline, in this fresh process: train() once per trial, one after another; JSON on stdout."""
+    from mlops_local.ml.sweep_space import build_space, parse_range_args
+    from mlops_local.ml.sweep_strategies import RandomStrategy
+    from mlops_local.ml.training import train
+    from mlops_local.ml.types import DatasetSpec, TrainRequest
+    from mlops_local.settings import Settings
+
+    settings = Settings.from_env()
+    space = build_space(MODEL, parse_range_args(args.param_range))
+    strategy = RandomStrategy(space, args.trials, SEED)
+    trials = []
+    for number in range(args.trials):
+        params = space.complete(strategy.values(number))
+        result = train(TrainRequest(DatasetSpec(DATASET), MODEL, params=params, seed=SEED, source="cli",
+                                    experiment=args.experiment, log_model=args.models == "all"), settings)
+        trials.append({"number": number, "params": params, "score": result.metrics["r2"],
+                       "durations": result.durations})
+    print(json.dumps({"trials": trials}))
+    return 0
 
 
-def sweep(settings: Settings, ranges: dict[str, str], trials: int, jobs: int, models: str,
-          experiment: str) -> dict:
-    """``run_sweep`` on ``jobs`` local processes; ``models``: all (default) or best (re-fit at the end)."""
+def timed(command: list[str], env: dict[str, str], server_pid: int) -> tuple[float, dict, str, float]:
+    """Wall time, JSON output, load average before -> after, cores used by other processes meanwhile."""
+    before, busy, own = load(), busy_cpu_s(), own_cpu_s(server_pid)
     start = time.perf_counter()
-    result = run_sweep(SweepSpec(DATASET, MODEL, strategy="random", trials=trials, ranges=ranges, seed=SEED,
-                                 jobs=jobs, experiment=experiment, models=models), settings)
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
-    assert result.status == "FINISHED", result.warnings
-    done = [t for t in result.trials if t.status == "FINISHED"]
-    return {"wall_s": wall, "overheads": [overhead(t.durations) for t in done],
-            "fits": [t.durations["fit_s"] for t in done], "scores": [t.score for t in result.trials],
-            "params": [t.params for t in result.trials], "model_uri": result.model_uri}
+    others = (busy_cpu_s() - busy) - (own_cpu_s(server_pid) - own)
+    if done.returncode != 0:
+        raise RuntimeError(f"{command[:4]} failed ({done.returncode}): {done.stderr[-2000:]}")
+    output = json.loads(done.stdout.strip().splitlines()[-1])
+    return wall, output, f"{before} -> {load()}", max(0.0, others / wall)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=1, help="measure each phase this many times (medians)")
+    parser.add_argument("--repeat", type=int, default=1, help="measure each side this many times (medians)")
     parser.add_argument("--param-range", action="append", default=[], metavar="K=LO:HI[:log]",
                         help="narrow the catalog's ranges (default: the catalog's full ranges)")
+    parser.add_argument("--loop", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--models", default="all", help=argparse.SUPPRESS)
+    parser.add_argument("--experiment", default="bench-loop", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    ranges = parse_range_args(args.param_range)
-    space = build_space(MODEL, ranges)
-    strategy = RandomStrategy(space, args.trials, SEED)
-    trials = [space.complete(strategy.values(n)) for n in range(args.trials)]
+    if args.loop:
+        return loop(args)
+
+    from tests.services import stack_env, start_service
 
     home = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     env = stack_env(home)
     server = start_service("mlflow", env, home / "logs")
     env["MLFLOW_TRACKING_URI"] = server.url
-    os.environ.update({k: v for k, v in env.items() if k.startswith("MLFLOW_")})
-    settings = Settings.from_env(env)
-    print(f"{args.trials} random {MODEL} trials on {DATASET.name}, seed {SEED}, {cores()} cores, "
-          f"space: {space.describe()}")
-    phases = {  # interleaved, so a change of the machine's load hits every phase alike
-        "baseline": lambda i: sequential(settings, trials, True, f"bench-seq-{i}"),
-        "sweep": lambda i: sweep(settings, ranges, args.trials, args.jobs, "all", f"bench-sweep-{i}"),
-        "baseline_no_model": lambda i: sequential(settings, trials, False, f"bench-seq-nomodel-{i}"),
-        "sweep_best_model": lambda i: sweep(settings, ranges, args.trials, args.jobs, "best",
-                                            f"bench-sweep-best-{i}"),
-    }
-    rows: dict[str, list[dict]] = {name: [] for name in phases}
+    ranges = [f"--param-range={r}" for r in args.param_range]
+    print(f"{args.trials} random {MODEL} trials on {DATASET}, seed {SEED}, {os.cpu_count()} cores, "
+          f"ranges: {args.param_range or 'the catalog'}; both sides start as fresh processes")
+    rows: dict[str, list[dict]] = {}
     try:
-        train(TrainRequest(DATASET, MODEL, params={"n_estimators": 5}, experiment="bench-warmup",
-                           source="cli"), settings)  # imports and the experiment cache, outside the timings
         for i in range(args.repeat):
-            for name, run in phases.items():
-                before = load()
-                measured = run(i)
-                measured["load"] = f"{before} -> {load()}"
-                rows[name].append(measured)
-                print(f"  {name:<18} {measured['wall_s']:7.1f} s   load {measured['load']}", flush=True)
+            for models in ("all", "best"):
+                sides = {
+                    f"loop/{models}": [sys.executable, __file__, "--loop", "--trials", str(args.trials),
+                                       "--models", "all" if models == "all" else "none",
+                                       "--experiment", f"bench-loop-{models}-{i}", *ranges],
+                    f"sweep/{models}": [
+                        sys.executable, "-m", "mlops_local.cli", "sweep", "--dataset", DATASET, "--model",
+                        MODEL, "--strategy", "random", "--trials", str(args.trials), "--seed", str(SEED),
+                        "--jobs", str(args.jobs), "--models", models, "--experiment",
+                        f"bench-sweep-{models}-{i}", "--json", *ranges],
+                }
+                for name, command in sides.items():
+                    wall, out, during, others = timed(command, env, server.proc.pid)
+                    trials = [t for t in out["trials"] if t.get("status", "FINISHED") == "FINISHED"]
+                    rows.setdefault(name, []).append({
+                        "wall_s": wall, "load": during, "other_cores": others,
+                        "overheads": [overhead(t["durations"]) for t in trials],
+                        "fit_sum_s": sum(t["durations"]["fit_s"] for t in trials),
+                        "trials": [(t["number"], t["params"], t["score"]) for t in out["trials"]]})
+                    print(f"  {name:<12} {wall:7.1f} s   load {during}   other processes used {others:.2f} "
+                          "cores meanwhile", flush=True)
     finally:
         server.stop()
 
-    sweep_run = rows["sweep"][0]
-    assert sweep_run["params"] == trials, "the sweep did not run the same trials"
-    assert sweep_run["scores"] == rows["baseline"][0]["scores"], "same trials, different scores"
+    for models in ("all", "best"):
+        assert rows[f"loop/{models}"][0]["trials"] == rows[f"sweep/{models}"][0]["trials"], \
+            "the sweep and the loop did not run the same trials with the same scores"
 
     def med(name: str, key: str) -> float:
         values = [v for r in rows[name] for v in (r[key] if isinstance(r[key], list) else [r[key]])]
         return statistics.median(values)
 
     summary = {
-        "trials": args.trials, "jobs": args.jobs, "cores": cores(), "repeat": args.repeat,
-        "wall_s": {k: round(statistics.median(r["wall_s"] for r in v), 2) for k, v in rows.items()},
-        # Same work per trial (each logs its model), sequential vs parallel: the headline figure.
-        "speedup": round(med("baseline", "wall_s") / med("sweep", "wall_s"), 2),
-        # Trials without models (+ the best re-fitted at the end) vs the sequential loop without models.
-        "speedup_models_best": round(med("baseline_no_model", "wall_s") / med("sweep_best_model", "wall_s"),
-                                     2),
+        "trials": args.trials, "jobs": args.jobs, "cores": os.cpu_count(), "repeat": args.repeat,
+        "wall_s": {k: round(med(k, "wall_s"), 2) for k in rows},
+        "speedup": {m: round(med(f"loop/{m}", "wall_s") / med(f"sweep/{m}", "wall_s"), 2)
+                    for m in ("all", "best")},
         "overhead_per_trial_median_s": {k: round(med(k, "overheads"), 3) for k in rows},
-        "fit_sum_s": {k: round(statistics.median(sum(r["fits"]) for r in rows[k]), 1) for k in rows},
+        "fit_sum_s": {k: round(med(k, "fit_sum_s"), 1) for k in rows},
         "load": {k: [r["load"] for r in v] for k, v in rows.items()},
+        "other_cores": {k: [round(r["other_cores"], 2) for r in v] for k, v in rows.items()},
     }
+    wall, over = summary["wall_s"], summary["overhead_per_trial_median_s"]
     print()
-    wall, o = summary["wall_s"], summary["overhead_per_trial_median_s"]
-    print(f"{args.trials} trials, every one logging its model (the default; what train() does):")
-    print(f"  sequential train() loop  {wall['baseline']:7.1f} s   overhead/trial {o['baseline']:.3f} s")
-    print(f"  sweep, {args.jobs} jobs           {wall['sweep']:7.1f} s   overhead/trial {o['sweep']:.3f} s   "
-          f"-> {summary['speedup']:.2f}x faster (target >= 1.7x)")
-    print(f"{args.trials} trials without models (sweep --models best re-fits and logs the best at the end):")
-    print(f"  sequential train() loop  {wall['baseline_no_model']:7.1f} s   overhead/trial "
-          f"{o['baseline_no_model']:.3f} s")
-    print(f"  sweep, {args.jobs} jobs           {wall['sweep_best_model']:7.1f} s   overhead/trial "
-          f"{o['sweep_best_model']:.3f} s   -> {summary['speedup_models_best']:.2f}x faster")
+    for models, label in (("all", "every trial logs its model (default)"),
+                          ("best", "no trial logs a model; the sweep re-fits and logs the best")):
+        print(f"{args.trials} trials, {label}:")
+        print(f"  sequential train() loop {wall[f'loop/{models}']:7.1f} s   overhead/trial "
+              f"{over[f'loop/{models}']:.3f} s   sum of fits {summary['fit_sum_s'][f'loop/{models}']:.1f} s")
+        print(f"  sweep --jobs {args.jobs}          {wall[f'sweep/{models}']:7.1f} s   overhead/trial "
+              f"{over[f'sweep/{models}']:.3f} s   sum of fits {summary['fit_sum_s'][f'sweep/{models}']:.1f} s"
+              f"   -> {summary['speedup'][models]:.2f}x faster (target >= 1.7x)")
     print(json.dumps(summary))
     return 0
 

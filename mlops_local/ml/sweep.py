@@ -13,11 +13,13 @@ nothing is left RUNNING.
 
 from __future__ import annotations
 
+import io
 import logging
 import signal
 import tempfile
 import threading
 import time
+import zipfile
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -40,7 +42,6 @@ from mlops_local.ml.sweep_tracking import (
     render_artifacts,
 )
 from mlops_local.ml.sweep_types import SweepResult, SweepSpec
-from mlops_local.ml.sweep_worker import log_best_model
 from mlops_local.ml.training import MODEL_ARTIFACT
 from mlops_local.settings import Settings
 
@@ -119,7 +120,7 @@ def _finish(sweep: SweepRun, start: float) -> SweepResult:
             try:
                 sweep.frame = sweep.executor.share(sweep.frame)
                 sweep.loop()
-                pending = None if sweep.cancel.is_set() else _submit_best_model(sweep)
+                pending = None if sweep.cancel.is_set() else sweep.refit_best()
                 render_artifacts(artifacts, sweep.outcomes, plan.score_metric, plan.higher_is_better)
                 if not sweep.cancel.is_set():
                     model_uri, version = _best_model(sweep, pending, warnings)
@@ -152,15 +153,6 @@ def _finish(sweep: SweepRun, start: float) -> SweepResult:
         duration_s=time.perf_counter() - start, executor=sweep.executor.label, warnings=warnings)
 
 
-def _submit_best_model(sweep: SweepRun) -> Any:
-    """With ``models = best``: start re-fitting the best trial on a worker (else None)."""
-    best = sweep.best
-    if best is None or best.run_id is None or sweep.spec.models != "best":
-        return None
-    task = sweep.task(best.number, dict(best.params))
-    return sweep.executor.submit(log_best_model, task, best.run_id, best.score, sweep.frame)
-
-
 def _best_model(sweep: SweepRun, pending: Any, warnings: list[str]) -> tuple[str | None, str | None]:
     """The best trial's model URI (waiting for its re-fit when ``pending``), registered when asked."""
     best, spec = sweep.best, sweep.spec
@@ -169,18 +161,18 @@ def _best_model(sweep: SweepRun, pending: Any, warnings: list[str]) -> tuple[str
     uri = f"runs:/{best.run_id}/{MODEL_ARTIFACT}"  # models = all: the trial logged it
     if pending is not None:
         try:
-            logged = sweep.wait(pending)
+            refit = sweep.wait(pending)
+            _upload_model(sweep, best.run_id, refit["archive"])
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - the trials stand; say what is missing
             warnings.append(f"best model not logged: {type(exc).__name__}: {exc}")
             log.error("could not log the best model of sweep %s", sweep.parent, exc_info=True)
             return None, None
-        log.info("best trial %d's model logged on run %s (re-fit and upload %.2f s)", best.number,
-                 best.run_id, logged["seconds"])
-        if not logged["reproduced"]:
-            warnings.append(f"the re-fitted best model scored r2 {logged['r2']:.6f}, not the trial's")
-        uri = str(logged["model_uri"])
+        log.info("best trial %d's model re-fitted in %.2f s and logged on run %s", best.number,
+                 refit["seconds"], best.run_id)
+        if not refit["reproduced"]:
+            warnings.append(f"the re-fitted best model scored r2 {refit['r2']:.6f}, not the trial's")
     if not spec.register:
         return uri, None
     from mlops_local.runs import register_model
@@ -191,6 +183,15 @@ def _best_model(sweep: SweepRun, pending: Any, warnings: list[str]) -> tuple[str
         warnings.append(f"best model not registered as {spec.register!r}: {exc}")
         return uri, None
     return uri, str(version.version)
+
+
+def _upload_model(sweep: SweepRun, run_id: str, archive: bytes) -> None:
+    """Unpack a re-fitted model directory and upload it as the run's ``model`` artifact."""
+    with tempfile.TemporaryDirectory(prefix="mlops-sweep-model-") as tmp:
+        with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+            zf.extractall(tmp)
+        run = sweep.client.get_run(run_id)
+        tracking.log_artifacts(sweep.client, sweep.settings, run.info.artifact_uri, Path(tmp))
 
 
 def _abandon(sweep: SweepRun, exc: BaseException) -> None:

@@ -30,7 +30,7 @@ from mlops_local.ml.sweep_types import (
     SweepProgress,
     TrialOutcome,
 )
-from mlops_local.ml.sweep_worker import TrialTask, find_child, run_trial
+from mlops_local.ml.sweep_worker import TrialTask, find_child, refit_model, run_trial
 from mlops_local.ml.types import TAG_SOURCE, TrainRequest
 from mlops_local.settings import Settings
 
@@ -56,6 +56,7 @@ class SweepRun:
         self.best: TrialOutcome | None = None
         self.env = worker_env(settings)
         self.threads = executor.threads_per_trial
+        self.refit: tuple[int, Any] | None = None  # (trial, future) of the best model being re-fitted
 
     # -- tasks -----------------------------------------------------------------------------------
     def trial_tags(self, number: int) -> dict[str, str]:
@@ -141,6 +142,21 @@ class SweepRun:
         self.executor = open_executor(self.plan.jobs, None, self.env, self.settings.http_timeout)
 
     # -- main loop ---------------------------------------------------------------------------------
+    def refit_best(self) -> Any:
+        """With ``models = best``: the future of the current best's re-fit, started unless under way."""
+        best = self.best
+        if self.spec.models != "best" or best is None or best.run_id is None:
+            return None
+        if self.refit is None or self.refit[0] != best.number:
+            task = self.task(best.number, dict(best.params))
+            future = self.executor.submit(refit_model, task, best.metrics.get("r2"), self.frame)
+            self.refit = (best.number, future)
+        return self.refit[1]
+
+    def idle_slots(self) -> int:
+        busy = len(self.inflight) + (1 if self.refit is not None and not self.refit[1].done() else 0)
+        return self.executor.slots - busy
+
     def loop(self) -> None:
         strategy = self.plan.strategy
         exhausted = False
@@ -153,6 +169,8 @@ class SweepRun:
                 self.submit(*asked)
             if self.cancel.is_set() or not self.inflight:
                 return
+            if exhausted and self.idle_slots() > 0:
+                self.refit_best()  # a worker has nothing left to do: re-fit the best so far meanwhile
             try:
                 number, future = self.done.get(timeout=POLL_S)
             except queue.Empty:

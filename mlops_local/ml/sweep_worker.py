@@ -9,12 +9,14 @@ killed from outside, stops early).
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import signal
 import tempfile
 import threading
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,24 +145,23 @@ def _close_killed(client: MlflowClient, task: TrialTask) -> str | None:
         return None
 
 
-def log_best_model(task: TrialTask, run_id: str, expected_score: float | None,
-                   frame: pd.DataFrame | None = None) -> dict[str, object]:
-    """Re-fit the best trial (same data, split and seed) and log its model onto that trial's child run.
+def refit_model(task: TrialTask, expected_r2: float | None,
+                frame: pd.DataFrame | None = None) -> dict[str, object]:
+    """Re-fit a trial (same data, split and seed) and return its MLflow model directory as zip bytes.
 
-    Trials do not log models (an unpruned forest is tens of MB per trial); training is seeded, so the
-    re-fit is the same model: its test score is compared with the logged one and returned.
+    With ``models = best`` trials log no model; the sweep re-fits its best trial and uploads the model
+    onto that trial's run once it is confirmed best (a re-fit started early for a trial that is later
+    beaten is simply dropped). Training is seeded, so the re-fit is the same model: its test R² is
+    compared with the trial's.
     """
     from threadpoolctl import threadpool_limits
 
-    from mlops_local import tracking
     from mlops_local.ml import evaluation, preprocessing
     from mlops_local.ml.catalog import get_model, validate_params
     from mlops_local.ml.datasets import load_dataset
     from mlops_local.ml.modelio import save_model_dir
     from mlops_local.ml.training import MODEL_ARTIFACT
 
-    _apply_env(task.env)
-    client = client_for(task.tracking_uri)
     request = task.request
     start = time.perf_counter()
     spec = get_model(request.model)
@@ -172,14 +173,16 @@ def log_best_model(task: TrialTask, run_id: str, expected_score: float | None,
         data.numeric_features, data.categorical_features, spec.needs_scaling)
     with threadpool_limits(limits=max(1, task.threads)):
         pipeline.fit(X_train, y_train)
-    metrics = evaluation.regression_metrics(y_test.to_numpy(), pipeline.predict(X_test))
-    run = client.get_run(run_id)
+    r2 = evaluation.regression_metrics(y_test.to_numpy(), pipeline.predict(X_test))["r2"]
+    same = expected_r2 is None or abs(r2 - expected_r2) <= 1e-9 * max(1.0, abs(expected_r2))
+    if not same:
+        log.warning("re-fit of trial %d scored r2 %.6f, the trial %.6f", task.number, r2, expected_r2)
     with tempfile.TemporaryDirectory(prefix="mlops-sweep-") as tmp:
         save_model_dir(pipeline, Path(tmp) / MODEL_ARTIFACT, X_train, data.numeric_features, data.target)
-        tracking.log_artifacts(client, task.settings, run.info.artifact_uri, Path(tmp))
-    logged = run.data.metrics.get("r2")
-    same = logged is None or abs(metrics["r2"] - logged) <= 1e-9 * max(1.0, abs(logged))
-    if not same:
-        log.warning("re-fit of run %s scored r2 %.6f, the trial logged %.6f", run_id, metrics["r2"], logged)
-    return {"model_uri": f"runs:/{run_id}/{MODEL_ARTIFACT}", "r2": metrics["r2"], "reproduced": same,
-            "seconds": time.perf_counter() - start, "expected_score": expected_score}
+        archive = io.BytesIO()
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+            for path in sorted(Path(tmp).rglob("*")):
+                if path.is_file():
+                    zf.write(path, path.relative_to(tmp).as_posix())
+    return {"number": task.number, "archive": archive.getvalue(), "r2": r2, "reproduced": same,
+            "seconds": time.perf_counter() - start}
