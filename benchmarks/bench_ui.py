@@ -137,7 +137,8 @@ def bench_runs_page(page, ui_url: str, n: int, rounds: int) -> tuple[list[float]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=1000,
+                        help="runs in the Runs page's experiment (0: skip that part)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     path = chromium_path()
@@ -160,12 +161,14 @@ def main() -> int:
             page.set_default_timeout(300_000)
             print(f"Train: random_forest (100 trees) on co2_canada, {args.rounds} rounds + 1 warm-up")
             ui_times, script_times = bench_train(page, ui_url, settings, args.rounds)
-            print(f"Runs: creating {args.runs} runs ...", flush=True)
-            t0 = time.perf_counter()
-            exp_id = create_runs(client, args.runs)
-            print(f"  created in {time.perf_counter() - t0:.1f} s")
-            naive = [naive_runs_table(client, exp_id) for _ in range(args.rounds)]
-            cold, warm = bench_runs_page(page, ui_url, args.runs, max(3, args.rounds // 2 + 1))
+            naive, cold, warm = [], [], []
+            if args.runs:
+                print(f"Runs: creating {args.runs} runs ...", flush=True)
+                t0 = time.perf_counter()
+                exp_id = create_runs(client, args.runs)
+                print(f"  created in {time.perf_counter() - t0:.1f} s")
+                naive = [naive_runs_table(client, exp_id) for _ in range(args.rounds)]
+                cold, warm = bench_runs_page(page, ui_url, args.runs, max(3, args.rounds // 2 + 1))
             browser.close()
     finally:
         for service in reversed(services):
@@ -175,9 +178,10 @@ def main() -> int:
     print("\nResults (medians)")
     print(f"  train, plain script            {script_m:6.2f} s")
     print(f"  train, UI click -> cards       {ui_m:6.2f} s   ratio {ui_m / script_m:.2f}x (target <= 1.3x)")
-    print(f"  runs page, naive (read all)    {_median(naive):6.2f} s   ({args.runs} runs, no browser)")
-    print(f"  runs page, UI cold             {_median(cold):6.2f} s   (target < 2 s)")
-    print(f"  runs page, UI warm (cached)    {_median(warm):6.2f} s")
+    if args.runs:
+        print(f"  runs page, naive (read all)    {_median(naive):6.2f} s   ({args.runs} runs, no browser)")
+        print(f"  runs page, UI cold             {_median(cold):6.2f} s   (target < 2 s)")
+        print(f"  runs page, UI warm (cached)    {_median(warm):6.2f} s")
     return 0
 
 

@@ -19,10 +19,10 @@ JOB_KEY = "train_job"
 FRAME_KEY = "train_upload_frame"
 CHECK_KEY = "train_upload_check"
 # The browser redraws on every fragment run, which on a 2-core laptop slowed a 3 s fit to 9 s when
-# polling 4 times a second; so poll once a second and, inside each poll, wait (sleeping, no redraw)
-# for the next step or the end, which therefore show at once.
+# polling 4 times a second; so a poll starts once a second and lasts 0.9 s, sleeping on the job and
+# redrawing only when a step starts or the training ends (which therefore shows at once).
 POLL_SECONDS = 1.0
-LONG_POLL_SECONDS = 0.8
+LONG_POLL_SECONDS = 0.9
 BUILTIN, UPLOAD = "Built-in", "Upload a file"
 METRIC_CARDS = (("r2", "R²"), ("rmse", "RMSE"), ("mae", "MAE"))
 
@@ -114,13 +114,7 @@ def _new_job(request: TrainRequest, frame: pd.DataFrame | None) -> jobs.Training
                             baseline=baseline)
 
 
-def _job_panel(poll: bool) -> None:
-    """Steps with their elapsed time, then the results; a poll that sees the end reruns the page."""
-    current: jobs.TrainingJob | None = st.session_state.get(JOB_KEY)
-    if current is None:
-        return
-    if poll and current.running:
-        current.wait_change(len(current.events), LONG_POLL_SECONDS)
+def _draw_progress(current: jobs.TrainingJob) -> None:
     request = current.request
     title = f"{request.model} on {request.dataset.name}"
     if current.running:
@@ -135,6 +129,27 @@ def _job_panel(poll: bool) -> None:
         lines = [f"{marks[s.state]} {s.label}" + (f" · {s.seconds:.2f} s" if s.seconds is not None else "")
                  for s in current.steps()]
         st.markdown("  \n".join(lines))
+
+
+def _job_panel(poll: bool) -> None:
+    """Steps with their elapsed time, then the results; a poll that sees the end reruns the page.
+
+    One poll lasts LONG_POLL_SECONDS: it sleeps on the job and redraws at once when a step starts or
+    the job ends, so the cards appear as soon as the training is over.
+    """
+    current: jobs.TrainingJob | None = st.session_state.get(JOB_KEY)
+    if current is None:
+        return
+    panel = st.empty()
+    deadline = time.monotonic() + LONG_POLL_SECONDS
+    while True:
+        seen = len(current.events)
+        with panel.container():
+            _draw_progress(current)
+        remaining = deadline - time.monotonic()
+        if not poll or current.done or remaining <= 0:
+            break
+        current.wait_change(seen, remaining)
     if current.done:
         # Cards first, at once; the charts come with the full rerun that also re-enables Train.
         _results(current, with_charts=not poll)
