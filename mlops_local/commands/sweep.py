@@ -117,8 +117,12 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
+def _value(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _params_text(params: dict[str, object], names: list[str]) -> str:
-    return " ".join(f"{k}={params.get(k)}" for k in names)
+    return " ".join(f"{k}={_value(params.get(k))}" for k in names)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -142,7 +146,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
               f"{progress.score_metric}={_fmt(trial.score)} (best {best})  {detail}", file=out, flush=True)
 
     try:
-        result = run_sweep(spec, settings, on_trial=on_trial)
+        # This process runs nothing but the sweep, in its only thread: workers may fork (no imports).
+        result = run_sweep(spec, settings, on_trial=on_trial, start_method="fork")
     except MlflowException as exc:
         raise ServiceUnavailable(f"MLflow error: {exc.message}") from None
     if args.json:
@@ -156,7 +161,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if result.best is not None:
             rows += [("best trial", f"{result.best.number} run {result.best.run_id}"),
                      (f"best {result.score_metric}", _fmt(result.best.score)),
-                     ("best params", " ".join(f"{k}={v}" for k, v in result.best.params.items()))]
+                     ("best params", _params_text(result.best.params, list(result.best.params)))]
         rows += [("model uri", result.model_uri or "-")]
         if result.registered_version:
             rows.append(("registered", f"{spec.register} version {result.registered_version}"

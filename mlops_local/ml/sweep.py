@@ -65,19 +65,20 @@ def _no_interrupts():
 
 def run_sweep(spec: SweepSpec, settings: Settings, *, client: MlflowClient | None = None,
               cancel: threading.Event | None = None, on_trial: OnTrial | None = None, metrics: Any = None,
-              frame: pd.DataFrame | None = None) -> SweepResult:
+              frame: pd.DataFrame | None = None, start_method: str | None = None) -> SweepResult:
     """Run the sweep ``spec`` and track it in MLflow; returns when it finished or was cancelled.
 
     ``cancel``: set it (e.g. the UI's Stop button) to stop the sweep; Ctrl-C does the same when the
     sweep runs in the main thread. ``on_trial`` is called after each trial. ``metrics`` (a
     :class:`mlops_local.metrics.sweeps.SweepMetrics`) is updated as trials end. ``frame``: an uploaded
-    table (``spec.dataset.name`` is then its file name).
+    table (``spec.dataset.name`` is then its file name). ``start_method``: how local workers start
+    (see :func:`sweep_exec.worker_context`; the CLI forks).
     """
     start = time.perf_counter()
     plan = plan_sweep(spec, frame)
     executor = None
     if not spec.dask_scheduler:  # local workers start importing now, while MLflow is set up
-        executor = open_executor(plan.jobs, None, worker_env(settings), settings.http_timeout)
+        executor = open_executor(plan.jobs, None, worker_env(settings), settings.http_timeout, start_method)
     try:
         if client is None:
             client = tracking.connect(settings).client

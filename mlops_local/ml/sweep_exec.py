@@ -63,7 +63,8 @@ def check_jobs(jobs: object) -> int | None:
 
 @contextmanager
 def _bare_main() -> Iterator[None]:
-    """Spawned workers re-run the parent's ``__main__`` file; under Streamlit that is a page script.
+    """Spawned (and forkserver) workers re-run the parent's ``__main__`` file; under Streamlit that is a
+    page script.
 
     Workers only need mlops_local's functions, so while they are spawned ``__main__`` is an empty module.
     """
@@ -77,22 +78,42 @@ def _bare_main() -> Iterator[None]:
                 sys.modules["__main__"] = original
 
 
-class LocalExecutor:
-    """``jobs`` spawned worker processes (default: one per core)."""
+def worker_context(start_method: str | None = None) -> multiprocessing.context.BaseContext:
+    """How local workers start: ``fork`` only when asked and this process runs no other thread
+    (the CLI: workers then inherit its imports), else a forkserver that has preloaded the training
+    stack (a process with threads, like the UI, must not fork; only its first sweep waits for the
+    imports), else ``spawn``."""
+    available = multiprocessing.get_all_start_methods()
+    method = start_method or "forkserver"
+    if method == "fork" and threading.active_count() > 1:
+        method = "forkserver"  # forking a process with threads can deadlock the child
+    if method not in available:
+        method = "forkserver" if "forkserver" in available else "spawn"
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        from mlops_local.ml.sweep_worker import PRELOAD
 
-    def __init__(self, jobs: int | None, env: tuple[tuple[str, str], ...]) -> None:
+        context.set_forkserver_preload(["mlops_local.ml.sweep_worker", PRELOAD])
+    return context
+
+
+class LocalExecutor:
+    """``jobs`` local worker processes (default: one per core); see :func:`worker_context`."""
+
+    def __init__(self, jobs: int | None, env: tuple[tuple[str, str], ...] = (),
+                 start_method: str | None = None) -> None:
         from mlops_local.ml.sweep_worker import init_local_worker, warm_up
 
         self.slots = jobs or cores()
-        self.label = f"local processes ({self.slots})"
         self.threads_per_trial = max(1, cores() // self.slots)
         self.kills_workers = True
         with _bare_main():
-            self._pool = ProcessPoolExecutor(max_workers=self.slots,
-                                             mp_context=multiprocessing.get_context("spawn"),
+            context = worker_context(start_method)
+            self.label = f"local processes ({self.slots}, {context.get_start_method()})"
+            self._pool = ProcessPoolExecutor(max_workers=self.slots, mp_context=context,
                                              initializer=init_local_worker, initargs=(env,))
-            # Each submit spawns one worker (all of them now, inside _bare_main) and starts its imports
-            # while the parent creates the parent run.
+            # The workers start now (inside _bare_main) and import what trials need while the parent
+            # sets up MLflow and creates the parent run.
             for _ in range(self.slots):
                 self._pool.submit(warm_up)
 
@@ -164,8 +185,8 @@ class DaskExecutor:
 
 
 def open_executor(jobs: int | None, dask_scheduler: str | None, env: tuple[tuple[str, str], ...],
-                  timeout: float) -> TrialExecutor:
+                  timeout: float, start_method: str | None = None) -> TrialExecutor:
     """A Dask executor when ``dask_scheduler`` is given, else local processes."""
     if dask_scheduler:
         return DaskExecutor(dask_scheduler, jobs, timeout)
-    return LocalExecutor(jobs, env)
+    return LocalExecutor(jobs, env, start_method)

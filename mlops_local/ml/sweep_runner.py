@@ -113,7 +113,7 @@ class SweepRun:
                 outcome.run_id, outcome.status, experiment=self.spec.experiment, dataset=self.plan.dataset,
                 model=self.spec.model, score_metric=self.plan.score_metric,
                 higher_is_better=self.plan.higher_is_better, sweep_id=self.parent, score=outcome.score)
-        log.info("trial %d %s %s=%s", outcome.number, outcome.status, self.plan.score_metric, outcome.score)
+        log.debug("trial %d %s %s=%s", outcome.number, outcome.status, self.plan.score_metric, outcome.score)
         if self.on_trial is not None:
             self.on_trial(self.progress())
 

@@ -9,6 +9,7 @@ killed from outside, stops early).
 
 from __future__ import annotations
 
+import importlib
 import io
 import logging
 import os
@@ -62,10 +63,12 @@ def init_local_worker(env: tuple[tuple[str, str], ...]) -> None:
     logging.basicConfig(level=logging.WARNING)
 
 
-def warm_up() -> int:
-    """A no-op that makes a fresh worker import the training stack before the first trial arrives."""
-    import mlops_local.ml.training  # noqa: F401
+PRELOAD = "mlops_local.ml.sweep_preload"
 
+
+def warm_up() -> int:
+    """Import and prime what trials need (a no-op in a worker forked from a preloaded forkserver)."""
+    importlib.import_module(PRELOAD)
     return os.getpid()
 
 
