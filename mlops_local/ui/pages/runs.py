@@ -18,6 +18,7 @@ NEWEST = "start_time"
 TOKENS_KEY = "runs_page_tokens"
 FILTERS_KEY = "runs_page_filters"
 SEEN_KEY = "runs_seen_datasets"
+SEEN_METRICS_KEY = "runs_seen_metrics"
 
 st.title("Runs")
 uri = common.settings().effective_tracking_uri
@@ -91,7 +92,8 @@ with common.user_errors():
     dataset = filters[0].selectbox("Dataset", dataset_options, key="runs_dataset", accept_new_options=True)
     model = filters[1].selectbox("Model", [ALL, *CATALOG], key="runs_model")
     dates = filters[2].date_input("Started (UTC, from - to)", value=(), key="runs_dates")
-    sort_options = [NEWEST, *runs.METRIC_ORDER]
+    seen_metrics: set[str] = st.session_state.setdefault(SEEN_METRICS_KEY, set())
+    sort_options = [NEWEST, *runs.METRIC_ORDER, *sorted(seen_metrics - set(runs.METRIC_ORDER))]
     sort_by = filters[3].selectbox("Sort by", sort_options, key="runs_sort",
                                    format_func=lambda s: "start time" if s == NEWEST else s)
     ascending = filters[4].toggle("Ascending", key="runs_ascending")
@@ -109,6 +111,7 @@ with common.user_errors():
     page = common.runs_page(uri, experiment, page_token=tokens[-1], **query)
     frame = page.frame
     seen.update(d for d in frame[TAG_DATASET].dropna().unique() if d)
+    seen_metrics.update(frame.columns[len(runs.BASE_COLUMNS):])
 
     if frame.empty:
         st.info("No runs match these filters." if len(tokens) == 1 else "No more runs.")

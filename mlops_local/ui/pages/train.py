@@ -9,6 +9,7 @@ import streamlit as st
 
 from mlops_local import runs
 from mlops_local.errors import UserError
+from mlops_local.metrics.labels import clean_label
 from mlops_local.metrics.panels import get_panel, render_expr
 from mlops_local.ml import datasets, training
 from mlops_local.ml.catalog import CATALOG, DEFAULT_MODEL
@@ -179,7 +180,9 @@ def _results(done: jobs.TrainingJob, with_charts: bool = True) -> None:
                     delta_color="normal" if better_up else "inverse",
                     help="Change against the best earlier run on this dataset"
                          + ("" if best is None else f" ({best:.4f})") + ".")
-    labels = {"experiment": result.experiment, "dataset": result.dataset, "model": result.model}
+    # The label values the exporter publishes (sanitised), so the links find the series.
+    labels = {k: clean_label(v) for k, v in
+              (("experiment", result.experiment), ("dataset", result.dataset), ("model", result.model))}
     links = st.columns(3)
     links[0].link_button("Run in MLflow", common.mlflow_run_url(result.experiment_id, result.run_id),
                          width="stretch")
