@@ -14,6 +14,9 @@ from mlops_local.ml.types import TrainResult
 from mlops_local.settings import Settings
 from tests.services import Service, stack_env, start_service
 
+# Browser fixtures (chromium, browser_page) for every test module.
+pytest_plugins = ["tests.browser"]
+
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 

@@ -40,7 +40,7 @@ def test_ui_shows_starting_then_up_as_mlflow_comes_up_late(
     at = AppTest.from_file(str(APP), default_timeout=60).run()
     assert not at.exception
     mlflow_line = next(line for line in _sidebar_text(at).splitlines() if "[mlflow]" in line)
-    assert "starting" in mlflow_line
+    assert "[starting]" in mlflow_line
     service = start_service("mlflow", lone_ui_env, tmp_path / "logs")
     try:
         from mlops_local.ui.common import service_statuses
@@ -53,6 +53,6 @@ def test_ui_shows_starting_then_up_as_mlflow_comes_up_late(
         text = _sidebar_text(at)
         assert "[mlflow]" in text, text
         mlflow_line = next(line for line in text.splitlines() if "[mlflow]" in line)
-        assert "· up" in mlflow_line
+        assert "[up]" in mlflow_line
     finally:
         service.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 import urllib.request
@@ -15,9 +14,6 @@ from tests.services import MLOPS, required_health_urls
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = os.environ.get("MLOPS_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -65,22 +61,20 @@ def _metrics_listeners(port: int) -> int:
 
 
 @pytest.mark.browser
-def test_two_browser_tabs_share_one_metrics_thread(honcho_stack: dict[str, str]) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
+def test_two_browser_tabs_share_one_metrics_thread(honcho_stack: dict[str, str], chromium) -> None:  # noqa: ANN001
     ui = f"http://127.0.0.1:{honcho_stack['MLOPS_UI_PORT']}/"
     log = Path(honcho_stack["MLOPS_HOME"]) / "logs" / "honcho.log"
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            pages = [browser.new_context().new_page() for _ in range(2)]
-            for page in pages:
-                page.goto(ui)
-                page.get_by_text("mlflow").first.wait_for(timeout=60_000)
-            pages[0].reload()
-            sidebar = pages[0].get_by_test_id("stSidebar")
-            sidebar.get_by_text("mlflow").first.wait_for(timeout=60_000)
-        finally:
-            browser.close()
+    contexts = [chromium.new_context() for _ in range(2)]
+    try:
+        pages = [context.new_page() for context in contexts]
+        for page in pages:
+            page.goto(ui)
+            page.get_by_test_id("stSidebar").get_by_text("mlflow").first.wait_for(timeout=60_000)
+        pages[0].reload()
+        pages[0].get_by_test_id("stSidebar").get_by_text("mlflow").first.wait_for(timeout=60_000)
+    finally:
+        for context in contexts:
+            context.close()
     assert _metrics_listeners(int(honcho_stack["MLOPS_METRICS_PORT"])) == 1
     text = log.read_text(errors="replace")
     assert "Address already in use" not in text and "already in use" not in text
