@@ -216,6 +216,24 @@ def test_optuna_sweep_minimising_rmse_shows_live_in_prometheus(mlflow_settings, 
         server.stop()
 
 
+def test_mlflow_going_down_stops_the_sweep_with_a_clear_error(mlflow_service):
+    from mlops_local.errors import ServiceUnavailable
+
+    service, env = mlflow_service
+    env = {**env, "MLFLOW_TRACKING_URI": service.url}
+
+    def stop_server(progress: SweepProgress) -> None:
+        if progress.done == 1:
+            service.stop()
+
+    spec = SweepSpec(FRIEDMAN, "ridge", strategy="random", trials=12, jobs=2, experiment="sweep-down",
+                     models="none")
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailable, match="stopped answering"):
+        run_sweep(spec, Settings.from_env(env), on_trial=stop_server)
+    assert time.monotonic() - started < 60  # bounded retries: no hang
+
+
 def test_ctrl_c_on_the_cli_cancels_cleanly(mlflow_env, client, tmp_path):
     experiment = "sweep-ctrl-c"
     command = [sys.executable, "-m", "mlops_local.cli", "sweep", "--dataset", "friedman1",

@@ -12,7 +12,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mlops_local.errors import UserError
+from mlops_local.errors import ServiceUnavailable, UserError
 from mlops_local.ml.sweep_exec import TrialExecutor, open_executor
 from mlops_local.ml.sweep_plan import Plan, better, worker_env
 from mlops_local.ml.sweep_tracking import (
@@ -38,6 +38,14 @@ log = logging.getLogger(__name__)
 
 OnTrial = Callable[[SweepProgress], None]
 POLL_S = 0.2
+UNREACHABLE_LIMIT = 2
+
+
+def _mlflow_down(outcome: TrialOutcome) -> bool:
+    """Whether a trial failed because the tracking server did not answer (not because of its params)."""
+    error = outcome.error or ""
+    down = error.startswith("ServiceUnavailable") or "API request to" in error
+    return outcome.status == "FAILED" and down
 
 
 class SweepRun:
@@ -57,6 +65,7 @@ class SweepRun:
         self.env = worker_env(settings)
         self.threads = executor.threads_per_trial
         self.refit: tuple[int, Any] | None = None  # (trial, future) of the best model being re-fitted
+        self.unreachable = 0  # trials in a row that failed because MLflow did not answer
 
     # -- tasks -----------------------------------------------------------------------------------
     def trial_tags(self, number: int) -> dict[str, str]:
@@ -116,6 +125,10 @@ class SweepRun:
         log.debug("trial %d %s %s=%s", outcome.number, outcome.status, self.plan.score_metric, outcome.score)
         if self.on_trial is not None:
             self.on_trial(self.progress())
+        self.unreachable = self.unreachable + 1 if _mlflow_down(outcome) else 0
+        if self.unreachable >= UNREACHABLE_LIMIT:
+            raise ServiceUnavailable(f"MLflow at {self.client.tracking_uri} stopped answering; the sweep "
+                                     f"stopped after {self.unreachable} trials failed on it: {outcome.error}")
 
     def close_failed(self, outcome: TrialOutcome) -> None:
         """Make sure a failed trial is a FAILED child carrying its error."""
