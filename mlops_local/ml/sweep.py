@@ -106,7 +106,14 @@ def run_sweep(spec: SweepSpec, settings: Settings, *, client: MlflowClient | Non
         raise
     sweep = SweepRun(plan, settings, client, experiment_id, parent, executor, frame,
                      cancel or threading.Event(), on_trial, metrics)
+    # The charts are drawn once the trials end; import matplotlib now, while this process waits.
+    threading.Thread(target=_import_charting, name="mlops-sweep-import", daemon=True).start()
     return _finish(sweep, start)
+
+
+def _import_charting() -> None:
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
 
 
 def _finish(sweep: SweepRun, start: float) -> SweepResult:
