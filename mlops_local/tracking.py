@@ -140,10 +140,17 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | 
 
 
 def experiment_for(client: MlflowClient, settings: Settings, name: str) -> str:
-    """Like :func:`ensure_experiment`; on the local store new experiments get the server's layout."""
+    """Like :func:`ensure_experiment`; with no server in between, artifacts never default to ./mlruns.
+
+    On this installation's store new experiments get the server's layout; on any other database
+    store (MLflow would put artifacts under the current directory) they go beside the database.
+    """
     location = None
     if uses_local_store(client, settings):
         location = f"{ARTIFACTS_SCHEME}/{uuid.uuid4().hex}"
+    elif client.tracking_uri.startswith("sqlite:///"):
+        db = Path(client.tracking_uri.removeprefix("sqlite:///")).resolve()
+        location = (db.parent / "artifacts" / uuid.uuid4().hex).as_uri()
     return ensure_experiment(client, name, artifact_location=location)
 
 

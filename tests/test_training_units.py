@@ -138,3 +138,19 @@ def test_compact_skops_dump_loads_and_lists_exact_trusted_types():
     assert "sklearn.tree._tree.Tree" in trusted
     loaded = skops.io.loads(blob, trusted=trusted)
     assert np.array_equal(loaded.predict(X), pipe.predict(X))
+
+
+def test_experiments_on_another_sqlite_store_keep_artifacts_beside_it(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """MLflow's default would be ./mlruns under whatever directory the process runs in."""
+    from mlflow.tracking import MlflowClient
+
+    from mlops_local import tracking
+    from mlops_local.settings import Settings
+
+    monkeypatch.chdir(tmp_path)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'elsewhere' / 'x.db'}")
+    (tmp_path / "elsewhere").mkdir(exist_ok=True)
+    settings = Settings.from_env({"MLOPS_HOME": str(tmp_path / "home")})
+    location = client.get_experiment(tracking.experiment_for(client, settings, "e")).artifact_location
+    assert location.startswith((tmp_path / "elsewhere" / "artifacts").as_uri())
+    assert not (tmp_path / "mlruns").exists()
