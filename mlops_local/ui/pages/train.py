@@ -19,9 +19,10 @@ from mlops_local.ui import charts, common, jobs, widgets
 JOB_KEY = "train_job"
 FRAME_KEY = "train_upload_frame"
 CHECK_KEY = "train_upload_check"
+SHOWN_KEY = "train_job_shown"
 # The browser redraws on every fragment run, which on a 2-core laptop slowed a 3 s fit to 9 s when
-# polling 4 times a second; so a poll starts once a second and lasts 0.9 s, sleeping on the job and
-# redrawing only when a step starts or the training ends (which therefore shows at once).
+# polling 4 times a second; so a poll starts once a second and lasts 0.9 s, sleeping on the job: the
+# steps show with a second's resolution and the end at once.
 POLL_SECONDS = 1.0
 LONG_POLL_SECONDS = 0.9
 BUILTIN, UPLOAD = "Built-in", "Upload a file"
@@ -133,33 +134,27 @@ def _draw_progress(current: jobs.TrainingJob) -> None:
 
 
 def _job_panel(poll: bool) -> None:
-    """Steps with their elapsed time, then the results; a poll that sees the end reruns the page.
+    """Steps with their elapsed time, then the results.
 
-    One poll lasts LONG_POLL_SECONDS: it sleeps on the job and redraws at once when a step starts or
-    the job ends, so the cards appear as soon as the training is over.
+    A poll lasts LONG_POLL_SECONDS, sleeping on the job, so the results are drawn the moment the
+    training ends; the next poll then reruns the whole page (Train enabled again, polling stopped).
     """
     current: jobs.TrainingJob | None = st.session_state.get(JOB_KEY)
     if current is None:
         return
-    panel = st.empty()
-    deadline = time.monotonic() + LONG_POLL_SECONDS
-    while True:
-        seen = len(current.events)
-        with panel.container():
-            _draw_progress(current)
-        remaining = deadline - time.monotonic()
-        if not poll or current.done or remaining <= 0:
-            break
-        current.wait_change(seen, remaining)
+    if poll and st.session_state.get(SHOWN_KEY) is current:
+        st.rerun()
+    if poll and current.running:
+        current.wait(LONG_POLL_SECONDS)
+    _draw_progress(current)
     if current.done:
-        # Cards first, at once; the charts come with the full rerun that also re-enables Train.
-        _results(current, with_charts=not poll)
+        _results(current)
         if poll:
+            st.session_state[SHOWN_KEY] = current
             common.clear_run_caches()
-            st.rerun()
 
 
-def _results(done: jobs.TrainingJob, with_charts: bool = True) -> None:
+def _results(done: jobs.TrainingJob) -> None:
     if done.error:
         st.error(done.error)
         return
@@ -189,7 +184,7 @@ def _results(done: jobs.TrainingJob, with_charts: bool = True) -> None:
     links[1].link_button("R² in Prometheus", common.prometheus_graph_url(
         render_expr(get_panel("r2_over_time"), labels)), width="stretch")
     links[2].link_button("Grafana dashboard", common.grafana_dashboard_url(labels), width="stretch")
-    if with_charts and result.y_test is not None and result.y_pred is not None:
+    if result.y_test is not None and result.y_pred is not None:
         tabs = st.tabs(["Predicted vs actual", "Residuals", "Feature importance"])
         with tabs[0]:
             st.plotly_chart(charts.predicted_vs_actual(result.y_test, result.y_pred), key="train_chart_pva")
