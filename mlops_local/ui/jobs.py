@@ -64,7 +64,6 @@ class TrainingJob:
     finished: float | None = None
     _thread: threading.Thread | None = field(default=None, repr=False)
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
-    _changed: threading.Condition = field(default_factory=threading.Condition, repr=False)
 
     def start(self) -> TrainingJob:
         """Start the worker thread (once)."""
@@ -88,11 +87,6 @@ class TrainingJob:
         """Block until the job ends (True) or ``timeout`` passes (False)."""
         return self._done.wait(timeout)
 
-    def wait_change(self, seen: int, timeout: float) -> None:
-        """Block until a step after the first ``seen`` events starts, the job ends, or ``timeout`` passes."""
-        with self._changed:
-            self._changed.wait_for(lambda: len(self.events) > seen or self._done.is_set(), timeout)
-
     def elapsed(self) -> float:
         """Seconds since the start (frozen once finished)."""
         end = self.finished if self.finished is not None else time.perf_counter()
@@ -101,8 +95,6 @@ class TrainingJob:
     def _progress(self, step: str, elapsed: float) -> None:
         # list.append is atomic; the page reads a snapshot with list(self.events).
         self.events.append((step, elapsed))
-        with self._changed:
-            self._changed.notify_all()
 
     def _run(self) -> None:
         baseline = self._start_baseline()
@@ -124,8 +116,6 @@ class TrainingJob:
         finally:
             self.finished = time.perf_counter()
             self._done.set()
-            with self._changed:
-                self._changed.notify_all()
 
     def _start_baseline(self) -> threading.Thread | None:
         """Read the best earlier runs while the model trains (they all started before this one)."""
