@@ -149,6 +149,17 @@ def test_plan_refuses_bad_specs_before_anything_runs():
     assert score_key("r2", 0) == ("r2", True)
 
 
+def test_dask_workers_must_be_able_to_reach_mlflow():
+    from mlops_local.ml.sweep import _check_reachable_from_dask
+
+    _check_reachable_from_dask("http://127.0.0.1:8080", "tcp://127.0.0.1:8786")  # a local cluster: fine
+    _check_reachable_from_dask("http://mlflow.lan:8080", "tcp://dask.lan:8786")
+    with pytest.raises(UserError, match="cannot reach MLflow at http://127.0.0.1:8080"):
+        _check_reachable_from_dask("http://127.0.0.1:8080", "tcp://dask.lan:8786")
+    with pytest.raises(UserError, match="over HTTP"):
+        _check_reachable_from_dask("sqlite:////tmp/mlflow.db", "tcp://127.0.0.1:8786")
+
+
 def test_best_trial_ignores_failures_and_keeps_the_earlier_on_ties():
     ok = TrialOutcome(3, {}, "FINISHED", score=0.5)
     assert better(ok, None, True)

@@ -19,6 +19,7 @@ import signal
 import tempfile
 import threading
 import time
+import urllib.parse
 import zipfile
 from contextlib import contextmanager
 from dataclasses import replace
@@ -84,11 +85,8 @@ def run_sweep(spec: SweepSpec, settings: Settings, *, client: MlflowClient | Non
             client = tracking.connect(settings).client
         else:
             tracking.configure(settings)
-        uri = client.tracking_uri
-        if spec.dask_scheduler and not uri.startswith(("http://", "https://")):
-            raise UserError(f"--dask-scheduler needs an MLflow tracking server the workers can reach over "
-                            f"HTTP; the tracking URI is {uri} (start `mlops-local serve mlflow` or set "
-                            "MLFLOW_TRACKING_URI)")
+        if spec.dask_scheduler:
+            _check_reachable_from_dask(client.tracking_uri, spec.dask_scheduler)
         experiment_id = tracking.experiment_for(client, settings, spec.experiment)
         if executor is None:
             executor = open_executor(plan.jobs, spec.dask_scheduler, worker_env(settings),
@@ -109,6 +107,21 @@ def run_sweep(spec: SweepSpec, settings: Settings, *, client: MlflowClient | Non
     # The charts are drawn once the trials end; import matplotlib now, while this process waits.
     threading.Thread(target=_import_charting, name="mlops-sweep-import", daemon=True).start()
     return _finish(sweep, start)
+
+
+def _check_reachable_from_dask(uri: str, scheduler: str) -> None:
+    """Dask workers log their trials themselves: they need an HTTP tracking URI they can reach."""
+    if not uri.startswith(("http://", "https://")):
+        raise UserError(f"--dask-scheduler needs an MLflow tracking server the workers can reach over "
+                        f"HTTP; the tracking URI is {uri} (start `mlops-local serve mlflow` or set "
+                        "MLFLOW_TRACKING_URI)")
+    loopback = ("localhost", "127.0.0.1", "::1")
+    tracking_host = urllib.parse.urlsplit(uri).hostname or ""
+    scheduler_host = urllib.parse.urlsplit(scheduler).hostname or ""
+    if tracking_host in loopback and scheduler_host not in loopback:
+        raise UserError(f"Dask workers behind {scheduler} cannot reach MLflow at {uri} (a loopback address "
+                        "on their machine): set MLFLOW_TRACKING_URI to an address they can reach, e.g. "
+                        "http://<this host's name>:8080, and serve MLflow on it (MLOPS_HOST)")
 
 
 def _import_charting() -> None:
