@@ -146,6 +146,26 @@ def test_cancel_mid_sweep_kills_running_trials_and_leaves_nothing_running(mlflow
     wait_for(lambda: not multiprocessing.active_children(), "the worker processes exiting", 20)
 
 
+def test_a_worker_killed_mid_trial_fails_that_trial_and_the_sweep_goes_on(mlflow_settings, client):
+    import psutil
+
+    def kill_a_worker(progress: SweepProgress) -> None:
+        if progress.done == 1:  # the other worker is mid-trial: kill it as the kernel's OOM killer would
+            workers = [p for p in psutil.Process().children(recursive=True)
+                       if "forkserver" in " ".join(p.parent().cmdline())]
+            workers[0].kill()
+
+    spec = SweepSpec(**SLOW, strategy="random", trials=6, jobs=2, experiment="sweep-crash", models="none")
+    result = run_sweep(spec, mlflow_settings, on_trial=kill_a_worker)
+    assert result.status == "FINISHED" and len(result.trials) == 6
+    crashed = [t for t in result.trials if t.status == "FAILED"]
+    assert crashed and all("BrokenProcessPool" in t.error for t in crashed)
+    assert running(client, result.experiment_id) == []
+    runs = {r.info.run_id: r for r in children(client, result.experiment_id, result.parent_run_id)}
+    assert all(runs[t.run_id].info.status == "FAILED" for t in crashed if t.run_id in runs)
+    assert sum(t.status == "FINISHED" for t in result.trials) >= 4  # later trials ran on fresh workers
+
+
 def test_dask_cluster_runs_the_same_trials_as_local_processes_and_cancels(mlflow_settings, client):
     from distributed import LocalCluster
 

@@ -60,6 +60,7 @@ class SweepRun:
         self.spec = plan.spec
         self.done: queue.Queue[tuple[int, Any]] = queue.Queue()
         self.inflight: dict[int, TrialTask] = {}
+        self.ran_on: dict[int, TrialExecutor] = {}  # the pool of each trial (a broken pool is replaced once)
         self.outcomes: list[TrialOutcome] = []
         self.best: TrialOutcome | None = None
         self.env = worker_env(settings)
@@ -93,18 +94,20 @@ class SweepRun:
             return
         task = self.task(number, params)
         self.inflight[number] = task
+        self.ran_on[number] = self.executor
         future = self.executor.submit(run_trial, task, self.frame)
         future.add_done_callback(lambda f, n=number: self.done.put((n, f)))
 
     # -- outcomes --------------------------------------------------------------------------------
     def resolve(self, number: int, future: Any) -> TrialOutcome:
         task = self.inflight.pop(number)
+        pool = self.ran_on.pop(number, None)
         try:
             outcome = future.result()
         except BaseException as exc:  # noqa: BLE001 - a worker died or the task could not run
             outcome = TrialOutcome(number, dict(task.request.params), "FAILED",
                                    error=f"{type(exc).__name__}: {exc or 'worker process died'}")
-            if isinstance(exc, BrokenProcessPool):
+            if isinstance(exc, BrokenProcessPool) and pool is self.executor:
                 self.reopen()
         return outcome
 
