@@ -148,13 +148,14 @@ def _job_panel(poll: bool) -> None:
         current.wait(LONG_POLL_SECONDS)
     _draw_progress(current)
     if current.done:
-        _results(current)
+        # Cards and links at once; the charts (slow to draw in the browser) come with the rerun.
+        _results(current, with_charts=not poll)
         if poll:
             st.session_state[SHOWN_KEY] = current
             common.clear_run_caches()
 
 
-def _results(done: jobs.TrainingJob) -> None:
+def _results(done: jobs.TrainingJob, with_charts: bool = True) -> None:
     if done.error:
         st.error(done.error)
         return
@@ -184,7 +185,7 @@ def _results(done: jobs.TrainingJob) -> None:
     links[1].link_button("R² in Prometheus", common.prometheus_graph_url(
         render_expr(get_panel("r2_over_time"), labels)), width="stretch")
     links[2].link_button("Grafana dashboard", common.grafana_dashboard_url(labels), width="stretch")
-    if result.y_test is not None and result.y_pred is not None:
+    if with_charts and result.y_test is not None and result.y_pred is not None:
         tabs = st.tabs(["Predicted vs actual", "Residuals", "Feature importance"])
         with tabs[0]:
             st.plotly_chart(charts.predicted_vs_actual(result.y_test, result.y_pred), key="train_chart_pva")
