@@ -140,6 +140,21 @@ def test_compact_skops_dump_loads_and_lists_exact_trusted_types():
     assert np.array_equal(loaded.predict(X), pipe.predict(X))
 
 
+@pytest.mark.parametrize("model", ["random_forest", "ridge", "hist_gradient_boosting", "knn", "svr"])
+def test_cached_trusted_types_equal_skops_own_answer_on_every_call(model: str) -> None:
+    import skops.io
+
+    X, y = _frame()
+    spec = get_model(model)
+    pipe = preprocessing.build_pipeline(spec.build(spec.defaults(), seed=0), ["Engine Size(L)"], ["Make"],
+                                        spec.needs_scaling).fit(X, y)
+    expected = sorted(skops.io.get_untrusted_types(data=skops.io.dumps(pipe)))
+    for _ in range(2):  # the second answer comes from the cache
+        blob, trusted = modelio.skops_blob(pipe)
+        assert trusted == expected
+        assert skops.io.loads(blob, trusted=trusted) is not None
+
+
 def test_experiments_on_another_sqlite_store_keep_artifacts_beside_it(tmp_path, monkeypatch) -> None:  # noqa: ANN001
     """MLflow's default would be ./mlruns under whatever directory the process runs in."""
     from mlflow.tracking import MlflowClient

@@ -74,7 +74,7 @@ def input_example(X: pd.DataFrame, numeric: Sequence[str]) -> pd.DataFrame:
     return example
 
 
-def _skops_dumps(obj: object) -> bytes:
+def _skops_dumps(obj: object) -> tuple[bytes, dict | None]:
     """``skops.io.dumps`` with a compact schema.json.
 
     skops writes its schema with ``indent=2``, which sends ``json`` down its pure-Python encoder: for
@@ -87,7 +87,7 @@ def _skops_dumps(obj: object) -> bytes:
     try:
         from skops.io._persist import SaveContext, get_state
     except ImportError:
-        return skops.io.dumps(obj)
+        return skops.io.dumps(obj), None
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as zip_file:
         context = SaveContext(zip_file=zip_file)
@@ -96,15 +96,45 @@ def _skops_dumps(obj: object) -> bytes:
         state["protocol"] = context.protocol
         state["_skops_version"] = skops.__version__
         zip_file.writestr("schema.json", json.dumps(state, separators=(",", ":")))
-    return buffer.getvalue()
+    return buffer.getvalue(), state
+
+
+def _type_signature(state: object) -> frozenset[tuple[str, str, str]]:
+    """Every (module, class, loader) named in a skops state tree: what decides its untrusted types."""
+    found: set[tuple[str, str, str]] = set()
+    stack = [state]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "__class__" in node:
+                found.add((str(node.get("__module__")), str(node["__class__"]), str(node.get("__loader__"))))
+            stack.extend(v for v in node.values() if isinstance(v, (dict, list, tuple)))
+        elif isinstance(node, (list, tuple)):
+            stack.extend(v for v in node if isinstance(v, (dict, list, tuple)))
+    return frozenset(found)
+
+
+# Type signature -> untrusted types. skops re-parses the whole blob to answer (as long as the dump
+# itself for a forest); the answer depends only on which types the state names, so it is cached.
+_UNTRUSTED: dict[frozenset[tuple[str, str, str]], list[str]] = {}
+_UNTRUSTED_MAX = 256
 
 
 def skops_blob(pipeline: Pipeline) -> tuple[bytes, list[str]]:
     """The skops serialisation of ``pipeline`` and the exact non-default types it needs trusted."""
     import skops.io
 
-    blob = _skops_dumps(pipeline)
-    return blob, sorted(skops.io.get_untrusted_types(data=blob))
+    blob, state = _skops_dumps(pipeline)
+    if state is None:
+        return blob, sorted(skops.io.get_untrusted_types(data=blob))
+    key = _type_signature(state)
+    untrusted = _UNTRUSTED.get(key)
+    if untrusted is None:
+        untrusted = sorted(skops.io.get_untrusted_types(data=blob))
+        if len(_UNTRUSTED) >= _UNTRUSTED_MAX:
+            _UNTRUSTED.clear()
+        _UNTRUSTED[key] = untrusted
+    return blob, list(untrusted)
 
 
 def trusted_types(pipeline: Pipeline) -> list[str]:
