@@ -1,65 +1,174 @@
-"""Small PNG plots logged with each run: predicted vs actual, residuals, feature importance."""
+"""Small SVG plots logged with each run: predicted vs actual, residuals, feature importance.
+
+Drawn as plain SVG rather than with matplotlib: the three charts cost about 2 ms instead of
+~120 ms (matplotlib's text layout), which was a third of a training's tracking overhead. SVG is
+vector (crisp at any zoom), a few KB, and the MLflow UI previews it like a PNG.
+"""
 
 from __future__ import annotations
 
+import math
+from html import escape
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-PLOT_FILES = ("predicted_vs_actual.png", "residuals.png", "feature_importance.png")
+PLOT_FILES = ("predicted_vs_actual.svg", "residuals.svg", "feature_importance.svg")
 _TOP_FEATURES = 20
+_MAX_POINTS = 2000  # a scatter of more points looks the same and only grows the file
+_W, _H = 420, 360
+_LEFT, _RIGHT, _TOP, _BOTTOM = 62, 16, 30, 46
+_DOT = "#1f77b4"
 
 
-def _figure_class():
-    # Figure without pyplot: no global state, no GUI backend, safe in the UI's threads (renders with Agg).
-    from matplotlib.figure import Figure
+def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    """Round tick values covering [lo, hi] (1, 2, 5 x 10^k steps)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return [0.0]
+    if hi <= lo:
+        return [lo]
+    raw = (hi - lo) / max(count, 1)
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    first = math.ceil(lo / step) * step
+    ticks, value = [], first
+    while value <= hi + step * 1e-9:
+        ticks.append(round(value, 12))
+        value += step
+    return ticks
 
-    return Figure
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}"
+
+
+class _Frame:
+    """Maps data to pixels inside the plot area and draws axes, ticks and labels."""
+
+    def __init__(self, x_range: tuple[float, float], y_range: tuple[float, float],
+                 width: int = _W, height: int = _H, left: int = _LEFT) -> None:
+        self.width, self.height, self.left = width, height, left
+        self.x0, self.x1 = _padded(*x_range)
+        self.y0, self.y1 = _padded(*y_range)
+        self.parts: list[str] = []
+
+    def px(self, x: np.ndarray | float) -> np.ndarray | float:
+        return self.left + (np.asarray(x) - self.x0) / (self.x1 - self.x0) * (self.width - self.left - _RIGHT)
+
+    def py(self, y: np.ndarray | float) -> np.ndarray | float:
+        return self.height - _BOTTOM - (np.asarray(y) - self.y0) / (self.y1 - self.y0) * (
+            self.height - _TOP - _BOTTOM)
+
+    def axes(self, title: str, xlabel: str, ylabel: str = "", y_ticks: bool = True) -> None:
+        bottom, right = self.height - _BOTTOM, self.width - _RIGHT
+        add = self.parts.append
+        add(f'<rect x="{self.left}" y="{_TOP}" width="{right - self.left}" height="{bottom - _TOP}" '
+            'fill="none" stroke="#444"/>')
+        for t in nice_ticks(self.x0, self.x1):
+            x = self.px(t)
+            add(f'<line x1="{x:.1f}" y1="{bottom}" x2="{x:.1f}" y2="{bottom + 4}" stroke="#444"/>'
+                f'<text x="{x:.1f}" y="{bottom + 16}" text-anchor="middle">{_fmt(t)}</text>')
+        for t in nice_ticks(self.y0, self.y1) if y_ticks else []:
+            y = self.py(t)
+            add(f'<line x1="{self.left - 4}" y1="{y:.1f}" x2="{self.left}" y2="{y:.1f}" stroke="#444"/>'
+                f'<text x="{self.left - 6}" y="{y + 4:.1f}" text-anchor="end">{_fmt(t)}</text>')
+        add(f'<text x="{self.width / 2:.0f}" y="18" text-anchor="middle" font-size="13">'
+            f'{escape(title)}</text>')
+        add(f'<text x="{(self.left + right) / 2:.0f}" y="{self.height - 8}" text-anchor="middle">'
+            f'{escape(xlabel)}</text>')
+        if ylabel:
+            add(f'<text transform="translate(14 {(bottom + _TOP) / 2:.0f}) rotate(-90)" '
+                f'text-anchor="middle">{escape(ylabel)}</text>')
+
+    def scatter(self, x: np.ndarray, y: np.ndarray) -> None:
+        xs, ys = self.px(x), self.py(y)
+        dots = "".join(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="2.2"/>' for a, b in zip(xs, ys, strict=True))
+        self.parts.append(f'<g fill="{_DOT}" fill-opacity="0.5">{dots}</g>')
+
+    def line(self, x: tuple[float, float], y: tuple[float, float]) -> None:
+        self.parts.append(f'<line x1="{self.px(x[0]):.1f}" y1="{self.py(y[0]):.1f}" x2="{self.px(x[1]):.1f}" '
+                          f'y2="{self.py(y[1]):.1f}" stroke="black"/>')
+
+    def svg(self) -> str:
+        return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{self.width}" height="{self.height}" '
+                f'viewBox="0 0 {self.width} {self.height}" font-family="sans-serif" font-size="11">'
+                f'<rect width="100%" height="100%" fill="white"/>{"".join(self.parts)}</svg>')
+
+
+def _padded(lo: float, hi: float) -> tuple[float, float]:
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return 0.0, 1.0
+    if hi <= lo:
+        return lo - 1.0, hi + 1.0
+    pad = (hi - lo) * 0.04
+    return lo - pad, hi + pad
+
+
+def _sample(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    n = len(arrays[0])
+    if n <= _MAX_POINTS:
+        return arrays
+    keep = np.random.default_rng(0).choice(n, _MAX_POINTS, replace=False)
+    return tuple(a[keep] for a in arrays)
+
+
+def predicted_vs_actual_svg(y_true: np.ndarray, y_pred: np.ndarray, target: str) -> str:
+    """Scatter of predicted against actual with the y = x line."""
+    lo = float(min(y_true.min(), y_pred.min()))
+    hi = float(max(y_true.max(), y_pred.max()))
+    frame = _Frame((lo, hi), (lo, hi))
+    frame.axes("Predicted vs actual (test set)", f"actual {target}", "predicted")
+    frame.scatter(*_sample(y_true, y_pred))
+    frame.line((lo, hi), (lo, hi))
+    return frame.svg()
+
+
+def residuals_svg(y_true: np.ndarray, y_pred: np.ndarray) -> str:
+    """Residuals (actual - predicted) against predicted, with the zero line."""
+    resid = y_true - y_pred
+    frame = _Frame((float(y_pred.min()), float(y_pred.max())), (float(resid.min()), float(resid.max())))
+    frame.axes("Residuals (test set)", "predicted", "actual - predicted")
+    frame.scatter(*_sample(y_pred, resid))
+    frame.line((frame.x0, frame.x1), (0.0, 0.0))
+    return frame.svg()
+
+
+def importance_svg(importance: pd.Series, kind: str) -> str:
+    """Horizontal bars of the top features, largest on top."""
+    top = importance.head(_TOP_FEATURES)
+    labels = [str(i) for i in top.index]
+    values = top.to_numpy(dtype=float)
+    left = min(260, 12 + 6 * max(len(label) for label in labels))
+    row = 18
+    height = _TOP + _BOTTOM + row * len(top)
+    lo, hi = min(0.0, float(values.min())), max(0.0, float(values.max()))
+    frame = _Frame((lo, hi), (0.0, float(len(top))), width=560, height=height, left=left)
+    frame.axes(f"Feature importance ({kind})", kind, y_ticks=False)
+    zero = frame.px(0.0)
+    bars = []
+    for i, (label, value) in enumerate(zip(labels, values, strict=True)):
+        y = _TOP + row * i + 3
+        x = min(zero, frame.px(value))
+        bars.append(f'<rect x="{x:.1f}" y="{y}" width="{abs(frame.px(value) - zero):.1f}" '
+                    f'height="{row - 6}" fill="{_DOT}"/>'
+                    f'<text x="{left - 6}" y="{y + row - 9}" text-anchor="end">{escape(label)}</text>')
+    frame.parts.append("".join(bars))
+    return frame.svg()
 
 
 def write_plots(out_dir: Path, y_true: np.ndarray, y_pred: np.ndarray, importance: pd.Series | None,
                 importance_kind: str, target: str) -> list[Path]:
     """Write the plots into ``out_dir``; returns the files written (importance only when known)."""
-    figure_cls = _figure_class()
     out_dir.mkdir(parents=True, exist_ok=True)
     y_true = np.asarray(y_true, dtype=float)
     y_pred = np.asarray(y_pred, dtype=float)
-    written = []
-
-    # Fixed margins instead of tight_layout: the layout pass costs more than drawing these small plots.
-    fig = figure_cls(figsize=(4.5, 4), dpi=72)
-    fig.subplots_adjust(left=0.17, right=0.96, bottom=0.13, top=0.92)
-    ax = fig.add_subplot()
-    ax.plot(y_true, y_pred, "o", markersize=3, alpha=0.5)
-    lo, hi = float(min(y_true.min(), y_pred.min())), float(max(y_true.max(), y_pred.max()))
-    ax.plot([lo, hi], [lo, hi], color="black", linewidth=1)
-    ax.set(xlabel=f"actual {target}", ylabel="predicted", title="Predicted vs actual (test set)")
-    ax.locator_params(nbins=5)  # tick labels are most of the drawing time
-    written.append(out_dir / PLOT_FILES[0])
-    fig.savefig(written[-1])
-
-    fig = figure_cls(figsize=(4.5, 4), dpi=72)
-    fig.subplots_adjust(left=0.17, right=0.96, bottom=0.13, top=0.92)
-    ax = fig.add_subplot()
-    ax.plot(y_pred, y_true - y_pred, "o", markersize=3, alpha=0.5)
-    ax.axhline(0.0, color="black", linewidth=1)
-    ax.set(xlabel="predicted", ylabel="actual - predicted", title="Residuals (test set)")
-    ax.locator_params(nbins=5)
-    written.append(out_dir / PLOT_FILES[1])
-    fig.savefig(written[-1])
-
+    charts = [predicted_vs_actual_svg(y_true, y_pred, target), residuals_svg(y_true, y_pred)]
     if importance is not None and len(importance):
-        top = importance.head(_TOP_FEATURES)[::-1]
-        height = 0.9 + 0.22 * len(top)
-        fig = figure_cls(figsize=(6.5, height), dpi=72)
-        label_width = min(0.5, 0.08 + 0.011 * max(len(str(i)) for i in top.index))
-        fig.subplots_adjust(left=label_width, right=0.97, bottom=0.45 / height, top=1 - 0.35 / height)
-        ax = fig.add_subplot()
-        ax.barh([str(i) for i in top.index], top.to_numpy(dtype=float))
-        ax.set(title=f"Feature importance ({importance_kind})")
-        ax.locator_params(axis="x", nbins=4)
-        ax.tick_params(axis="y", labelsize=8)
-        written.append(out_dir / PLOT_FILES[2])
-        fig.savefig(written[-1])
+        charts.append(importance_svg(importance, importance_kind))
+    written = []
+    for name, svg in zip(PLOT_FILES, charts, strict=False):
+        path = out_dir / name
+        path.write_text(svg, encoding="utf-8")
+        written.append(path)
     return written
