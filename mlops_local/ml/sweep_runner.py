@@ -94,9 +94,17 @@ class SweepRun:
             return
         task = self.task(number, params)
         self.inflight[number] = task
+        future = self.submit_task(run_trial, task, self.frame)
         self.ran_on[number] = self.executor
-        future = self.executor.submit(run_trial, task, self.frame)
         future.add_done_callback(lambda f, n=number: self.done.put((n, f)))
+
+    def submit_task(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Submit to the workers; a pool a worker death broke since the last trial is replaced first."""
+        try:
+            return self.executor.submit(fn, *args)
+        except BrokenProcessPool:
+            self.reopen()
+            return self.executor.submit(fn, *args)
 
     # -- outcomes --------------------------------------------------------------------------------
     def resolve(self, number: int, future: Any) -> TrialOutcome:
@@ -113,7 +121,7 @@ class SweepRun:
 
     def record(self, outcome: TrialOutcome) -> None:
         if outcome.status == "FAILED":
-            self.close_failed(outcome)
+            outcome = self.close_failed(outcome)
         self.outcomes.append(outcome)
         if better(outcome, self.best, self.plan.higher_is_better):
             self.best = outcome
@@ -133,11 +141,16 @@ class SweepRun:
             raise ServiceUnavailable(f"MLflow at {self.client.tracking_uri} stopped answering; the sweep "
                                      f"stopped after {self.unreachable} trials failed on it: {outcome.error}")
 
-    def close_failed(self, outcome: TrialOutcome) -> None:
-        """Make sure a failed trial is a FAILED child carrying its error."""
+    def close_failed(self, outcome: TrialOutcome) -> TrialOutcome:
+        """Make sure a failed trial is a FAILED child carrying its error (or what its child says it is)."""
         try:
             if outcome.run_id is None:
                 child = find_child(self.client, self.experiment_id, self.parent, outcome.number)
+                if child is not None and child.info.status == "FINISHED":
+                    # The worker died after the trial was logged, before its result came back.
+                    metrics = dict(child.data.metrics)
+                    return TrialOutcome(outcome.number, outcome.params, "FINISHED", child.info.run_id,
+                                        metrics, score=metrics.get(self.plan.score_metric))
                 outcome.run_id = child.info.run_id if child is not None else None
                 if child is not None and child.info.status == "RUNNING":
                     fail_child(self.client, child.info.run_id, outcome.error or "failed")
@@ -146,6 +159,7 @@ class SweepRun:
                                                      self.trial_tags(outcome.number), outcome)
         except MlflowException:
             log.error("could not record failed trial %d in MLflow", outcome.number, exc_info=True)
+        return outcome
 
     def progress(self) -> SweepProgress:
         return SweepProgress(self.parent, self.plan.strategy.total, list(self.outcomes),
@@ -165,7 +179,7 @@ class SweepRun:
             return None
         if self.refit is None or self.refit[0] != best.number:
             task = self.task(best.number, dict(best.params))
-            future = self.executor.submit(refit_model, task, best.metrics.get("r2"), self.frame)
+            future = self.submit_task(refit_model, task, best.metrics.get("r2"), self.frame)
             self.refit = (best.number, future)
         return self.refit[1]
 
