@@ -55,6 +55,7 @@ def test_first_click_trains_and_shows_cards(ui_env: dict[str, str]) -> None:
     assert set(labels) >= {"R²", "RMSE", "MAE"}
     assert float(labels["R²"]) == pytest.approx(job.result.metrics["r2"], abs=1e-4)
     assert [s.state for s in job.steps()] == ["done"] * 6
+    assert at.status[0].proto.label.startswith("Trained random_forest on co2_canada in ")
     links = [b.proto.url for b in at.get("link_button")]
     assert any(f"/runs/{job.result.run_id}" in url for url in links)
     assert any("g0.expr=mlops_model_r2" in url for url in links)
@@ -92,7 +93,8 @@ def test_double_click_starts_one_run_and_other_tabs_stay_live(
     assert job.running
     button = at.button(key="train_button")
     assert button.disabled
-    assert at.status[0].proto.label.startswith("Training random_forest on co2_canada")
+    assert any(m.value.startswith("**Training random_forest on co2_canada") for m in at.markdown)
+    assert any("⏳ Fit model" in m.value for m in at.markdown)
 
     # A second click forged past the disabled button (Streamlit discards it server-side; the session's
     # job guard would refuse it anyway, see test_ui_jobs): still the same single job.

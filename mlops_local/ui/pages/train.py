@@ -119,18 +119,21 @@ def _new_job(request: TrainRequest, frame: pd.DataFrame | None) -> jobs.Training
 def _draw_progress(current: jobs.TrainingJob) -> None:
     request = current.request
     title = f"{request.model} on {request.dataset.name}"
+    marks = {"done": "✅", "running": "⏳", "waiting": "▫️", "failed": "❌"}
+    lines = "  \n".join(f"{marks[s.state]} {s.label}"
+                        + (f" · {s.seconds:.2f} s" if s.seconds is not None else "") for s in current.steps())
     if current.running:
-        state, label = "running", f"Training {title}… {current.elapsed():.1f} s"
-    elif current.error:
-        state, label = "error", f"Training {title} failed after {current.elapsed():.1f} s"
-    else:
-        state, label = "complete", f"Trained {title} in {current.elapsed():.1f} s"
-    with st.status(label, state=state, expanded=current.running):
-        st.progress(current.fraction(), text=f"{current.elapsed():.1f} s")
-        marks = {"done": "✅", "running": "⏳", "waiting": "▫️", "failed": "❌"}
-        lines = [f"{marks[s.state]} {s.label}" + (f" · {s.seconds:.2f} s" if s.seconds is not None else "")
-                 for s in current.steps()]
-        st.markdown("  \n".join(lines))
+        # A plain box, not st.status: its spinning icon costs a browser a good share of a core.
+        with st.container(border=True):
+            st.markdown(f"**Training {title}… {current.elapsed():.1f} s**")
+            st.progress(current.fraction())
+            st.markdown(lines)
+        return
+    failed = current.error is not None
+    label = (f"Training {title} failed after {current.elapsed():.1f} s" if failed
+             else f"Trained {title} in {current.elapsed():.1f} s")
+    with st.status(label, state="error" if failed else "complete", expanded=False):
+        st.markdown(lines)
 
 
 def _job_panel(poll: bool) -> None:
