@@ -1,6 +1,7 @@
 """Playwright on Debian's Chromium for the browser tests: fixtures and Streamlit helpers.
 
-Import the fixtures into a test module (``from tests.browser import chromium, browser_page``).
+The fixtures (``chromium``, ``browser_page``) are registered once for the session by
+``pytest_plugins`` in tests/conftest.py: import only the helpers into test modules.
 Widgets are found by the ``st-key-<key>`` class Streamlit puts on every keyed element.
 """
 

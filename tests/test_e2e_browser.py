@@ -10,17 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import (  # noqa: F401 - fixtures
-    browser_page,
-    choose,
-    chromium,
-    key,
-    metric_value,
-    open_page,
-    screenshot,
-    selected,
-    wait_idle,
-)
+from tests.browser import choose, key, metric_value, open_page, screenshot, selected, wait_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 TARGET = "CO2 Emissions(g/km)"
@@ -54,7 +44,7 @@ def _scraped(page) -> bool:  # noqa: ANN001
         page.locator(".js-plotly-plot").count() >= 2
 
 
-def test_upload_train_register_predict_monitor_export(honcho_stack: dict[str, str], browser_page,  # noqa: ANN001, F811
+def test_upload_train_register_predict_monitor_export(honcho_stack: dict[str, str], browser_page,  # noqa: ANN001
                                                       co2_csv: Path, tmp_path: Path) -> None:
     page = browser_page
     ui = f"http://127.0.0.1:{honcho_stack['MLOPS_UI_PORT']}"
