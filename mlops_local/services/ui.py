@@ -36,6 +36,9 @@ def serve(settings: Settings) -> int:
     from streamlit.web import cli as stcli  # heavy import, only in the UI process
 
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    # Safety net: MLflow calls that resolve URIs through the process-wide tracking URI (models:/...)
+    # reach the configured server instead of creating ./mlflow.db in the working directory.
+    os.environ.setdefault("MLFLOW_TRACKING_URI", settings.effective_tracking_uri)
     try:
         stcli.main(streamlit_args(settings), standalone_mode=False)
     finally:
