@@ -79,7 +79,8 @@ def run_sweep(spec: SweepSpec, settings: Settings, *, client: MlflowClient | Non
     plan = plan_sweep(spec, frame)
     executor = None
     if not spec.dask_scheduler:  # local workers start importing now, while MLflow is set up
-        executor = open_executor(plan.jobs, None, worker_env(settings), settings.http_timeout, start_method)
+        executor = open_executor(plan.jobs, None, worker_env(settings), settings.http_timeout, start_method,
+                                 prime_models=spec.models == "all")
     try:
         if client is None:
             client = tracking.connect(settings).client

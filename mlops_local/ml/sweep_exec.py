@@ -101,7 +101,7 @@ class LocalExecutor:
     """``jobs`` local worker processes (default: one per core); see :func:`worker_context`."""
 
     def __init__(self, jobs: int | None, env: tuple[tuple[str, str], ...] = (),
-                 start_method: str | None = None) -> None:
+                 start_method: str | None = None, prime_models: bool = True) -> None:
         from mlops_local.ml.sweep_worker import init_local_worker, warm_up
 
         self.slots = jobs or cores()
@@ -115,7 +115,7 @@ class LocalExecutor:
             # The workers start now (inside _bare_main) and import what trials need while the parent
             # sets up MLflow and creates the parent run.
             for _ in range(self.slots):
-                self._pool.submit(warm_up)
+                self._pool.submit(warm_up, prime_models)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         return self._pool.submit(fn, *args)
@@ -185,8 +185,9 @@ class DaskExecutor:
 
 
 def open_executor(jobs: int | None, dask_scheduler: str | None, env: tuple[tuple[str, str], ...],
-                  timeout: float, start_method: str | None = None) -> TrialExecutor:
+                  timeout: float, start_method: str | None = None,
+                  prime_models: bool = True) -> TrialExecutor:
     """A Dask executor when ``dask_scheduler`` is given, else local processes."""
     if dask_scheduler:
         return DaskExecutor(dask_scheduler, jobs, timeout)
-    return LocalExecutor(jobs, env, start_method)
+    return LocalExecutor(jobs, env, start_method, prime_models)
