@@ -195,3 +195,14 @@ def no_stray_mlflow_store() -> Iterator[None]:
     yield
     appeared = {p for p in strays if p.exists()} - before
     assert not appeared, f"tests wrote MLflow's default local store: {sorted(map(str, appeared))}"
+
+
+@pytest.fixture(autouse=True)
+def restore_main_module() -> Iterator[None]:
+    """AppTest leaves the app script as ``__main__``; spawned workers (Dask's nanny) would re-run it."""
+    import sys
+
+    original = sys.modules.get("__main__")
+    yield
+    if original is not None and sys.modules.get("__main__") is not original:
+        sys.modules["__main__"] = original
