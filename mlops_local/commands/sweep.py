@@ -7,9 +7,8 @@ import json
 import sys
 
 from mlops_local import tracking
-from mlops_local.errors import UserError
+from mlops_local.commands.dataset_args import add_dataset_arguments, comma_list, dataset_spec_from_args
 from mlops_local.ml.catalog import CATALOG, DEFAULT_MODEL, parse_param_args
-from mlops_local.ml.datasets import BUILTINS, DEFAULT_DATASET
 from mlops_local.ml.sweep_types import (
     DEFAULT_GRID_POINTS,
     DEFAULT_TRIALS,
@@ -18,7 +17,7 @@ from mlops_local.ml.sweep_types import (
     STRATEGIES,
     SweepSpec,
 )
-from mlops_local.ml.types import DEFAULT_EXPERIMENT, DatasetSpec
+from mlops_local.ml.types import DEFAULT_EXPERIMENT
 from mlops_local.settings import Settings
 
 EXIT_CANCELLED = 130
@@ -34,14 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "processes or on a Dask cluster. Ctrl-C stops the sweep cleanly: running trials are "
                     "marked KILLED.",
     )
-    parser.add_argument("--dataset", default=DEFAULT_DATASET, metavar="NAME|PATH",
-                        help=f"built-in ({', '.join(BUILTINS)}) or a CSV/Parquet file "
-                             f"(default {DEFAULT_DATASET})")
-    parser.add_argument("--target", help="target column (required for files; built-ins have one)")
-    parser.add_argument("--features", metavar="A,B",
-                        help="comma-separated feature columns (default: all others)")
-    parser.add_argument("--dataset-option", action="append", default=[], metavar="K=V",
-                        help="built-in dataset option, e.g. n_samples=500 for friedman1 (repeatable)")
+    add_dataset_arguments(parser)
     parser.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME",
                         help=f"one of {', '.join(CATALOG)} (default {DEFAULT_MODEL})")
     parser.add_argument("--strategy", default="random", choices=STRATEGIES,
@@ -92,19 +84,9 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
     """The SweepSpec the command line describes (validated by run_sweep before any run exists)."""
     from mlops_local.ml.sweep_space import parse_range_args
 
-    features = None
-    if args.features is not None:
-        features = tuple(f.strip() for f in args.features.split(",") if f.strip())
-        if not features:
-            raise UserError("--features is empty; give comma-separated column names or leave it out")
-    search = None
-    if args.search is not None:
-        search = tuple(s.strip() for s in args.search.split(",") if s.strip())
-        if not search:
-            raise UserError("--search is empty; give comma-separated hyperparameter names or leave it out")
-    options = parse_param_args(args.dataset_option) if args.dataset_option else {}
+    search = comma_list(args.search, "--search", "hyperparameter names")
     return SweepSpec(
-        dataset=DatasetSpec(args.dataset, target=args.target, features=features, options=options),
+        dataset=dataset_spec_from_args(args),
         model=args.model, strategy=args.strategy, trials=args.trials, metric=args.metric,
         ranges=parse_range_args(args.param_range), search=search, fixed=parse_param_args(args.param),
         grid_points=args.grid_points, seed=args.seed, test_size=args.test_size, cv_folds=args.cv,

@@ -6,10 +6,9 @@ import argparse
 import json
 
 from mlops_local import tracking
-from mlops_local.errors import UserError
+from mlops_local.commands.dataset_args import add_dataset_arguments, dataset_spec_from_args
 from mlops_local.ml.catalog import CATALOG, DEFAULT_MODEL, parse_param_args
-from mlops_local.ml.datasets import BUILTINS, DEFAULT_DATASET
-from mlops_local.ml.types import DEFAULT_EXPERIMENT, DatasetSpec, TrainRequest, TrainResult
+from mlops_local.ml.types import DEFAULT_EXPERIMENT, TrainRequest, TrainResult
 from mlops_local.settings import Settings
 
 
@@ -19,15 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train a scikit-learn regressor on a built-in dataset or a CSV/Parquet file and log "
                     "the run (params, metrics, dataset, model, plots) to MLflow.",
     )
-    parser.add_argument("--dataset", default=DEFAULT_DATASET, metavar="NAME|PATH",
-                        help=f"built-in ({', '.join(BUILTINS)}) or a CSV/Parquet file "
-                             f"(default {DEFAULT_DATASET})")
-    parser.add_argument("--target", metavar="COL",
-                        help="target column (required for files; built-ins have one)")
-    parser.add_argument("--features", metavar="A,B",
-                        help="comma-separated feature columns (default: all others)")
-    parser.add_argument("--dataset-option", action="append", default=[], metavar="K=V",
-                        help="built-in dataset option, e.g. n_samples=500 for friedman1 (repeatable)")
+    add_dataset_arguments(parser)
     parser.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME",
                         help=f"one of {', '.join(CATALOG)} (default {DEFAULT_MODEL})")
     parser.add_argument("--param", action="append", default=[], metavar="K=V",
@@ -45,14 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def request_from_args(args: argparse.Namespace) -> TrainRequest:
     """The TrainRequest the command line describes (values are validated by train())."""
-    features = None
-    if args.features is not None:
-        features = tuple(f.strip() for f in args.features.split(",") if f.strip())
-        if not features:
-            raise UserError("--features is empty; give comma-separated column names or leave it out")
-    options = parse_param_args(args.dataset_option) if args.dataset_option else {}
     return TrainRequest(
-        dataset=DatasetSpec(args.dataset, target=args.target, features=features, options=options),
+        dataset=dataset_spec_from_args(args),
         model=args.model, params=parse_param_args(args.param), test_size=args.test_size, seed=args.seed,
         cv_folds=args.cv, experiment=args.experiment, source="cli",
     )
