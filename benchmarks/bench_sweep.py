@@ -14,6 +14,10 @@ the shared machine's load hits both sides alike:
 - every trial logs its model (the sweep's default, and what ``train()`` does by default);
 - no trial logs a model (``--models best``: the sweep re-fits the best trial at the end and logs it).
 
+The machine is shared: before each pair, the bare fits of the same trials (no MLflow, no imports timed)
+run in one process and then in a pool of ``--jobs`` warm processes; that ratio is the ceiling any
+parallel sweep can reach at that moment, and it is printed next to the sweep's speedup.
+
 Tracking overhead per trial = the trial's wall time (``durations.total_s``, measured in the process
 that trains) minus its fit and predict time; medians are reported. The load average is printed before
 and after each measurement: the machine is shared, read the ratios with it.
@@ -86,6 +90,39 @@ def loop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit(params: dict) -> float:
+    """Fit one trial's pipeline, untracked (the parallelism ceiling's unit of work)."""
+    from mlops_local.ml import evaluation, preprocessing
+    from mlops_local.ml.catalog import get_model
+    from mlops_local.ml.datasets import load_dataset
+    from mlops_local.ml.types import DatasetSpec
+
+    data = load_dataset(DatasetSpec(DATASET))
+    X_train, _, y_train, _ = evaluation.split(data.X, data.y, 0.2, SEED)
+    pipeline = preprocessing.build_pipeline(get_model(MODEL).build(params, seed=SEED), data.numeric_features,
+                                            data.categorical_features, False)
+    start = time.perf_counter()
+    pipeline.fit(X_train, y_train)
+    return time.perf_counter() - start
+
+
+def ceiling(trials: list[dict], jobs: int) -> float:
+    """Speedup the machine gives right now to the bare fits: a pool of ``jobs`` warm processes vs one."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    start = time.perf_counter()
+    for params in trials:
+        _fit(params)
+    sequential = time.perf_counter() - start
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        list(pool.map(_fit, trials[:jobs]))  # warm
+        start = time.perf_counter()
+        list(pool.map(_fit, trials))
+        parallel = time.perf_counter() - start
+    return sequential / parallel
+
+
 def timed(command: list[str], env: dict[str, str], server_pid: int) -> tuple[float, dict, str, float]:
     """Wall time, JSON output, load average before -> after, cores used by other processes meanwhile."""
     before, busy, own = load(), busy_cpu_s(), own_cpu_s(server_pid)
@@ -123,8 +160,19 @@ def main() -> int:
     print(f"{args.trials} random {MODEL} trials on {DATASET}, seed {SEED}, {os.cpu_count()} cores, "
           f"ranges: {args.param_range or 'the catalog'}; both sides start as fresh processes")
     rows: dict[str, list[dict]] = {}
+    ceilings: list[float] = []
+    from mlops_local.ml.sweep_space import build_space, parse_range_args
+    from mlops_local.ml.sweep_strategies import RandomStrategy
+
+    space = build_space(MODEL, parse_range_args(args.param_range))
+    strategy = RandomStrategy(space, args.trials, SEED)
+    fit_params = [space.complete(strategy.values(n)) for n in range(args.trials)]
     try:
         for i in range(args.repeat):
+            before = load()
+            ceilings.append(ceiling(fit_params, args.jobs))
+            print(f"  ceiling      {ceilings[-1]:.2f}x   bare fits, {args.jobs} warm processes vs 1, no "
+                  f"tracking; load {before} -> {load()}", flush=True)
             for models in ("all", "best"):
                 sides = {
                     f"loop/{models}": [sys.executable, __file__, "--loop", "--trials", str(args.trials),
@@ -162,6 +210,7 @@ def main() -> int:
         "wall_s": {k: round(med(k, "wall_s"), 2) for k in rows},
         "speedup": {m: round(med(f"loop/{m}", "wall_s") / med(f"sweep/{m}", "wall_s"), 2)
                     for m in ("all", "best")},
+        "ceiling": round(statistics.median(ceilings), 2),
         "overhead_per_trial_median_s": {k: round(med(k, "overheads"), 3) for k in rows},
         "fit_sum_s": {k: round(med(k, "fit_sum_s"), 1) for k in rows},
         "load": {k: [r["load"] for r in v] for k, v in rows.items()},
@@ -169,6 +218,8 @@ def main() -> int:
     }
     wall, over = summary["wall_s"], summary["overhead_per_trial_median_s"]
     print()
+    print(f"The machine gave bare fits a {summary['ceiling']:.2f}x speedup with {args.jobs} processes "
+          "meanwhile (the ceiling for any parallel sweep here).")
     for models, label in (("all", "every trial logs its model (default)"),
                           ("best", "no trial logs a model; the sweep re-fits and logs the best")):
         print(f"{args.trials} trials, {label}:")
