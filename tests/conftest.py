@@ -206,3 +206,20 @@ def restore_main_module() -> Iterator[None]:
     yield
     if original is not None and sys.modules.get("__main__") is not original:
         sys.modules["__main__"] = original
+
+
+@pytest.fixture
+def app_stack_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """This process set up as the UI process of a stack on free ports (services not started)."""
+    from mlops_local import runtime
+    from mlops_local.settings import get_settings
+
+    runtime.shutdown_runtime()
+    env = stack_env(tmp_path / "home")
+    for key, value in env.items():
+        if key.startswith(("MLOPS_", "MLFLOW_")):
+            monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    yield env
+    runtime.shutdown_runtime()
+    get_settings.cache_clear()

@@ -208,3 +208,15 @@ def wait_stack_healthy(stack: HonchoStack, timeout: float = 120.0) -> None:
     except Exception as exc:
         stack.stop()
         raise RuntimeError(f"stack did not become healthy: {exc}\n{stack.log()[-4000:]}") from None
+
+
+def listening_addresses(port: int) -> list[str]:
+    """Hex local addresses of LISTEN sockets on ``port`` (from /proc/net/tcp{,6}); 0100007F = 127.0.0.1."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            addr, hexport = fields[1].split(":")
+            if fields[3] == "0A" and int(hexport, 16) == port:
+                found.append(addr)
+    return found

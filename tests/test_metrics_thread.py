@@ -3,44 +3,19 @@
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from mlops_local import runtime
 from mlops_local.settings import get_settings
-from tests.services import stack_env
+from tests.services import listening_addresses
 
 APP = Path(__file__).resolve().parents[1] / "mlops_local" / "ui" / "app.py"
 
 
-def _listeners(port: int) -> int:
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
-                count += 1
-    return count
-
-
-@pytest.fixture
-def app_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    runtime.shutdown_runtime()
-    env = stack_env(tmp_path / "home")
-    for key, value in env.items():
-        if key.startswith(("MLOPS_", "MLFLOW_")):
-            monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    yield env
-    runtime.shutdown_runtime()
-    get_settings.cache_clear()
-
-
-def test_reruns_and_a_second_session_reuse_the_one_metrics_server(app_env: dict[str, str]) -> None:
-    port = int(app_env["MLOPS_METRICS_PORT"])
+def test_reruns_and_a_second_session_reuse_the_one_metrics_server(app_stack_env: dict[str, str]) -> None:
+    port = int(app_stack_env["MLOPS_METRICS_PORT"])
     first = AppTest.from_file(str(APP), default_timeout=60).run()
     assert not first.exception
     started = runtime.get_runtime()
@@ -49,15 +24,15 @@ def test_reruns_and_a_second_session_reuse_the_one_metrics_server(app_env: dict[
     second = AppTest.from_file(str(APP), default_timeout=60).run()  # another "tab"
     assert not second.exception
     assert runtime.get_runtime() is started
-    assert _listeners(port) == 1
+    assert len(listening_addresses(port)) == 1
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert body.count("# TYPE mlops_build_info gauge") == 1
 
 
-def test_metrics_server_stop_frees_the_port(app_env: dict[str, str]) -> None:
-    port = int(app_env["MLOPS_METRICS_PORT"])
+def test_metrics_server_stop_frees_the_port(app_stack_env: dict[str, str]) -> None:
+    port = int(app_stack_env["MLOPS_METRICS_PORT"])
     rt = runtime.ensure_runtime(get_settings())
-    assert _listeners(port) == 1
+    assert len(listening_addresses(port)) == 1
     runtime.shutdown_runtime()
-    assert _listeners(port) == 0
+    assert len(listening_addresses(port)) == 0
     assert not rt.metrics_server.thread.is_alive()

@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from mlops_local import runtime
-from mlops_local.settings import get_settings
-from tests.services import stack_env, start_service
+from tests.services import start_service
 
 APP = Path(__file__).resolve().parents[1] / "mlops_local" / "ui" / "app.py"
-
-
-@pytest.fixture
-def lone_ui_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """Environment of a stack whose services are all down (only the UI script runs, in-process)."""
-    runtime.shutdown_runtime()
-    env = stack_env(tmp_path / "home")
-    for key, value in env.items():
-        if key.startswith(("MLOPS_", "MLFLOW_")):
-            monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    yield env
-    runtime.shutdown_runtime()
-    get_settings.cache_clear()
 
 
 def _sidebar_text(at: AppTest) -> str:
@@ -35,13 +18,13 @@ def _sidebar_text(at: AppTest) -> str:
 
 @pytest.mark.integration
 def test_ui_shows_starting_then_up_as_mlflow_comes_up_late(
-    lone_ui_env: dict[str, str], tmp_path: Path
+    app_stack_env: dict[str, str], tmp_path: Path
 ) -> None:
     at = AppTest.from_file(str(APP), default_timeout=60).run()
     assert not at.exception
     mlflow_line = next(line for line in _sidebar_text(at).splitlines() if "[mlflow]" in line)
     assert "[starting]" in mlflow_line
-    service = start_service("mlflow", lone_ui_env, tmp_path / "logs")
+    service = start_service("mlflow", app_stack_env, tmp_path / "logs")
     try:
         from mlops_local.ui.common import service_statuses
 

@@ -13,21 +13,17 @@ import pytest
 
 from mlops_local.services import prometheus
 from mlops_local.settings import Settings
-from tests.services import MLOPS, ROOT, free_port, stack_env, start_service, wait_until_responds
+from tests.services import (
+    MLOPS,
+    ROOT,
+    free_port,
+    listening_addresses,
+    stack_env,
+    start_service,
+    wait_until_responds,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def _listening_addresses(port: int) -> set[str]:
-    """Local addresses with a LISTEN socket on ``port`` (from /proc/net/tcp{,6})."""
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            local, state = line.split()[1], line.split()[3]
-            addr, hexport = local.split(":")
-            if state == "0A" and int(hexport, 16) == port:
-                found.add(addr)
-    return found
 
 
 @pytest.mark.parametrize("name", ["mlflow", "prometheus", "ui"])
@@ -37,12 +33,12 @@ def test_serve_starts_healthy_binds_loopback_and_stops_cleanly(name: str, tmp_pa
     try:
         port = int(service.url.rsplit(":", 1)[1])
         # 0100007F is 127.0.0.1 in /proc/net/tcp: nothing listens on 0.0.0.0 or other interfaces.
-        assert _listening_addresses(port) == {"0100007F"}
+        assert set(listening_addresses(port)) == {"0100007F"}
         if name == "ui":
             metrics_port = int(env["MLOPS_METRICS_PORT"])
             body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
             assert b"mlops_build_info{" in body and b"process_resident_memory_bytes" in body
-            assert _listening_addresses(metrics_port) == {"0100007F"}
+            assert set(listening_addresses(metrics_port)) == {"0100007F"}
     finally:
         leftovers = service.stop()
     assert service.proc.returncode == 0, service.log()[-2000:]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import MLOPS, required_health_urls
+from tests.services import MLOPS, listening_addresses, required_health_urls
 
 pytestmark = pytest.mark.integration
 
@@ -50,16 +50,6 @@ def test_status_command_sees_the_stack_up(honcho_stack: dict[str, str]) -> None:
     assert sum(" up " in line for line in out.stdout.splitlines()) == 4
 
 
-def _metrics_listeners(port: int) -> int:
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
-                count += 1
-    return count
-
-
 @pytest.mark.browser
 def test_two_browser_tabs_share_one_metrics_thread(honcho_stack: dict[str, str], chromium) -> None:  # noqa: ANN001
     ui = f"http://127.0.0.1:{honcho_stack['MLOPS_UI_PORT']}/"
@@ -75,7 +65,7 @@ def test_two_browser_tabs_share_one_metrics_thread(honcho_stack: dict[str, str],
     finally:
         for context in contexts:
             context.close()
-    assert _metrics_listeners(int(honcho_stack["MLOPS_METRICS_PORT"])) == 1
+    assert len(listening_addresses(int(honcho_stack["MLOPS_METRICS_PORT"]))) == 1
     text = log.read_text(errors="replace")
     assert "Address already in use" not in text and "already in use" not in text
     status, body = _get(f"http://127.0.0.1:{honcho_stack['MLOPS_METRICS_PORT']}/metrics")
