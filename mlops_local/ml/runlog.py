@@ -66,8 +66,23 @@ class RunLogger:
         self._repo = tracking.artifact_repository(self.client, self.settings, run.info.artifact_uri)
         self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
         if dataset_input is not None:
-            self.client.log_inputs(run.info.run_id, datasets=[dataset_input()])
+            self._log_input(run.info.run_id, dataset_input())
         return run
+
+    def _log_input(self, run_id: str, dataset: object, attempts: int = 3) -> None:
+        """log_inputs, retried: parallel trials logging the same new dataset race on its row in the
+        server's database (a unique-constraint error for all but one); the retry finds it there."""
+        from mlflow.exceptions import MlflowException
+
+        for attempt in range(attempts):
+            try:
+                self.client.log_inputs(run_id, datasets=[dataset])
+                return
+            except MlflowException as exc:
+                if attempt == attempts - 1:
+                    raise
+                log.info("logging the dataset input raced another run (%s); retrying", exc.message[:200])
+                time.sleep(0.1 * (attempt + 1))
 
     @property
     def run(self) -> Run:
