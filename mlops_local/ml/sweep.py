@@ -158,6 +158,7 @@ def _finish(sweep: SweepRun, start: float) -> SweepResult:
                     first = next((o.error for o in sweep.outcomes if o.error), "no trial produced a score")
                     error = f"all {len(sweep.outcomes)} trials failed; first error: {first}"
                 sweep.executor.close()
+                sweep.flush_progress()
                 finish_parent(client, settings, sweep.parent, sweep.outcomes, sweep.best, status=status,
                               state=state, duration_s=time.perf_counter() - start, artifacts_dir=artifacts,
                               extra_params={"model_uri": model_uri} if model_uri else None,

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -19,6 +21,7 @@ from mlops_local.ml.sweep_tracking import (
     fail_child,
     kill_running_children,
     log_progress,
+    progress_metrics,
     record_failed_child,
     set_state,
 )
@@ -38,6 +41,7 @@ log = logging.getLogger(__name__)
 
 OnTrial = Callable[[SweepProgress], None]
 POLL_S = 0.2
+PROGRESS_EVERY_S = 2.0  # the parent's live metrics: at most one request this often (the server is shared)
 UNREACHABLE_LIMIT = 2
 
 
@@ -67,6 +71,8 @@ class SweepRun:
         self.threads = executor.threads_per_trial
         self.refit: tuple[int, Any] | None = None  # (trial, future) of the best model being re-fitted
         self.unreachable = 0  # trials in a row that failed because MLflow did not answer
+        self.pending_progress: list[Metric] = []
+        self.progress_logged = 0.0
 
     # -- tasks -----------------------------------------------------------------------------------
     def trial_tags(self, number: int) -> dict[str, str]:
@@ -127,7 +133,9 @@ class SweepRun:
             self.best = outcome
         if outcome.status != "KILLED":
             self.plan.strategy.tell(outcome.number, outcome.score if outcome.status == "FINISHED" else None)
-        log_progress(self.client, self.parent, len(self.outcomes), outcome, self.best)
+        self.pending_progress.extend(progress_metrics(len(self.outcomes), outcome, self.best))
+        if time.monotonic() - self.progress_logged >= PROGRESS_EVERY_S:
+            self.flush_progress()
         if self.metrics is not None and outcome.run_id:
             self.metrics.observe_trial(
                 outcome.run_id, outcome.status, experiment=self.spec.experiment, dataset=self.plan.dataset,
@@ -140,6 +148,12 @@ class SweepRun:
         if self.unreachable >= UNREACHABLE_LIMIT:
             raise ServiceUnavailable(f"MLflow at {self.client.tracking_uri} stopped answering; the sweep "
                                      f"stopped after {self.unreachable} trials failed on it: {outcome.error}")
+
+    def flush_progress(self) -> None:
+        """Send the progress points gathered since the last call (one request, not one per trial)."""
+        pending, self.pending_progress = self.pending_progress, []
+        log_progress(self.client, self.parent, pending)
+        self.progress_logged = time.monotonic()
 
     def close_failed(self, outcome: TrialOutcome) -> TrialOutcome:
         """Make sure a failed trial is a FAILED child carrying its error (or what its child says it is)."""

@@ -70,18 +70,24 @@ def create_parent(client: MlflowClient, experiment_id: str, spec: SweepSpec, spa
     return run.info.run_id
 
 
-def log_progress(client: MlflowClient, parent_run_id: str, done: int, outcome: TrialOutcome,
-                 best: TrialOutcome | None) -> None:
-    """Live progress on the parent: trials done, this trial's score (step = trial number), best so far."""
+def progress_metrics(done: int, outcome: TrialOutcome, best: TrialOutcome | None) -> list[Metric]:
+    """Live progress for the parent: trials done, this trial's score (step = trial number), best so far."""
     now = _now_ms()
     metrics = [Metric("trials_done", float(done), now, done)]
     if outcome.score is not None:
         metrics.append(Metric("trial_score", float(outcome.score), now, outcome.number))
     if best is not None and best.score is not None:
         metrics.append(Metric("best_score", float(best.score), now, done))
+    return metrics
+
+
+def log_progress(client: MlflowClient, parent_run_id: str, metrics: Sequence[Metric]) -> None:
+    """Log progress metrics on the parent (best effort: the sweep goes on without them)."""
+    if not metrics:
+        return
     try:
-        client.log_batch(parent_run_id, metrics=metrics)
-    except MlflowException:  # progress is nice to have; the sweep goes on
+        client.log_batch(parent_run_id, metrics=list(metrics))
+    except MlflowException:
         log.warning("could not log progress on sweep %s", parent_run_id, exc_info=True)
 
 
