@@ -13,6 +13,7 @@ import functools
 import io
 import json
 import logging
+import tempfile
 import zipfile
 from collections.abc import Sequence
 from importlib import metadata
@@ -145,16 +146,12 @@ def trusted_types(pipeline: Pipeline) -> list[str]:
 def _write_fast(pipeline: Pipeline, path: Path, signature_: ModelSignature, example: pd.DataFrame,
                 metadata: dict) -> None:
     import sklearn
-    import yaml
     from mlflow import pyfunc
     from mlflow.models import Model
     from mlflow.models.utils import _save_example
     from mlflow.utils.environment import (
         _CONDA_ENV_FILE_NAME,
         _PYTHON_ENV_FILE_NAME,
-        _REQUIREMENTS_FILE_NAME,
-        _process_pip_requirements,
-        _PythonEnv,
     )
 
     blob, trusted = skops_blob(pipeline)
@@ -171,11 +168,32 @@ def _write_fast(pipeline: Pipeline, path: Path, signature_: ModelSignature, exam
                      serialization_format="skops", code=None, skops_trusted_types=trusted)
     model.model_size_bytes = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
     model.save(str(path / "MLmodel"))
+    for name, text in _environment_files().items():
+        (path / name).write_text(text)
+
+
+@functools.lru_cache(maxsize=1)
+def _environment_files() -> dict[str, str]:
+    """conda.yaml, requirements.txt and python_env.yaml: the same for every model of this process."""
+    import yaml
+    from mlflow.utils.environment import (
+        _CONDA_ENV_FILE_NAME,
+        _PYTHON_ENV_FILE_NAME,
+        _REQUIREMENTS_FILE_NAME,
+        _process_pip_requirements,
+        _PythonEnv,
+    )
+
     conda_env, requirements, _ = _process_pip_requirements(None, list(pip_requirements()), None)
-    with open(path / _CONDA_ENV_FILE_NAME, "w") as fh:
-        yaml.safe_dump(conda_env, stream=fh, default_flow_style=False)
-    (path / _REQUIREMENTS_FILE_NAME).write_text("\n".join(requirements))
-    _PythonEnv.current().to_yaml(str(path / _PYTHON_ENV_FILE_NAME))
+    with tempfile.TemporaryDirectory() as tmp:
+        python_env = Path(tmp) / _PYTHON_ENV_FILE_NAME
+        _PythonEnv.current().to_yaml(str(python_env))
+        python_env_text = python_env.read_text()
+    return {
+        _CONDA_ENV_FILE_NAME: yaml.safe_dump(conda_env, default_flow_style=False),
+        _REQUIREMENTS_FILE_NAME: "\n".join(requirements),
+        _PYTHON_ENV_FILE_NAME: python_env_text,
+    }
 
 
 def save_model_dir(pipeline: Pipeline, path: Path, X_train: pd.DataFrame, numeric: Sequence[str],
