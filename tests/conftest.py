@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +12,7 @@ import pytest
 
 from mlops_local.ml.types import TrainResult
 from mlops_local.settings import Settings
-from tests.services import Service, stack_env, start_service
+from tests.services import Service, stack_env, start_service, wait_for
 
 # Browser fixtures (chromium, browser_page) for every test module.
 pytest_plugins = ["tests.browser"]
@@ -106,14 +106,6 @@ def _training(experiment: str, dataset: str, model: str, r2: float, seconds: flo
         model_uri=None, tracking_uri="http://127.0.0.1:1", finished_at=time.time())
 
 
-def _wait_for(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"Prometheus never showed {what} within {timeout} s")
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="session")
 def prometheus_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusStack]:
     """One real Prometheus for the session, scraping a real exporter that published trainings."""
@@ -138,16 +130,16 @@ def prometheus_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prome
     client = PrometheusClient.from_settings(settings)
     since = time.time() - 1
     try:
-        _wait_for(lambda: len(client.query("mlops_model_r2")) == len(first), "the first trainings")
+        wait_for(lambda: len(client.query("mlops_model_r2")) == len(first), "the first trainings")
         # More trainings while Prometheus watches, so counters and the histogram really increase.
         second = [_training("mlops-local", "co2_canada", "random_forest", 0.93, 1.8, 5),
                   _training("team-a", "diabetes", "gradient_boosting", 0.47, 1.1, 6)]
         for result in second:
             exporter.observe(result)
         latest = {(t.experiment, t.dataset, t.model): t for t in first + second}
-        _wait_for(lambda: sorted(s.value for s in client.query("mlops_model_r2"))
+        wait_for(lambda: sorted(s.value for s in client.query("mlops_model_r2"))
                   == sorted(t.metrics["r2"] for t in latest.values()), "the second trainings")
-        _wait_for(lambda: client.query('count_over_time(up{job="mlops-local"}[1m])')[0].value >= 6,
+        wait_for(lambda: client.query('count_over_time(up{job="mlops-local"}[1m])')[0].value >= 6,
                   "six scrapes")
         yield PrometheusStack(env=env, settings=settings, client=client,
                               metrics_target=settings.metrics_target, trainings=list(latest.values()),

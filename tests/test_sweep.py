@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from mlops_local.ml.sweep import run_sweep
 from mlops_local.ml.sweep_types import SweepProgress, SweepSpec
 from mlops_local.ml.types import DatasetSpec
 from mlops_local.settings import Settings
-from tests.services import ROOT, stack_env, start_service
+from tests.services import ROOT, stack_env, start_service, wait_for
 
 FRIEDMAN = DatasetSpec("friedman1", options={"n_samples": 200})
 # Slow enough (a fraction of a second per fit) that trials are still running when a test cancels.
@@ -47,14 +46,6 @@ def children(client: MlflowClient, experiment_id: str, parent: str) -> list:
 
 def running(client: MlflowClient, experiment_id: str) -> list:
     return list(client.search_runs([experiment_id], "attributes.status = 'RUNNING'"))
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} did not happen within {timeout} s")
-        time.sleep(0.2)
 
 
 def test_grid_sweep_tracks_children_best_trial_failures_and_registration(mlflow_settings, client, tmp_path):
