@@ -200,6 +200,19 @@ def restore_main_module() -> Iterator[None]:
         sys.modules["__main__"] = original
 
 
+@pytest.fixture(autouse=True)
+def restore_root_logging() -> Iterator[None]:
+    """An in-process ``mlops-local`` call configures logging onto pytest's captured stderr; put the
+    root logger back so later tests do not log into that closed stream."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @pytest.fixture
 def app_stack_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """This process set up as the UI process of a stack on free ports (services not started)."""

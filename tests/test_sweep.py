@@ -212,6 +212,7 @@ def test_optuna_sweep_minimising_rmse_shows_live_in_prometheus(mlflow_settings, 
                          ranges={"alpha": "0.001:1000"}, search=("alpha",), experiment="sweep-optuna",
                          models="none")
         result = run_sweep(spec, mlflow_settings, metrics=metrics, on_trial=on_trial)
+        assert [t.status for t in result.trials] == ["FINISHED"] * 6, [t.error for t in result.trials]
         assert live == [1.0]
         runs = children(client, result.experiment_id, result.parent_run_id)
         assert len(runs) == 6 and all(r.data.tags["sweep_goal"] == "minimize" for r in runs)
