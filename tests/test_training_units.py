@@ -169,3 +169,20 @@ def test_experiments_on_another_sqlite_store_keep_artifacts_beside_it(tmp_path, 
     location = client.get_experiment(tracking.experiment_for(client, settings, "e")).artifact_location
     assert location.startswith((tmp_path / "elsewhere" / "artifacts").as_uri())
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_the_dataset_input_is_built_once_per_dataset_content(monkeypatch):
+    from mlops_local.ml import training
+    from mlops_local.ml.datasets import load_dataset
+    from mlops_local.ml.types import DatasetSpec
+
+    built = []
+    real = training._build_dataset_input
+    monkeypatch.setattr(training, "_INPUTS", {})
+    monkeypatch.setattr(training, "_build_dataset_input", lambda data: built.append(data.name) or real(data))
+    small = load_dataset(DatasetSpec("friedman1", options={"n_samples": 120}))
+    first = training._dataset_input(small)
+    again = training._dataset_input(load_dataset(DatasetSpec("friedman1", options={"n_samples": 120})))
+    other = training._dataset_input(load_dataset(DatasetSpec("friedman1", options={"n_samples": 130})))
+    assert again is first and other is not first and built == ["friedman1", "friedman1"]
+    assert first.dataset.digest == small.fingerprint and first.dataset.name == "friedman1"
