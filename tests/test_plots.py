@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_local.ml.plots import PLOT_FILES, nice_ticks, write_plots
+from mlops_local.ml.plots import PLOT_FILES, _Frame, log_ticks, nice_ticks, write_plots
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -51,3 +51,29 @@ def test_large_test_sets_are_sampled(tmp_path: Path, n: int) -> None:
     y = np.linspace(0, 1, n)
     files = write_plots(tmp_path, y, y, None, "", "t")
     assert len(ET.parse(files[0]).getroot().findall(f".//{SVG}circle")) == 2000
+
+
+def test_log_ticks_are_powers_of_ten_with_more_when_few() -> None:
+    assert log_ticks(1e-4, 0.5) == [0.0001, 0.001, 0.01, 0.1]
+    assert log_ticks(15, 900) == [20, 50, 100, 200, 500]
+    assert log_ticks(-1, 5) == nice_ticks(-1, 5)  # not a log range: round linear ticks
+
+
+def test_frame_log_axis_step_marks_and_legend() -> None:
+    frame = _Frame((1, 1000), (0, 1), log_x=True)
+    assert frame.px(10) - frame.px(1) == pytest.approx(frame.px(1000) - frame.px(100))
+    assert frame.x_ticks() == [1, 10, 100, 1000]
+    assert not _Frame((-1, 1000), (0, 1), log_x=True).log_x  # a log axis needs positive values
+    frame = _Frame((0, 10), (0, 10))
+    frame.axes("t", "x", "y", y_ticks=False, x_ticks=[(0, "zero"), (10, "<ten>")])
+    frame.step([0, 5, 10], [1, 4, 9])
+    frame.vlines([2, 3], "red", 0.3, cls="marks")
+    frame.legend([("dots & <more>", "#1f77b4"), ("line", "line:black")], avoid=[(9, 9), (1, 9), (1, 1)])
+    root = ET.fromstring(frame.svg())
+    texts = [t.text for t in root.iter(f"{SVG}text")]
+    assert {"zero", "<ten>", "dots & <more>", "line"} <= set(texts) and "0" not in texts
+    points = root.find(f".//{SVG}polyline").get("points").split()
+    assert len(points) == 5 and points[1].split(",")[1] == points[0].split(",")[1]  # held, then up
+    assert len(root.findall(f".//{SVG}g[@class='marks']/{SVG}line")) == 2
+    box = root.find(f".//{SVG}g[@class='legend']/{SVG}rect")
+    assert float(box.get("x")) > frame.px(5) and float(box.get("y")) > frame.py(5)  # lower right, free

@@ -84,8 +84,8 @@ def test_grid_sweep_tracks_children_best_trial_failures_and_registration(mlflow_
     history = client.get_metric_history(result.parent_run_id, "trial_score")
     assert sorted(m.step for m in history) == sorted(int(r.data.tags["sweep_trial"]) for r in finished)
     artifacts = {a.path for a in client.list_artifacts(result.parent_run_id, "plots")}
-    assert {"plots/sweep_score_by_trial.png", "plots/sweep_param_n_neighbors.png",
-            "plots/sweep_param_weights.png"} <= artifacts
+    assert {"plots/sweep_score_by_trial.svg", "plots/sweep_param_n_neighbors.svg",
+            "plots/sweep_param_weights.svg"} <= artifacts
     table = Path(client.download_artifacts(result.parent_run_id, "sweep/trials.csv")).read_text().splitlines()
     assert len(table) == 7 and table[0].startswith("trial,status,score,run_id")
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from mlflow.entities import Metric, Run, RunData, RunInfo, RunTag
@@ -170,15 +172,128 @@ def test_best_trial_ignores_failures_and_keeps_the_earlier_on_ties():
     assert better(TrialOutcome(5, {}, "FINISHED", score=0.4), ok, False)  # minimise
 
 
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def _svg(path: Path) -> ET.Element:
+    return ET.parse(path).getroot()  # parses: well-formed, user text escaped
+
+
+def _texts(root: ET.Element) -> list[str]:
+    return [t.text or "" for t in root.iter(f"{SVG}text")]
+
+
+def _dot_xs(root: ET.Element) -> list[float]:
+    """x pixel of each trial dot (the legend's swatch dot is not one)."""
+    return [float(c.get("cx")) for c in root.findall(f".//{SVG}g[@class='trials']//{SVG}circle")]
+
+
+def _best_line(root: ET.Element) -> list[tuple[float, float]]:
+    (line,) = root.findall(f".//{SVG}g[@class='best']/{SVG}polyline")
+    return [tuple(float(v) for v in point.split(",")) for point in line.get("points").split()]
+
+
 def test_charts_score_by_trial_and_one_per_varying_hyperparameter(tmp_path):
     outcomes = [TrialOutcome(i, {"n_estimators": 10 * (i + 1), "max_features": "sqrt" if i % 2 else "all",
                                  "max_depth": None}, "FINISHED", score=0.1 * i) for i in range(5)]
     outcomes.append(TrialOutcome(5, {"n_estimators": 5}, "FAILED", error="boom"))
+    outcomes.append(TrialOutcome(6, {"n_estimators": 7}, "KILLED"))
     written = write_charts(tmp_path, outcomes, "r2", True)
     names = sorted(p.name for p in written)
     assert names == sorted([SCORE_CHART, param_chart_name("n_estimators"), param_chart_name("max_features")])
+    assert SCORE_CHART == "sweep_score_by_trial.svg" and param_chart_name("a<b&c") == "sweep_param_a_b_c.svg"
+    assert all(path.parent == tmp_path for path in written)
+
+    score = _svg(tmp_path / SCORE_CHART)
+    assert len(_dot_xs(score)) == 5
+    assert len(score.findall(f".//{SVG}g[@class='failed']/{SVG}line")) == 2  # one red mark per failed trial
+    texts = _texts(score)
+    assert "r2 by trial (5 scored, 2 failed or stopped)" in texts
+    assert {"trial", "best so far", "failed or stopped", "trial number", "r2"} <= set(texts)
+    assert len(score.findall(f".//{SVG}g[@class='legend']")) == 1
+
+    trees = _svg(tmp_path / param_chart_name("n_estimators"))  # 10..50: 5x, a linear axis
+    assert "n_estimators" in _texts(trees) and "r2 vs n_estimators" in _texts(trees)
+    xs = _dot_xs(trees)
+    assert len(xs) == 5 and xs[1] - xs[0] == pytest.approx(xs[4] - xs[3], abs=0.2)
+
+    features = _svg(tmp_path / param_chart_name("max_features"))
+    assert {"all", "sqrt", "max_features"} <= set(_texts(features))
+    assert len(set(_dot_xs(features))) == 2  # one column per category
+
+
+@pytest.mark.parametrize("higher_is_better", [True, False])
+def test_chart_best_so_far_is_a_staircase_that_only_improves(tmp_path, higher_is_better):
+    scores = [0.5, 0.7, 0.6, 0.9, 0.2, 0.8]
+    outcomes = [TrialOutcome(i, {}, "FINISHED", score=s) for i, s in enumerate(scores)]
+    write_charts(tmp_path, outcomes, "r2", higher_is_better)
+    points = _best_line(_svg(tmp_path / SCORE_CHART))
+    assert len(points) == 2 * len(scores) - 1  # a horizontal then a vertical segment per later trial
+    ys = [y for _, y in points]  # pixels: smaller is higher
+    assert ys == (sorted(ys, reverse=True) if higher_is_better else sorted(ys))
+    assert len(set(ys)) == (3 if higher_is_better else 2)  # 0.5, 0.7, 0.9 | 0.5, 0.2
+    assert [x for x, _ in points[1::2]] == [x for x, _ in points[2::2]]  # verticals at each trial
+
+
+def test_chart_log_axis_for_wide_positive_ranges_and_escaped_user_text(tmp_path):
+    outcomes = [TrialOutcome(i, {"alpha": 10.0 ** (i - 4), "depth": 2 + 10 * i,
+                                 "a<b&c": ["<x>", "y&z"][i % 2], "max_depth": [40, None, 7, 40][i]},
+                             "FINISHED", score=float(i)) for i in range(4)]
+    written = write_charts(tmp_path, outcomes, "rmse <cv>", False)
+    assert len(written) == 5
+
+    alpha = _svg(tmp_path / param_chart_name("alpha"))  # 1e-4..0.1: 1000x, a log axis
+    texts = _texts(alpha)
+    assert {"0.0001", "0.001", "0.01", "0.1", "alpha (log scale)", "rmse <cv> vs alpha"} <= set(texts)
+    xs = _dot_xs(alpha)
+    gaps = [b - a for a, b in zip(xs, xs[1:], strict=False)]
+    assert max(gaps) - min(gaps) < 0.5 and gaps[0] > 10  # decades equally spaced
+
+    depth = _svg(tmp_path / param_chart_name("depth"))  # 2..32: 16x, linear with whole-number ticks
+    texts = _texts(depth)
+    assert "depth" in texts and not any("log" in t for t in texts)
+    xs = _dot_xs(depth)
+    gaps = [b - a for a, b in zip(xs, xs[1:], strict=False)]
+    assert max(gaps) - min(gaps) < 0.5
+    assert "10" in texts and not any(t.endswith(".5") for t in texts)
+
+    named = _svg(tmp_path / param_chart_name("a<b&c"))
+    assert {"a<b&c", "rmse <cv> vs a<b&c", "<x>", "y&z"} <= set(_texts(named))
+    raw = (tmp_path / param_chart_name("a<b&c")).read_text()
+    assert "a&lt;b&amp;c" in raw and "<x>" not in raw
+    assert "rmse &lt;cv&gt; by trial" in (tmp_path / SCORE_CHART).read_text()
+
+    mixed = _texts(_svg(tmp_path / param_chart_name("max_depth")))  # None makes it categorical
+    ticks = [t for t in mixed if t in {"7", "40", "None"}]
+    assert ticks == ["7", "40", "None"]  # numbers in numeric order, then the rest
+
+
+@pytest.mark.parametrize(("outcomes", "dots"), [
+    ([], 0),
+    ([TrialOutcome(0, {"a": 1}, "FAILED"), TrialOutcome(1, {"a": 2}, "KILLED")], 0),
+    ([TrialOutcome(4, {"a": 1, "b": "x"}, "FINISHED", score=0.5)], 1),
+    ([TrialOutcome(i, {"a": i, "b": i % 2 == 0}, "FINISHED", score=1.0) for i in range(3)], 3),
+    ([TrialOutcome(i, {"a": a}, "FINISHED", score=score)
+      for i, (a, score) in enumerate([(1, math.nan), (2, math.inf), (3, -math.inf), (4, 0.2), (500, 0.3)])],
+     2),
+    ([TrialOutcome(i, {"b": [True, False, None, "auto"][i], "c": [0.0, -3, math.nan, 1e9][i],
+                       "d": "x\x01" + "long" * 20 + str(i)}, "FINISHED", score=-1e6 * i)
+      for i in range(4)], 4),
+], ids=["none", "all-failed", "single", "equal-scores-and-bools", "nan-inf-excluded", "mixed-values"])
+def test_charts_edge_cases_write_valid_svg(tmp_path, outcomes, dots):
+    written = write_charts(tmp_path, outcomes, "r2", True)
+    assert written[0].name == SCORE_CHART
     for path in written:
-        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        root = _svg(path)
+        assert len(_dot_xs(root)) == dots
+        text = path.read_text()
+        assert not any(bad in value.lower() for bad in ("nan", "inf")
+                       for element in root.iter() for value in element.attrib.values()), path.name
+        assert "\x01" not in text
+    if not dots:
+        assert "no scored trials" in _texts(_svg(written[0]))
+    if outcomes and dots == 2:  # NaN/inf scored trials are left out, so "a" spans 4..500 on a log axis
+        assert "a (log scale)" in _texts(_svg(tmp_path / param_chart_name("a")))
 
 
 def _run(run_id: str, status: str, parent: str, score: float | None, end: int, role: str = "trial") -> Run:
