@@ -3,16 +3,23 @@
     .venv/bin/python benchmarks/bench_sweep.py [--trials 24] [--jobs 2] [--repeat 1]
                                                [--param-range n_estimators=20:400:log ...]
 
-Starts a private MLflow server (tests.services) in a temporary MLOPS_HOME. Both sides run as fresh
-processes, as a user runs them, so both pay their imports once: the baseline is a Python loop calling
-``train()`` once per trial (this script with ``--loop``), the sweep is ``mlops-local sweep`` with
-``--jobs`` local processes (worker start-up, the parent run's charts and the summary included). Both
-run the same trials: random_forest on co2_canada, the sweep's seeded random draws over the catalog's
-ranges (params and scores are checked equal). Two pairs are measured, interleaved so that a change of
-the shared machine's load hits both sides alike:
+Starts a private MLflow server (tests.services) in a temporary MLOPS_HOME. Both sides run the same
+trials: random_forest on co2_canada, the sweep's seeded random draws over the catalog's ranges (params
+and scores are checked equal). Each is measured two ways:
 
-- every trial logs its model (the sweep's default, and what ``train()`` does by default);
-- no trial logs a model (``--models best``: the sweep re-fits the best trial at the end and logs it).
+- fresh processes, as a user runs them from a shell, so both pay their imports (~2 s) once: the
+  baseline is a Python loop calling ``train()`` once per trial (this script with ``--loop``), the sweep
+  is ``mlops-local sweep`` with ``--jobs`` local processes (worker start-up, the parent run's charts and
+  the summary included);
+- one warm process, as the UI runs them (this script with ``--warm``): the training stack imported, one
+  training and one small sweep done first (the sweep starts the preloaded forkserver the UI forks its
+  workers from), then the loop of ``train()`` calls, then ``run_sweep()``.
+
+Two pairs each, interleaved so that a change of the shared machine's load hits both sides alike:
+
+- every trial logs its model (``--models all``, what ``train()`` does by default);
+- the loop logs no model, the sweep only the best trial's (``--models best``, the sweep's default: a
+  trial's worker keeps its model while it beats the best so far; the winner's is uploaded at the end).
 
 The machine is shared: before each pair, the bare fits of the same trials (no MLflow, no imports timed)
 run in one process and then in a pool of ``--jobs`` warm processes; that ratio is the ceiling any
@@ -90,6 +97,47 @@ def loop(args: argparse.Namespace) -> int:
     return 0
 
 
+def warm(args: argparse.Namespace) -> int:
+    """Both sides in this one warm process, as the UI runs them: the training stack imported, one
+    training and one small sweep done first (the sweep starts the preloaded forkserver the UI's sweeps
+    fork their workers from). Then the loop of ``train()`` calls and ``run_sweep()``; JSON on stdout."""
+    from mlops_local.ml.sweep import run_sweep
+    from mlops_local.ml.sweep_space import build_space, parse_range_args
+    from mlops_local.ml.sweep_strategies import RandomStrategy
+    from mlops_local.ml.sweep_types import SweepSpec
+    from mlops_local.ml.training import train
+    from mlops_local.ml.types import DatasetSpec, TrainRequest
+    from mlops_local.settings import Settings
+
+    settings = Settings.from_env()
+    train(TrainRequest(DatasetSpec(DATASET), "ridge", seed=SEED, source="cli",
+                       experiment=f"{args.experiment}-warmup"), settings)
+    run_sweep(SweepSpec(DatasetSpec(DATASET), "ridge", strategy="random", trials=2, jobs=args.jobs, seed=SEED,
+                        experiment=f"{args.experiment}-warmup", models="none"), settings)
+    space = build_space(MODEL, parse_range_args(args.param_range))
+    strategy = RandomStrategy(space, args.trials, SEED)
+    start = time.perf_counter()
+    trials = []
+    for number in range(args.trials):
+        params = space.complete(strategy.values(number))
+        result = train(TrainRequest(DatasetSpec(DATASET), MODEL, params=params, seed=SEED, source="cli",
+                                    experiment=f"{args.experiment}-loop", log_model=args.models == "all"),
+                       settings)
+        trials.append({"number": number, "params": params, "score": result.metrics["r2"],
+                       "durations": result.durations})
+    loop_s = time.perf_counter() - start
+    start = time.perf_counter()
+    ranges = dict(r.split("=", 1) for r in args.param_range)
+    swept = run_sweep(SweepSpec(DatasetSpec(DATASET), MODEL, strategy="random", trials=args.trials,
+                                jobs=args.jobs, seed=SEED, ranges=ranges,
+                                experiment=f"{args.experiment}-sweep",
+                                models="all" if args.models == "all" else "best"), settings)
+    sweep_s = time.perf_counter() - start
+    print(json.dumps({"loop_s": loop_s, "sweep_s": sweep_s, "loop": trials,
+                      "sweep": [t.to_dict() for t in swept.trials]}))
+    return 0
+
+
 def _fit(params: dict) -> float:
     """Fit one trial's pipeline, untracked (the parallelism ceiling's unit of work)."""
     from mlops_local.ml import evaluation, preprocessing
@@ -144,11 +192,14 @@ def main() -> int:
     parser.add_argument("--param-range", action="append", default=[], metavar="K=LO:HI[:log]",
                         help="narrow the catalog's ranges (default: the catalog's full ranges)")
     parser.add_argument("--loop", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--warm", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--models", default="all", help=argparse.SUPPRESS)
     parser.add_argument("--experiment", default="bench-loop", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.loop:
         return loop(args)
+    if args.warm:
+        return warm(args)
 
     from tests.services import stack_env, start_service
 
@@ -194,12 +245,27 @@ def main() -> int:
                         "trials": [(t["number"], t["params"], t["score"]) for t in out["trials"]]})
                     print(f"  {name:<12} {wall:7.1f} s   load {during}   other processes used {others:.2f} "
                           "cores meanwhile", flush=True)
+                _, out, during, others = timed(
+                    [sys.executable, __file__, "--warm", "--trials", str(args.trials),
+                     "--jobs", str(args.jobs), "--models", "all" if models == "all" else "none",
+                     "--experiment", f"bench-warm-{models}-{i}", *ranges], env, server.proc.pid)
+                for side in ("loop", "sweep"):
+                    ok = [t for t in out[side] if t.get("status", "FINISHED") == "FINISHED"]
+                    rows.setdefault(f"warm {side}/{models}", []).append({
+                        "wall_s": out[f"{side}_s"], "load": during, "other_cores": others,
+                        "overheads": [overhead(t["durations"]) for t in ok],
+                        "fit_sum_s": sum(t["durations"]["fit_s"] for t in ok),
+                        "trials": [(t["number"], t["params"], t["score"]) for t in out[side]]})
+                print(f"  warm, in one process: loop/{models} {out['loop_s']:.1f} s, sweep/{models} "
+                      f"{out['sweep_s']:.1f} s   load {during}", flush=True)
     finally:
         server.stop()
 
     for models in ("all", "best"):
-        assert rows[f"loop/{models}"][0]["trials"] == rows[f"sweep/{models}"][0]["trials"], \
-            "the sweep and the loop did not run the same trials with the same scores"
+        for prefix in ("", "warm "):
+            loop_trials, sweep_trials = rows[f"{prefix}loop/{models}"][0], rows[f"{prefix}sweep/{models}"][0]
+            assert loop_trials["trials"] == sweep_trials["trials"], \
+                "the sweep and the loop did not run the same trials with the same scores"
 
     def med(name: str, key: str) -> float:
         values = [v for r in rows[name] for v in (r[key] if isinstance(r[key], list) else [r[key]])]
@@ -208,8 +274,8 @@ def main() -> int:
     summary = {
         "trials": args.trials, "jobs": args.jobs, "cores": os.cpu_count(), "repeat": args.repeat,
         "wall_s": {k: round(med(k, "wall_s"), 2) for k in rows},
-        "speedup": {m: round(med(f"loop/{m}", "wall_s") / med(f"sweep/{m}", "wall_s"), 2)
-                    for m in ("all", "best")},
+        "speedup": {f"{p}{m}": round(med(f"{p}loop/{m}", "wall_s") / med(f"{p}sweep/{m}", "wall_s"), 2)
+                    for p in ("", "warm ") for m in ("all", "best")},
         "ceiling": round(statistics.median(ceilings), 2),
         "overhead_per_trial_median_s": {k: round(med(k, "overheads"), 3) for k in rows},
         "fit_sum_s": {k: round(med(k, "fit_sum_s"), 1) for k in rows},
@@ -220,14 +286,18 @@ def main() -> int:
     print()
     print(f"The machine gave bare fits a {summary['ceiling']:.2f}x speedup with {args.jobs} processes "
           "meanwhile (the ceiling for any parallel sweep here).")
-    for models, label in (("all", "every trial logs its model (default)"),
-                          ("best", "no trial logs a model; the sweep re-fits and logs the best")):
-        print(f"{args.trials} trials, {label}:")
-        print(f"  sequential train() loop {wall[f'loop/{models}']:7.1f} s   overhead/trial "
-              f"{over[f'loop/{models}']:.3f} s   sum of fits {summary['fit_sum_s'][f'loop/{models}']:.1f} s")
-        print(f"  sweep --jobs {args.jobs}          {wall[f'sweep/{models}']:7.1f} s   overhead/trial "
-              f"{over[f'sweep/{models}']:.3f} s   sum of fits {summary['fit_sum_s'][f'sweep/{models}']:.1f} s"
-              f"   -> {summary['speedup'][models]:.2f}x faster (target >= 1.7x)")
+    fits = summary["fit_sum_s"]
+    for models, label in (("all", "every trial logs its model (--models all, like train())"),
+                          ("best", "the loop logs no model; the sweep logs the best trial's (default)")):
+        for prefix, how in (("", "fresh processes (CLI start-up included on both sides)"),
+                            ("warm ", "one warm process, as the UI runs them")):
+            loop_key, sweep_key = f"{prefix}loop/{models}", f"{prefix}sweep/{models}"
+            print(f"{args.trials} trials, {label}; {how}:")
+            print(f"  sequential train() loop {wall[loop_key]:7.1f} s   overhead/trial {over[loop_key]:.3f} s"
+                  f"   sum of fits {fits[loop_key]:.1f} s")
+            print(f"  sweep, {args.jobs} jobs           {wall[sweep_key]:7.1f} s   overhead/trial "
+                  f"{over[sweep_key]:.3f} s   sum of fits {fits[sweep_key]:.1f} s"
+                  f"   -> {summary['speedup'][prefix + models]:.2f}x faster (target >= 1.7x)")
     print(json.dumps(summary))
     return 0
 

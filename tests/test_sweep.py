@@ -48,16 +48,20 @@ def running(client: MlflowClient, experiment_id: str) -> list:
     return list(client.search_runs([experiment_id], "attributes.status = 'RUNNING'"))
 
 
-def test_grid_sweep_tracks_children_best_trial_failures_and_registration(mlflow_settings, client, tmp_path):
+def test_grid_sweep_tracks_children_best_trial_failures_and_registration(mlflow_settings, client, tmp_path,
+                                                                        caplog):
     metrics = SweepMetrics(CollectorRegistry())
     seen: list[SweepProgress] = []
     spec = SweepSpec(FRIEDMAN, "knn", strategy="grid", experiment="sweep-grid", jobs=2,
                      # 170 neighbours > 160 training rows: those trials fail in predict, for real
                      ranges={"n_neighbors": "3|10|170"}, search=("n_neighbors", "weights"),
                      models="best", register="sweep-test-knn", alias="champion")
-    result = run_sweep(spec, mlflow_settings, metrics=metrics, on_trial=seen.append)
+    with caplog.at_level("INFO", logger="mlops_local.ml.sweep"):
+        result = run_sweep(spec, mlflow_settings, metrics=metrics, on_trial=seen.append)
 
     assert result.status == "FINISHED" and result.total == 6 and len(result.trials) == 6
+    # the best trial's worker kept its model: nothing was re-fitted
+    assert "logged on run" in caplog.text and "re-fitted" not in caplog.text
     assert [p.done for p in seen] == [1, 2, 3, 4, 5, 6]
     runs = children(client, result.experiment_id, result.parent_run_id)
     assert len(runs) == 6
@@ -114,6 +118,69 @@ def test_grid_sweep_tracks_children_best_trial_failures_and_registration(mlflow_
     assert registry.get_sample_value("mlops_sweep_best_score", labels) == result.best.score
 
 
+def test_a_trial_keeps_its_model_only_when_it_beats_the_best_known_at_submission(mlflow_settings, client,
+                                                                                 tmp_path):
+    import io
+    import zipfile
+
+    from mlops_local.ml.sweep_worker import TrialTask, run_trial
+    from mlops_local.ml.types import TrainRequest
+
+    experiment_id = client.create_experiment("sweep-keep")
+    parent = client.create_run(experiment_id).info.run_id
+    request = TrainRequest(FRIEDMAN, "ridge", params={"alpha": 1.0}, experiment="sweep-keep", source="sweep",
+                           parent_run_id=parent, log_model=False)
+    task = TrialTask(0, request, mlflow_settings, client.tracking_uri, experiment_id, parent, "r2",
+                     keep_model=True)
+    first = run_trial(task)
+    assert first.status == "FINISHED" and first.model_archive is not None
+    with zipfile.ZipFile(io.BytesIO(first.model_archive)) as zf:
+        zf.extractall(tmp_path)
+    data = load_dataset(FRIEDMAN)
+    assert len(mlflow.pyfunc.load_model(str(tmp_path / "model")).predict(data.X.head(3))) == 3
+    assert "model" not in {a.path for a in client.list_artifacts(first.run_id)}  # kept, not uploaded
+
+    # the same params score the same: a tie goes to the earlier trial, as the sweep decides the best
+    assert run_trial(replace(task, number=1, beat=(first.score, 0))).model_archive is None
+    assert run_trial(replace(task, number=2, beat=(first.score, 5))).model_archive is not None
+    assert run_trial(replace(task, number=3, beat=(first.score - 0.01, 0))).model_archive is not None
+    lower = replace(task, number=4, score_metric="rmse", higher_is_better=False, beat=(0.0, 0))
+    assert run_trial(lower).model_archive is None  # nothing beats an RMSE of 0
+    assert run_trial(replace(task, number=5, keep_model=False)).model_archive is None
+
+
+def test_when_the_best_trial_could_not_keep_its_model_the_sweep_refits_it(mlflow_settings, client,
+                                                                        monkeypatch, caplog):
+    from distributed import LocalCluster
+
+    from mlops_local.ml import sweep_worker
+
+    real_zip = sweep_worker.zip_dir
+    trials_running = threading.Event()
+    trials_running.set()
+
+    def zip_dir(root: Path) -> bytes:  # the trials' copies fail (injected); the final re-fit's does not
+        if trials_running.is_set():
+            raise OSError("No space left on device (injected)")
+        return real_zip(root)
+
+    def on_trial(progress: SweepProgress) -> None:
+        if progress.done == progress.total:
+            trials_running.clear()
+
+    monkeypatch.setattr(sweep_worker, "zip_dir", zip_dir)
+    # Dask workers as threads of this process, so the injected failure reaches the trials
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp", host="127.0.0.1",
+                      dashboard_address=None) as cluster, caplog.at_level("INFO"):
+        spec = SweepSpec(FRIEDMAN, "ridge", strategy="random", trials=3, seed=2, experiment="sweep-refit",
+                         dask_scheduler=cluster.scheduler_address, models="best")
+        result = run_sweep(spec, mlflow_settings, on_trial=on_trial)
+    assert result.status == "FINISHED" and result.warnings == []
+    assert "could not keep the model of trial" in caplog.text and "re-fitted" in caplog.text
+    assert "model" in {a.path for a in client.list_artifacts(result.best.run_id)}
+    assert result.model_uri == f"runs:/{result.best.run_id}/model"
+
+
 def test_cancel_mid_sweep_kills_running_trials_and_leaves_nothing_running(mlflow_settings, client):
     cancel = threading.Event()
 
@@ -161,7 +228,7 @@ def test_dask_cluster_runs_the_same_trials_as_local_processes_and_cancels(mlflow
     from distributed import LocalCluster
 
     spec = SweepSpec(FRIEDMAN, "decision_tree", strategy="random", trials=4, seed=3, jobs=2,
-                     experiment="sweep-dask", models="none")
+                     experiment="sweep-dask", models="all")
     local = run_sweep(spec, mlflow_settings)
     cancel = threading.Event()
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
@@ -179,9 +246,13 @@ def test_dask_cluster_runs_the_same_trials_as_local_processes_and_cancels(mlflow
         [(t.number, t.params, t.score) for t in local.trials]
     assert {t.status for t in remote.trials} == {"FINISHED"}
     assert remote.best.number == local.best.number
-    # the best model was re-fitted on a Dask worker and logged on its child run
-    assert "model" in {a.path for a in client.list_artifacts(remote.best.run_id)}
-    assert len(children(client, remote.experiment_id, remote.parent_run_id)) == 4
+    # models = best: the best trial's Dask worker kept its model, logged on its child run alone
+    remote_runs = children(client, remote.experiment_id, remote.parent_run_id)
+    assert len(remote_runs) == 4
+    assert [r.info.run_id for r in remote_runs if "model" in {a.path for a in client.list_artifacts(
+        r.info.run_id)}] == [remote.best.run_id]
+    # models = all: every trial logged its own, like a training
+    assert all("model" in {a.path for a in client.list_artifacts(t.run_id)} for t in local.trials)
 
 
 def test_optuna_sweep_minimising_rmse_shows_live_in_prometheus(mlflow_settings, client, tmp_path):

@@ -71,10 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"MLflow experiment (default {DEFAULT_EXPERIMENT})")
     parser.add_argument("--register", metavar="NAME", help="register the best model under this name")
     parser.add_argument("--alias", metavar="ALIAS", help="alias for the registered version, e.g. champion")
-    parser.add_argument("--models", default="all", choices=MODEL_MODES,
-                        help="which trials log their model: all (default, like `train`), best (trials log "
-                             "none; the best is re-fitted and logged at the end: for very large models) "
-                             "or none")
+    parser.add_argument("--models", default="best", choices=MODEL_MODES,
+                        help="which trials log their model: best (default: only the best trial's, uploaded "
+                             "when the sweep ends), all (every trial's, like `train`; 24 random forests can "
+                             "take hundreds of MB) or none")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object at the end (progress goes to stderr)")
     parser.set_defaults(func=run)

@@ -80,7 +80,7 @@ def run_sweep(spec: SweepSpec, settings: Settings, *, client: MlflowClient | Non
     executor = None
     if not spec.dask_scheduler:  # local workers start importing now, while MLflow is set up
         executor = open_executor(plan.jobs, None, worker_env(settings), settings.http_timeout, start_method,
-                                 prime_models=spec.models == "all")
+                                 prime_models=spec.models != "none")
     try:
         if client is None:
             client = tracking.connect(settings).client
@@ -105,8 +105,6 @@ def run_sweep(spec: SweepSpec, settings: Settings, *, client: MlflowClient | Non
         raise
     sweep = SweepRun(plan, settings, client, experiment_id, parent, executor, frame,
                      cancel or threading.Event(), on_trial, metrics)
-    # The charts are drawn once the trials end; import matplotlib now, while this process waits.
-    threading.Thread(target=_import_charting, name="mlops-sweep-import", daemon=True).start()
     return _finish(sweep, start)
 
 
@@ -125,13 +123,8 @@ def _check_reachable_from_dask(uri: str, scheduler: str) -> None:
                         "http://<this host's name>:8080, and serve MLflow on it (MLOPS_HOST)")
 
 
-def _import_charting() -> None:
-    import matplotlib.backends.backend_agg  # noqa: F401
-    import matplotlib.figure  # noqa: F401
-
-
 def _finish(sweep: SweepRun, start: float) -> SweepResult:
-    """Run the trials, log the best model (while the charts render), close the parent run."""
+    """Run the trials, draw the charts, log the best model, close the parent run."""
     spec, client, settings, plan = sweep.spec, sweep.client, sweep.settings, sweep.plan
     model_uri = version = None
     warnings: list[str] = []
@@ -142,10 +135,9 @@ def _finish(sweep: SweepRun, start: float) -> SweepResult:
             try:
                 sweep.frame = sweep.executor.share(sweep.frame)
                 sweep.loop()
-                pending = None if sweep.cancel.is_set() else sweep.refit_best()
                 render_artifacts(artifacts, sweep.outcomes, plan.score_metric, plan.higher_is_better)
                 if not sweep.cancel.is_set():
-                    model_uri, version = _best_model(sweep, pending, warnings)
+                    model_uri, version = _best_model(sweep, warnings)
             except KeyboardInterrupt:
                 sweep.cancel.set()
             with _no_interrupts():
@@ -176,26 +168,30 @@ def _finish(sweep: SweepRun, start: float) -> SweepResult:
         duration_s=time.perf_counter() - start, executor=sweep.executor.label, warnings=warnings)
 
 
-def _best_model(sweep: SweepRun, pending: Any, warnings: list[str]) -> tuple[str | None, str | None]:
-    """The best trial's model URI (waiting for its re-fit when ``pending``), registered when asked."""
+def _best_model(sweep: SweepRun, warnings: list[str]) -> tuple[str | None, str | None]:
+    """The best trial's model URI (models = best: uploaded now), registered when asked."""
     best, spec = sweep.best, sweep.spec
     if best is None or best.run_id is None or spec.models == "none":
         return None, None
     uri = f"runs:/{best.run_id}/{MODEL_ARTIFACT}"  # models = all: the trial logged it
-    if pending is not None:
+    if spec.models == "best":
         try:
-            refit = sweep.wait(pending)
-            _upload_model(sweep, best.run_id, refit["archive"])
+            if sweep.best_archive is not None:  # kept by the trial's worker
+                _upload_model(sweep, best.run_id, sweep.best_archive)
+                log.info("best trial %d's model logged on run %s", best.number, best.run_id)
+            else:
+                refit = sweep.wait(sweep.refit_best())
+                _upload_model(sweep, best.run_id, refit["archive"])
+                log.info("best trial %d's model re-fitted in %.2f s and logged on run %s", best.number,
+                         refit["seconds"], best.run_id)
+                if not refit["reproduced"]:
+                    warnings.append(f"the re-fitted best model scored r2 {refit['r2']:.6f}, not the trial's")
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - the trials stand; say what is missing
             warnings.append(f"best model not logged: {type(exc).__name__}: {exc}")
             log.error("could not log the best model of sweep %s", sweep.parent, exc_info=True)
             return None, None
-        log.info("best trial %d's model re-fitted in %.2f s and logged on run %s", best.number,
-                 refit["seconds"], best.run_id)
-        if not refit["reproduced"]:
-            warnings.append(f"the re-fitted best model scored r2 {refit['r2']:.6f}, not the trial's")
     if not spec.register:
         return uri, None
     from mlops_local.runs import register_model
@@ -209,7 +205,7 @@ def _best_model(sweep: SweepRun, pending: Any, warnings: list[str]) -> tuple[str
 
 
 def _upload_model(sweep: SweepRun, run_id: str, archive: bytes) -> None:
-    """Unpack a re-fitted model directory and upload it as the run's ``model`` artifact."""
+    """Unpack the best trial's model directory and upload it as the run's ``model`` artifact."""
     with tempfile.TemporaryDirectory(prefix="mlops-sweep-model-") as tmp:
         with zipfile.ZipFile(io.BytesIO(archive)) as zf:
             zf.extractall(tmp)

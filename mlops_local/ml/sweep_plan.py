@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 
@@ -15,7 +14,15 @@ from mlops_local.ml.datasets import load_dataset
 from mlops_local.ml.sweep_exec import check_jobs
 from mlops_local.ml.sweep_space import SearchSpace, build_space, check_grid_points
 from mlops_local.ml.sweep_strategies import Strategy, make_strategy
-from mlops_local.ml.sweep_types import METRICS, MODEL_MODES, STRATEGIES, SweepSpec, TrialOutcome, score_key
+from mlops_local.ml.sweep_types import (  # noqa: F401 - better: imported from here too
+    METRICS,
+    MODEL_MODES,
+    STRATEGIES,
+    SweepSpec,
+    TrialOutcome,
+    better,
+    score_key,
+)
 from mlops_local.settings import Settings
 
 
@@ -69,16 +76,6 @@ def plan_sweep(spec: SweepSpec, frame: pd.DataFrame | None = None, *, load: bool
         evaluation.validate_split(len(data.y), spec.test_size, spec.cv_folds)
         name = data.name
     return Plan(spec, space, strategy, metric_key, higher, name, jobs)
-
-
-def better(a: TrialOutcome, b: TrialOutcome | None, higher_is_better: bool) -> bool:
-    """Whether finished trial ``a`` beats ``b`` (ties: the earlier trial stays best)."""
-    if a.status != "FINISHED" or a.score is None or not math.isfinite(a.score):
-        return False
-    if b is None or b.score is None:
-        return True
-    return a.score > b.score or (a.score == b.score and a.number < b.number) if higher_is_better \
-        else a.score < b.score or (a.score == b.score and a.number < b.number)
 
 
 def worker_env(settings: Settings) -> tuple[tuple[str, str], ...]:

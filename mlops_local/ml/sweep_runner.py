@@ -69,7 +69,8 @@ class SweepRun:
         self.best: TrialOutcome | None = None
         self.env = worker_env(settings)
         self.threads = executor.threads_per_trial
-        self.refit: tuple[int, Any] | None = None  # (trial, future) of the best model being re-fitted
+        self.best_archive: bytes | None = None  # models = best: the best trial's model, kept by its worker
+        self.refit: tuple[int, Any] | None = None  # (trial, future) of a re-fit of the best trial's model
         self.unreachable = 0  # trials in a row that failed because MLflow did not answer
         self.pending_progress: list[Metric] = []
         self.progress_logged = 0.0
@@ -88,9 +89,12 @@ class SweepRun:
                                source="sweep", parent_run_id=self.parent,
                                log_model=spec.models == "all",
                                extra_tags=self.trial_tags(number))
+        best = self.best
         return TrialTask(number, request, self.settings, self.client.tracking_uri, self.experiment_id,
                          self.parent, self.plan.score_metric, self.env, self.threads,
-                         watch_parent=not self.executor.kills_workers)
+                         watch_parent=not self.executor.kills_workers, keep_model=spec.models == "best",
+                         beat=None if best is None or best.score is None else (best.score, best.number),
+                         higher_is_better=self.plan.higher_is_better)
 
     def submit(self, number: int, values: dict[str, object]) -> None:
         try:
@@ -129,8 +133,10 @@ class SweepRun:
         if outcome.status == "FAILED":
             outcome = self.close_failed(outcome)
         self.outcomes.append(outcome)
+        archive, outcome.model_archive = outcome.model_archive, None
         if better(outcome, self.best, self.plan.higher_is_better):
             self.best = outcome
+            self.best_archive = archive
         if outcome.status != "KILLED":
             self.plan.strategy.tell(outcome.number, outcome.score if outcome.status == "FINISHED" else None)
         self.pending_progress.extend(progress_metrics(len(self.outcomes), outcome, self.best))
@@ -187,19 +193,16 @@ class SweepRun:
 
     # -- main loop ---------------------------------------------------------------------------------
     def refit_best(self) -> Any:
-        """With ``models = best``: the future of the current best's re-fit, started unless under way."""
+        """With ``models = best``, when the best trial's worker could not keep its model: the future of a
+        re-fit of the best trial (same data, split and seed), started unless under way."""
         best = self.best
-        if self.spec.models != "best" or best is None or best.run_id is None:
+        if self.spec.models != "best" or best is None or best.run_id is None or self.best_archive is not None:
             return None
         if self.refit is None or self.refit[0] != best.number:
             task = self.task(best.number, dict(best.params))
             future = self.submit_task(refit_model, task, best.metrics.get("r2"), self.frame)
             self.refit = (best.number, future)
         return self.refit[1]
-
-    def idle_slots(self) -> int:
-        busy = len(self.inflight) + (1 if self.refit is not None and not self.refit[1].done() else 0)
-        return self.executor.slots - busy
 
     def loop(self) -> None:
         strategy = self.plan.strategy
@@ -213,8 +216,6 @@ class SweepRun:
                 self.submit(*asked)
             if self.cancel.is_set() or not self.inflight:
                 return
-            if exhausted and self.idle_slots() > 0:
-                self.refit_best()  # a worker has nothing left to do: re-fit the best so far meanwhile
             try:
                 number, future = self.done.get(timeout=POLL_S)
             except queue.Empty:

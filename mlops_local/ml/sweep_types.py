@@ -10,6 +10,7 @@ Runs of a sweep (the exporter's sync relies on these):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -57,7 +58,7 @@ class SweepSpec:
     experiment: str = DEFAULT_EXPERIMENT
     jobs: int | None = None  # parallel trials; None = number of cores (local) or of Dask worker threads
     dask_scheduler: str | None = None
-    models: str = "all"  # which trials log their model: all | best (re-fitted at the end) | none
+    models: str = "best"  # which trials log their model: best (only the best trial's) | all | none
     register: str | None = None
     alias: str | None = None
 
@@ -74,12 +75,24 @@ class TrialOutcome:
     durations: dict[str, float] = field(default_factory=dict)
     score: float | None = None
     error: str | None = None
+    # models = best: the trial's MLflow model directory as zip bytes, while it may be the best
+    model_archive: bytes | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready view."""
         return {"number": self.number, "params": dict(self.params), "status": self.status,
                 "run_id": self.run_id, "score": self.score, "metrics": dict(self.metrics),
                 "durations": dict(self.durations), "error": self.error}
+
+
+def better(a: TrialOutcome, b: TrialOutcome | None, higher_is_better: bool) -> bool:
+    """Whether finished trial ``a`` beats ``b`` (ties: the earlier trial stays best)."""
+    if a.status != "FINISHED" or a.score is None or not math.isfinite(a.score):
+        return False
+    if b is None or b.score is None:
+        return True
+    return a.score > b.score or (a.score == b.score and a.number < b.number) if higher_is_better \
+        else a.score < b.score or (a.score == b.score and a.number < b.number)
 
 
 @dataclass

@@ -4,7 +4,10 @@ Both are plain top-level functions of picklable arguments, so a ProcessPoolExecu
 call them the same way. A trial is one :func:`mlops_local.ml.training.train` call (the child run, its
 params, metrics, plots, FAILED on error). Between steps it checks the parent run: once the sweep is
 being cancelled it stops and closes its child as KILLED (this is how a Dask task, which cannot be
-killed from outside, stops early).
+killed from outside, stops early). With ``models = best`` a trial that beats the best trial known when
+it was submitted sends its fitted model back (an MLflow model directory as zip bytes); the sweep keeps
+the best one's and uploads it at the end, so no trial uploads a model that is later beaten and the best
+is not fitted twice.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mlops_local.ml.sweep_types import TAG_ERROR, TAG_PARENT, TAG_STATE, TAG_TRIAL, TrialOutcome
-from mlops_local.ml.types import TrainRequest
+from mlops_local.ml.sweep_types import TAG_ERROR, TAG_PARENT, TAG_STATE, TAG_TRIAL, TrialOutcome, better
+from mlops_local.ml.types import MODEL_ARTIFACT, TrainRequest
 from mlops_local.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,11 @@ class TrialTask:
     env: tuple[tuple[str, str], ...] = ()  # bounded MLflow HTTP client settings
     threads: int = 1  # BLAS/OpenMP threads per trial (trials already run in parallel)
     watch_parent: bool = True  # stop at the next step once the sweep is cancelled (Dask: no kill)
+    # models = best: send this trial's model back when it beats the best trial known at submission
+    # (score, number; None: no trial finished yet). Only the best's model is logged in the end.
+    keep_model: bool = False
+    beat: tuple[float, int] | None = None
+    higher_is_better: bool = True
 
 
 def init_local_worker(env: tuple[tuple[str, str], ...]) -> None:
@@ -128,10 +136,26 @@ def run_trial(task: TrialTask, frame: pd.DataFrame | None = None) -> TrialOutcom
         if step in _CANCEL_STEPS and parent_cancelled(client, task.parent_run_id):
             raise TrialCancelled(f"sweep {task.parent_run_id} cancelled")
 
+    kept: list[bytes] = []
+
+    def keep(metrics: dict[str, float], save) -> None:  # noqa: ANN001 - training.ModelKeeper
+        score = metrics.get(task.score_metric)
+        mine = TrialOutcome(task.number, params, "FINISHED", score=score)
+        rival = None if task.beat is None else TrialOutcome(task.beat[1], {}, "FINISHED", score=task.beat[0])
+        if not better(mine, rival, task.higher_is_better):
+            return
+        try:
+            with tempfile.TemporaryDirectory(prefix="mlops-sweep-") as tmp:
+                save(Path(tmp) / MODEL_ARTIFACT)
+                kept.append(zip_dir(Path(tmp)))
+        except Exception:  # noqa: BLE001 - the trial stands; the sweep re-fits its best if need be
+            log.warning("could not keep the model of trial %d", task.number, exc_info=True)
+
     try:
         with threadpool_limits(limits=max(1, task.threads)):
             result = train(task.request, task.settings, client=client, frame=frame,
-                           progress=progress if task.watch_parent else None)
+                           progress=progress if task.watch_parent else None,
+                           keep_model=keep if task.keep_model else None)
     except TrialCancelled:
         return TrialOutcome(task.number, params, "KILLED", run_id=_close_killed(client, task),
                             error="cancelled")
@@ -147,7 +171,17 @@ def run_trial(task: TrialTask, frame: pd.DataFrame | None = None) -> TrialOutcom
         return TrialOutcome(task.number, params, "FAILED", run_id=run_id, error=error[:5000])
     return TrialOutcome(task.number, dict(result.params), "FINISHED", run_id=result.run_id,
                         metrics=dict(result.metrics), durations=dict(result.durations),
-                        score=result.metrics.get(task.score_metric))
+                        score=result.metrics.get(task.score_metric), model_archive=kept[0] if kept else None)
+
+
+def zip_dir(root: Path) -> bytes:
+    """The files under ``root`` as zip bytes (stored, not compressed: they go over a local pipe)."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(root).as_posix())
+    return archive.getvalue()
 
 
 def _close_killed(client: MlflowClient, task: TrialTask) -> str | None:
@@ -168,10 +202,10 @@ def refit_model(task: TrialTask, expected_r2: float | None,
                 frame: pd.DataFrame | None = None) -> dict[str, object]:
     """Re-fit a trial (same data, split and seed) and return its MLflow model directory as zip bytes.
 
-    With ``models = best`` trials log no model; the sweep re-fits its best trial and uploads the model
-    onto that trial's run once it is confirmed best (a re-fit started early for a trial that is later
-    beaten is simply dropped). Training is seeded, so the re-fit is the same model: its test R² is
-    compared with the trial's.
+    The fallback of ``models = best``: a trial that beats the best so far sends its model back with its
+    outcome; when that failed for the best trial (say, a full disk on its worker), the sweep re-fits
+    it here. Training is seeded, so the re-fit is the same model: its test R² is compared with the
+    trial's.
     """
     from threadpoolctl import threadpool_limits
 
@@ -179,8 +213,6 @@ def refit_model(task: TrialTask, expected_r2: float | None,
     from mlops_local.ml.catalog import get_model, validate_params
     from mlops_local.ml.datasets import load_dataset
     from mlops_local.ml.modelio import save_model_dir
-    from mlops_local.ml.training import MODEL_ARTIFACT
-
     request = task.request
     start = time.perf_counter()
     spec = get_model(request.model)
@@ -198,10 +230,6 @@ def refit_model(task: TrialTask, expected_r2: float | None,
         log.warning("re-fit of trial %d scored r2 %.6f, the trial %.6f", task.number, r2, expected_r2)
     with tempfile.TemporaryDirectory(prefix="mlops-sweep-") as tmp:
         save_model_dir(pipeline, Path(tmp) / MODEL_ARTIFACT, X_train, data.numeric_features, data.target)
-        archive = io.BytesIO()
-        with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
-            for path in sorted(Path(tmp).rglob("*")):
-                if path.is_file():
-                    zf.write(path, path.relative_to(tmp).as_posix())
-    return {"number": task.number, "archive": archive.getvalue(), "r2": r2, "reproduced": same,
+        archive = zip_dir(Path(tmp))
+    return {"number": task.number, "archive": archive, "r2": r2, "reproduced": same,
             "seconds": time.perf_counter() - start}

@@ -6,6 +6,7 @@ import logging
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from mlops_local.ml.modelio import save_model_dir
 from mlops_local.ml.plots import write_plots
 from mlops_local.ml.runlog import RunLogger
 from mlops_local.ml.types import (
+    MODEL_ARTIFACT,
     SOURCES,
     TAG_DATASET,
     TAG_MODEL,
@@ -34,7 +36,6 @@ from mlops_local.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MODEL_ARTIFACT = "model"
 PLOTS_ARTIFACT = "plots"
 TAG_PARENT = "mlflow.parentRunId"
 _MAX_PARAM = 500
@@ -115,12 +116,19 @@ def _build_dataset_input(data: LoadedDataset):
     return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "training")])
 
 
+ModelKeeper = Callable[[dict[str, float], Callable[[Path], None]], None]
+
+
 def train(request: TrainRequest, settings: Settings, *, client: MlflowClient | None = None,
-          progress: ProgressCallback | None = None, frame: pd.DataFrame | None = None) -> TrainResult:
+          progress: ProgressCallback | None = None, frame: pd.DataFrame | None = None,
+          keep_model: ModelKeeper | None = None) -> TrainResult:
     """Train ``request.model`` on ``request.dataset`` and track it as one MLflow run.
 
     Everything the user controls is validated before the run is created (UserError). ``progress`` is
     called with each step name ("load", "split", "fit", "evaluate", "log") as the step starts.
+    ``keep_model(metrics, save)`` is called once the test metrics are known; calling ``save(directory)``
+    writes the fitted model there as an MLflow model directory, not uploaded (a sweep keeps its best
+    trial's model this way instead of logging every trial's).
     """
     start = time.perf_counter()
 
@@ -170,6 +178,9 @@ def train(request: TrainRequest, settings: Settings, *, client: MlflowClient | N
         report("log")
         logger.log_batch(metrics={**metrics, "fit_s": fit_s, "predict_s": predict_s},
                          params={"importance": importance_kind})
+        if keep_model is not None:
+            keep_model(dict(metrics), lambda path: save_model_dir(pipeline, path, X_train,
+                                                                  data.numeric_features, data.target))
         with tempfile.TemporaryDirectory(prefix="mlops-run-") as tmp:
             out = Path(tmp)
             if request.log_model:

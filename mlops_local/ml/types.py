@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+MODEL_ARTIFACT = "model"  # a run's model artifact path
 TAG_DATASET = "dataset"
 TAG_MODEL = "model"
 TAG_SOURCE = "source"
