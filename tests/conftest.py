@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mlops_local import tracking
 from mlops_local.ml.types import TrainResult
 from mlops_local.settings import Settings
 from tests.services import Service, stack_env, start_service, wait_for
@@ -17,8 +18,8 @@ from tests.services import Service, stack_env, start_service, wait_for
 # Browser fixtures (chromium, browser_page) for every test module.
 pytest_plugins = ["tests.browser"]
 
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+for _key, _value in tracking.bounded_client_env().items():  # as the product's processes run
+    os.environ.setdefault(_key, _value)
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 SHARED_CO2 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "co2_emissions_canada.csv"

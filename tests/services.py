@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlops_local import tracking
+
 ROOT = Path(__file__).resolve().parents[1]
 MLOPS = [sys.executable, "-m", "mlops_local.cli"]
 
@@ -39,9 +41,10 @@ def stack_env(home: Path, **overrides: object) -> dict[str, str]:
         "MLOPS_SCRAPE_INTERVAL": "1",
         "MLOPS_SYNC_INTERVAL": "1",
         "PYTHONUNBUFFERED": "1",
-        # A client call to a server that is down fails in seconds, not minutes.
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+        # The product's own MLflow client bounds (tracking.bounded_client_env): one retry, so a transient
+        # error of the shared test server is retried as it would be for a user; a server that is down
+        # fails in seconds, not minutes.
+        **tracking.bounded_client_env(),
     })
     env.update({k: str(v) for k, v in overrides.items()})
     return env
