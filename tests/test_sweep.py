@@ -147,6 +147,14 @@ def test_a_trial_keeps_its_model_only_when_it_beats_the_best_known_at_submission
     lower = replace(task, number=4, score_metric="rmse", higher_is_better=False, beat=(0.0, 0))
     assert run_trial(lower).model_archive is None  # nothing beats an RMSE of 0
     assert run_trial(replace(task, number=5, keep_model=False)).model_archive is None
+    # local workers write the zip to the sweep's directory and send back its path, not megabytes of
+    # bytes through the process pool's pipe (a worker killed mid-send, as on cancel, hangs the pool)
+    (tmp_path / "kept").mkdir()
+    path = run_trial(replace(task, number=6, model_dir=str(tmp_path / "kept"))).model_archive
+    assert isinstance(path, str) and Path(path).parent == tmp_path / "kept"
+    with zipfile.ZipFile(path) as zf:
+        assert "model/MLmodel" in zf.namelist()
+    assert [p.suffix for p in (tmp_path / "kept").iterdir()] == [".zip"]  # no .part left behind
 
 
 def test_when_the_best_trial_could_not_keep_its_model_the_sweep_refits_it(mlflow_settings, client,

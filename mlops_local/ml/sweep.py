@@ -131,7 +131,9 @@ def _finish(sweep: SweepRun, start: float) -> SweepResult:
     status, state, error = "FINISHED", "finished", None
     try:
         with tempfile.TemporaryDirectory(prefix="mlops-sweep-") as tmp:
-            artifacts = Path(tmp)
+            artifacts = Path(tmp) / "artifacts"
+            artifacts.mkdir()
+            sweep.model_dir = str(Path(tmp))  # models the local workers keep (removed with tmp)
             try:
                 sweep.frame = sweep.executor.share(sweep.frame)
                 sweep.loop()
@@ -204,10 +206,10 @@ def _best_model(sweep: SweepRun, warnings: list[str]) -> tuple[str | None, str |
     return uri, str(version.version)
 
 
-def _upload_model(sweep: SweepRun, run_id: str, archive: bytes) -> None:
-    """Unpack the best trial's model directory and upload it as the run's ``model`` artifact."""
+def _upload_model(sweep: SweepRun, run_id: str, archive: bytes | str) -> None:
+    """Unpack the best trial's model directory (zip bytes or file) and upload it as the run's ``model``."""
     with tempfile.TemporaryDirectory(prefix="mlops-sweep-model-") as tmp:
-        with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+        with zipfile.ZipFile(io.BytesIO(archive) if isinstance(archive, bytes) else archive) as zf:
             zf.extractall(tmp)
         run = sweep.client.get_run(run_id)
         tracking.log_artifacts(sweep.client, sweep.settings, run.info.artifact_uri, Path(tmp))

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric
@@ -69,7 +70,9 @@ class SweepRun:
         self.best: TrialOutcome | None = None
         self.env = worker_env(settings)
         self.threads = executor.threads_per_trial
-        self.best_archive: bytes | None = None  # models = best: the best trial's model, kept by its worker
+        self.best_archive: bytes | str | None = None  # models = best: the best trial's model (a zip's bytes
+        # or path), kept by its worker; local workers write them into model_dir (set by the sweep)
+        self.model_dir: str | None = None
         self.refit: tuple[int, Any] | None = None  # (trial, future) of a re-fit of the best trial's model
         self.unreachable = 0  # trials in a row that failed because MLflow did not answer
         self.pending_progress: list[Metric] = []
@@ -94,7 +97,8 @@ class SweepRun:
                          self.parent, self.plan.score_metric, self.env, self.threads,
                          watch_parent=not self.executor.kills_workers, keep_model=spec.models == "best",
                          beat=None if best is None or best.score is None else (best.score, best.number),
-                         higher_is_better=self.plan.higher_is_better)
+                         higher_is_better=self.plan.higher_is_better,
+                         model_dir=self.model_dir if self.executor.kills_workers else None)
 
     def submit(self, number: int, values: dict[str, object]) -> None:
         try:
@@ -136,7 +140,9 @@ class SweepRun:
         archive, outcome.model_archive = outcome.model_archive, None
         if better(outcome, self.best, self.plan.higher_is_better):
             self.best = outcome
-            self.best_archive = archive
+            archive, self.best_archive = self.best_archive, archive
+        if isinstance(archive, str):  # a model file no longer needed
+            Path(archive).unlink(missing_ok=True)
         if outcome.status != "KILLED":
             self.plan.strategy.tell(outcome.number, outcome.score if outcome.status == "FINISHED" else None)
         self.pending_progress.extend(progress_metrics(len(self.outcomes), outcome, self.best))

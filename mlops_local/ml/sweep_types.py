@@ -75,8 +75,10 @@ class TrialOutcome:
     durations: dict[str, float] = field(default_factory=dict)
     score: float | None = None
     error: str | None = None
-    # models = best: the trial's MLflow model directory as zip bytes, while it may be the best
-    model_archive: bytes | None = field(default=None, repr=False, compare=False)
+    # models = best: the trial's MLflow model directory as a zip, while it may be the best: the path of
+    # the file a local worker wrote (big payloads never cross the process pool's pipe, where a worker
+    # killed mid-send would hang the pool), or the bytes from a Dask worker
+    model_archive: bytes | str | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready view."""

@@ -62,6 +62,7 @@ class TrialTask:
     keep_model: bool = False
     beat: tuple[float, int] | None = None
     higher_is_better: bool = True
+    model_dir: str | None = None  # local workers write kept models here (this machine's disk); None: bytes
 
 
 def init_local_worker(env: tuple[tuple[str, str], ...]) -> None:
@@ -148,7 +149,7 @@ def run_trial(task: TrialTask, frame: pd.DataFrame | None = None) -> TrialOutcom
         if step in _CANCEL_STEPS and parent_cancelled(client, task.parent_run_id):
             raise TrialCancelled(f"sweep {task.parent_run_id} cancelled")
 
-    kept: list[bytes] = []
+    kept: list[bytes | str] = []
 
     def keep(metrics: dict[str, float], save) -> None:  # noqa: ANN001 - training.ModelKeeper
         score = metrics.get(task.score_metric)
@@ -159,7 +160,7 @@ def run_trial(task: TrialTask, frame: pd.DataFrame | None = None) -> TrialOutcom
         try:
             with tempfile.TemporaryDirectory(prefix="mlops-sweep-") as tmp:
                 save(Path(tmp) / MODEL_ARTIFACT)
-                kept.append(zip_dir(Path(tmp)))
+                kept.append(package(task, Path(tmp)))
         except Exception:  # noqa: BLE001 - the trial stands; the sweep re-fits its best if need be
             log.warning("could not keep the model of trial %d", task.number, exc_info=True)
 
@@ -167,7 +168,7 @@ def run_trial(task: TrialTask, frame: pd.DataFrame | None = None) -> TrialOutcom
         with threadpool_limits(limits=max(1, task.threads)):
             result = train(task.request, task.settings, client=client, frame=frame,
                            progress=progress if task.watch_parent else None,
-                           keep_model=keep if task.keep_model else None)
+                           keep_model=keep if task.keep_model else None, experiment_id=task.experiment_id)
     except TrialCancelled:
         return TrialOutcome(task.number, params, "KILLED", run_id=_close_killed(client, task),
                             error="cancelled")
@@ -184,6 +185,18 @@ def run_trial(task: TrialTask, frame: pd.DataFrame | None = None) -> TrialOutcom
     return TrialOutcome(task.number, dict(result.params), "FINISHED", run_id=result.run_id,
                         metrics=dict(result.metrics), durations=dict(result.durations),
                         score=result.metrics.get(task.score_metric), model_archive=kept[0] if kept else None)
+
+
+def package(task: TrialTask, root: Path) -> bytes | str:
+    """The model directory under ``root`` as a zip: a file in ``task.model_dir`` (its path), else bytes."""
+    archive = zip_dir(root)
+    if task.model_dir is None:
+        return archive
+    path = Path(task.model_dir) / f"trial-{task.number}-{os.getpid()}-{time.monotonic_ns()}.zip"
+    partial = path.with_suffix(".part")
+    partial.write_bytes(archive)
+    partial.replace(path)
+    return str(path)
 
 
 def zip_dir(root: Path) -> bytes:
@@ -242,6 +255,6 @@ def refit_model(task: TrialTask, expected_r2: float | None,
         log.warning("re-fit of trial %d scored r2 %.6f, the trial %.6f", task.number, r2, expected_r2)
     with tempfile.TemporaryDirectory(prefix="mlops-sweep-") as tmp:
         save_model_dir(pipeline, Path(tmp) / MODEL_ARTIFACT, X_train, data.numeric_features, data.target)
-        archive = zip_dir(Path(tmp))
+        archive = package(task, Path(tmp))
     return {"number": task.number, "archive": archive, "r2": r2, "reproduced": same,
             "seconds": time.perf_counter() - start}

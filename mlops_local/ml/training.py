@@ -121,14 +121,15 @@ ModelKeeper = Callable[[dict[str, float], Callable[[Path], None]], None]
 
 def train(request: TrainRequest, settings: Settings, *, client: MlflowClient | None = None,
           progress: ProgressCallback | None = None, frame: pd.DataFrame | None = None,
-          keep_model: ModelKeeper | None = None) -> TrainResult:
+          keep_model: ModelKeeper | None = None, experiment_id: str | None = None) -> TrainResult:
     """Train ``request.model`` on ``request.dataset`` and track it as one MLflow run.
 
     Everything the user controls is validated before the run is created (UserError). ``progress`` is
     called with each step name ("load", "split", "fit", "evaluate", "log") as the step starts.
     ``keep_model(metrics, save)`` is called once the test metrics are known; calling ``save(directory)``
     writes the fitted model there as an MLflow model directory, not uploaded (a sweep keeps its best
-    trial's model this way instead of logging every trial's).
+    trial's model this way instead of logging every trial's). ``experiment_id``: the id of
+    ``request.experiment`` when the caller already resolved it (a sweep's trials: one request fewer each).
     """
     start = time.perf_counter()
 
@@ -147,7 +148,8 @@ def train(request: TrainRequest, settings: Settings, *, client: MlflowClient | N
                                             data.categorical_features, spec.needs_scaling)
     if client is None:
         client = tracking.connect(settings).client
-    experiment_id = tracking.experiment_for(client, settings, request.experiment)
+    if experiment_id is None:
+        experiment_id = tracking.experiment_for(client, settings, request.experiment)
     tags = {TAG_DATASET: data.name, TAG_MODEL: request.model, TAG_SOURCE: request.source,
             "target": data.target, "mlflow.source.name": "mlops-local", "mlflow.source.type": "LOCAL"}
     tags.update({str(k): str(v) for k, v in request.extra_tags.items()})
