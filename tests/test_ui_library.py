@@ -170,3 +170,29 @@ def test_failed_training_and_failed_publish(mlflow_env: dict[str, str]) -> None:
     assert job.wait(60)
     assert job.error is None and job.result is not None
     assert "registry closed" in job.warning
+
+
+def test_background_job_starts_once_and_freezes_its_elapsed_time() -> None:
+    from dataclasses import dataclass
+
+    from mlops_local.background import BackgroundJob, start_once
+
+    @dataclass
+    class Gated(BackgroundJob):
+        gate: threading.Event
+
+        def _run(self) -> None:
+            self.gate.wait(30)
+
+    gate, session = threading.Event(), {}
+    job, started = start_once(session, "k", Gated, lambda: Gated(gate=gate))
+    assert started and job.running and not job.done and job.elapsed() >= 0
+    with pytest.raises(RuntimeError, match="already started"):
+        job.start()
+    assert start_once(session, "k", Gated, lambda: Gated(gate=gate)) == (job, False)
+    gate.set()
+    assert job.wait(30) and job.done and not job.running
+    frozen = job.elapsed()
+    assert job.wait(0.05) and job.elapsed() == frozen
+    again, started = start_once(session, "k", Gated, lambda: Gated(gate=gate))
+    assert started and again is not job and again.wait(30)

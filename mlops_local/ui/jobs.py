@@ -17,12 +17,12 @@ from typing import Any
 import pandas as pd
 from mlflow import MlflowClient
 
+from mlops_local.background import BackgroundJob, start_once
 from mlops_local.errors import UserError
 from mlops_local.ml.types import STEPS, TrainRequest, TrainResult
 from mlops_local.settings import Settings
 
 log = logging.getLogger(__name__)
-_start_lock = threading.Lock()
 
 TrainFn = Callable[..., TrainResult]
 PublishFn = Callable[[TrainResult], None]
@@ -45,7 +45,7 @@ class StepState:
 
 
 @dataclass
-class TrainingJob:
+class TrainingJob(BackgroundJob):
     """One training on a worker thread: progress events, then a result or an error message."""
 
     request: TrainRequest
@@ -60,37 +60,9 @@ class TrainingJob:
     best_before: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     warning: str | None = None
-    started: float = 0.0
-    finished: float | None = None
-    _thread: threading.Thread | None = field(default=None, repr=False)
-    _done: threading.Event = field(default_factory=threading.Event, repr=False)
 
-    def start(self) -> TrainingJob:
-        """Start the worker thread (once)."""
-        if self._thread is not None:
-            raise RuntimeError("this training job was already started")
-        self.started = time.perf_counter()
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"mlops-train-{self.request.model}")
-        self._thread.start()
-        return self
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and not self._done.is_set()
-
-    @property
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the job ends (True) or ``timeout`` passes (False)."""
-        return self._done.wait(timeout)
-
-    def elapsed(self) -> float:
-        """Seconds since the start (frozen once finished)."""
-        end = self.finished if self.finished is not None else time.perf_counter()
-        return end - self.started if self.started else 0.0
+    def thread_name(self) -> str:
+        return f"mlops-train-{self.request.model}"
 
     def _progress(self, step: str, elapsed: float) -> None:
         # list.append is atomic; the page reads a snapshot with list(self.events).
@@ -113,9 +85,6 @@ class TrainingJob:
         except Exception as exc:  # noqa: BLE001 - the page shows it; the run was already marked FAILED
             log.exception("training %s on %s failed", self.request.model, self.request.dataset.name)
             self.error = f"training failed: {type(exc).__name__}: {exc}"
-        finally:
-            self.finished = time.perf_counter()
-            self._done.set()
 
     def _start_baseline(self) -> threading.Thread | None:
         """Read the best earlier runs while the model trains (they all started before this one)."""
@@ -173,16 +142,5 @@ class TrainingJob:
 
 def start_job(holder: MutableMapping[str, Any], key: str,
               factory: Callable[[], TrainingJob]) -> tuple[TrainingJob, bool]:
-    """The running job under ``holder[key]``, or a new one started; (job, started_now).
-
-    ``holder`` is the session's state: the check and the start happen on the session's script thread,
-    so two clicks of one session can never both start a job.
-    """
-    with _start_lock:
-        job = holder.get(key)
-        if isinstance(job, TrainingJob) and job.running:
-            return job, False
-        job = factory()
-        holder[key] = job
-        job.start()
-        return job, True
+    """The running training under ``holder[key]``, or a new one started; (job, started_now)."""
+    return start_once(holder, key, TrainingJob, factory)

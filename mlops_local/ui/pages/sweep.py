@@ -5,11 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from mlops_local.background import start_once
 from mlops_local.errors import UserError
 from mlops_local.ml import datasets
 from mlops_local.ml.catalog import CATALOG, DEFAULT_MODEL, ParamSpec
 from mlops_local.ml.sweep_exec import cores
-from mlops_local.ml.sweep_job import SweepJob, start_sweep_job
+from mlops_local.ml.sweep_job import SweepJob
 from mlops_local.ml.sweep_plan import plan_sweep
 from mlops_local.ml.sweep_types import DEFAULT_TRIALS, METRICS, MODEL_MODES, STRATEGIES, SweepSpec
 from mlops_local.ml.types import DEFAULT_EXPERIMENT, DatasetSpec
@@ -187,7 +188,7 @@ clicked = st.button("Start sweep", key="sweep_start", type="primary",
                     disabled=running or spec is None or problem is not None)
 if clicked and spec is not None:
     metrics = getattr(common.runtime(), "sweeps", None)  # /metrics of this process, updated per trial
-    _, started = start_sweep_job(st.session_state, JOB_KEY, lambda: SweepJob(
+    _, started = start_once(st.session_state, JOB_KEY, SweepJob, lambda: SweepJob(
         spec, settings, frame=frame, client=common.client(), metrics=metrics))
     if started:
         st.rerun()
