@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import urllib.request
-from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
 from mlops_local import runtime
 from mlops_local.settings import get_settings
+from tests.apptest import APP
 from tests.services import listening_addresses
-
-APP = Path(__file__).resolve().parents[1] / "mlops_local" / "ui" / "app.py"
 
 
 def test_reruns_and_a_second_session_reuse_the_one_metrics_server(app_stack_env: dict[str, str]) -> None:

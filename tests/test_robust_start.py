@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.apptest import APP
 from tests.services import start_service
-
-APP = Path(__file__).resolve().parents[1] / "mlops_local" / "ui" / "app.py"
 
 
 def _sidebar_text(at: AppTest) -> str:

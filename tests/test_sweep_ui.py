@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from mlflow import MlflowClient
 from streamlit.testing.v1 import AppTest
 
-import mlops_local.ui
 from mlops_local.runtime import get_runtime
-
-APP = Path(mlops_local.ui.__file__).parent / "app.py"
+from tests.apptest import open_app
 
 
 def open_sweep() -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.run()
-    at.switch_page("pages/sweep.py").run()
-    assert not at.exception, at.exception
-    return at
+    return open_app("sweep")
 
 
 def configure(at: AppTest, model: str, search: str, experiment: str) -> None:

@@ -5,18 +5,15 @@ from __future__ import annotations
 import csv
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import mlops_local.ui
 from mlops_local.metrics.panels import JOB
 from mlops_local.metrics.promapi import PrometheusClient
 from mlops_local.settings import Settings, get_settings
+from tests.apptest import open_app
 from tests.services import free_port, stack_env, start_service
-
-APP = Path(mlops_local.ui.__file__).parent / "app.py"
 
 
 def use_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], **overrides: str) -> None:
@@ -29,11 +26,7 @@ def use_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], **overrides: s
 
 
 def open_monitoring() -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.run()
-    at.switch_page("pages/monitoring.py").run()
-    assert not at.exception, at.exception
-    return at
+    return open_app("monitoring")
 
 
 @pytest.fixture

@@ -10,12 +10,11 @@ import pytest
 from mlflow import MlflowClient
 from streamlit.testing.v1 import AppTest
 
-import mlops_local.ui
 from mlops_local import runs
 from mlops_local.ml import predict
 from mlops_local.ml.types import TrainResult
+from tests.apptest import open_app
 
-APP = Path(mlops_local.ui.__file__).parent / "app.py"
 TARGET = "CO2 Emissions(g/km)"
 REF = "ui-predict-co2@champion"
 
@@ -35,11 +34,7 @@ def reference_model(ui_trained_run: TrainResult, mlflow_env: dict[str, str]):  #
 
 
 def open_predict() -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.run()
-    at.switch_page("pages/predict.py").run()
-    assert not at.exception, at.exception
-    return at
+    return open_app("predict")
 
 
 def with_model(ref: str, typed: bool = False) -> AppTest:

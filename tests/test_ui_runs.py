@@ -4,25 +4,20 @@ from __future__ import annotations
 
 import time
 from datetime import date, timedelta
-from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from streamlit.testing.v1 import AppTest
 
-import mlops_local.ui
 from mlops_local.ml.types import TrainResult
+from tests.apptest import open_app
 
-APP = Path(mlops_local.ui.__file__).parent / "app.py"
 EXPERIMENT = "ui-tests"
 
 
 def open_runs(experiment: str = EXPERIMENT) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.run()
-    at.switch_page("pages/runs.py").run()
-    assert not at.exception, at.exception
+    at = open_app("runs")
     at.selectbox(key="runs_experiment").set_value(experiment).run()
     assert not at.exception, at.exception
     return at
@@ -116,8 +111,5 @@ def test_mlflow_down_is_a_message(ui_env: dict[str, str], monkeypatch: pytest.Mo
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     get_settings.cache_clear()
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.run()
-    at.switch_page("pages/runs.py").run()
-    assert not at.exception, at.exception
+    at = open_app("runs")
     assert at.error and "not reachable" in at.error[0].value

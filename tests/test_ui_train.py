@@ -9,19 +9,11 @@ import pytest
 from mlflow import MlflowClient
 from streamlit.testing.v1 import AppTest
 
-import mlops_local.ui
 from mlops_local.ml import training
 from mlops_local.ui import jobs
+from tests.apptest import open_app
 
-APP = Path(mlops_local.ui.__file__).parent / "app.py"
 TIMEOUT = 120
-
-
-def open_app() -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
-    at.run()
-    assert not at.exception, at.exception
-    return at
 
 
 def finish(at: AppTest) -> jobs.TrainingJob:
@@ -34,7 +26,7 @@ def finish(at: AppTest) -> jobs.TrainingJob:
 
 
 def test_opens_ready_to_train(ui_env: dict[str, str]) -> None:
-    at = open_app()
+    at = open_app(timeout=TIMEOUT)
     assert at.radio(key="train_source").value == "Built-in"
     assert at.selectbox(key="train_dataset").value == "co2_canada"
     assert at.selectbox(key="train_model").value == "random_forest"
@@ -43,7 +35,7 @@ def test_opens_ready_to_train(ui_env: dict[str, str]) -> None:
 
 
 def test_first_click_trains_and_shows_cards(ui_env: dict[str, str]) -> None:
-    at = open_app()
+    at = open_app(timeout=TIMEOUT)
     at.number_input(key="train_param_random_forest_n_estimators").set_value(10)
     at.text_input(key="train_experiment").set_value("ui-train-cards")
     at.button(key="train_button").click()
@@ -83,7 +75,7 @@ def gated_training(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
 def test_double_click_starts_one_run_and_other_tabs_stay_live(
         ui_env: dict[str, str], gated_training: threading.Event) -> None:
     experiment = "ui-double-click"
-    at = open_app()
+    at = open_app(timeout=TIMEOUT)
     at.number_input(key="train_param_random_forest_n_estimators").set_value(5)
     at.text_input(key="train_experiment").set_value(experiment)
     at.button(key="train_button").click()
@@ -106,10 +98,7 @@ def test_double_click_starts_one_run_and_other_tabs_stay_live(
     assert at.button(key="train_button").disabled
 
     # Another tab renders while this tab's training is still in progress.
-    other = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
-    other.run()
-    other.switch_page("pages/runs.py").run()
-    assert not other.exception, other.exception
+    open_app("runs", TIMEOUT)  # renders without an exception
     assert job.running
 
     gated_training.set()
@@ -122,7 +111,7 @@ def test_double_click_starts_one_run_and_other_tabs_stay_live(
 
 
 def test_upload_trains_and_second_run_shows_delta(ui_env: dict[str, str], co2_csv: Path) -> None:
-    at = open_app()
+    at = open_app(timeout=TIMEOUT)
     at.radio(key="train_source").set_value("Upload a file").run()
     at.file_uploader(key="train_upload").upload(co2_csv.name, co2_csv.read_bytes(), "text/csv")
     at.run()
@@ -152,7 +141,7 @@ def test_upload_over_the_limit_is_refused(ui_env: dict[str, str], monkeypatch: p
 
     monkeypatch.setenv("MLOPS_MAX_UPLOAD_MB", "1")
     get_settings.cache_clear()
-    at = open_app()
+    at = open_app(timeout=TIMEOUT)
     at.radio(key="train_source").set_value("Upload a file").run()
     big = b"a,b\n" + b"1,2\n" * 300_000  # 1.2 MB
     at.file_uploader(key="train_upload").upload("big.csv", big, "text/csv").run()
@@ -162,7 +151,7 @@ def test_upload_over_the_limit_is_refused(ui_env: dict[str, str], monkeypatch: p
 
 
 def test_unreadable_file_is_refused(ui_env: dict[str, str]) -> None:
-    at = open_app()
+    at = open_app(timeout=TIMEOUT)
     at.radio(key="train_source").set_value("Upload a file").run()
     at.file_uploader(key="train_upload").upload("garbage.csv", bytes(range(256)) * 40, "text/csv").run()
     assert not at.exception, at.exception
@@ -171,7 +160,7 @@ def test_unreadable_file_is_refused(ui_env: dict[str, str]) -> None:
 
 
 def test_non_numeric_target_is_refused(ui_env: dict[str, str], co2_csv: Path) -> None:
-    at = open_app()
+    at = open_app(timeout=TIMEOUT)
     at.radio(key="train_source").set_value("Upload a file").run()
     at.file_uploader(key="train_upload").upload(co2_csv.name, co2_csv.read_bytes(), "text/csv").run()
     at.selectbox(key="train_target").set_value("Make").run()
@@ -181,7 +170,7 @@ def test_non_numeric_target_is_refused(ui_env: dict[str, str], co2_csv: Path) ->
 
 
 def test_training_error_is_a_message(ui_env: dict[str, str]) -> None:
-    at = open_app()
+    at = open_app(timeout=TIMEOUT)
     at.number_input(key="train_cv").set_value(1)
     at.button(key="train_button").click().run()
     job = finish(at)
