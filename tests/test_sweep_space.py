@@ -14,10 +14,10 @@ from mlops_local.errors import UserError
 from mlops_local.metrics.sweeps import SweepMetrics
 from mlops_local.ml.catalog import get_model, validate_params
 from mlops_local.ml.sweep_charts import SCORE_CHART, param_chart_name, write_charts
-from mlops_local.ml.sweep_plan import better, plan_sweep
+from mlops_local.ml.sweep_plan import plan_sweep
 from mlops_local.ml.sweep_space import build_space, parse_range_args
 from mlops_local.ml.sweep_strategies import GridStrategy, OptunaStrategy, RandomStrategy, make_strategy
-from mlops_local.ml.sweep_types import SweepSpec, TrialOutcome, score_key
+from mlops_local.ml.sweep_types import SweepSpec, TrialOutcome, better, score_key
 from mlops_local.ml.types import DatasetSpec
 
 FRIEDMAN = DatasetSpec("friedman1", options={"n_samples": 200})

@@ -14,15 +14,7 @@ from mlops_local.ml.datasets import load_dataset
 from mlops_local.ml.sweep_exec import check_jobs
 from mlops_local.ml.sweep_space import SearchSpace, build_space, check_grid_points
 from mlops_local.ml.sweep_strategies import Strategy, make_strategy
-from mlops_local.ml.sweep_types import (  # noqa: F401 - better: imported from here too
-    METRICS,
-    MODEL_MODES,
-    STRATEGIES,
-    SweepSpec,
-    TrialOutcome,
-    better,
-    score_key,
-)
+from mlops_local.ml.sweep_types import METRICS, MODEL_MODES, STRATEGIES, SweepSpec, score_key
 from mlops_local.settings import Settings
 
 

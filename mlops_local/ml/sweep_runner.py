@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from mlops_local.errors import ServiceUnavailable, UserError
 from mlops_local.ml.sweep_exec import TrialExecutor, open_executor
-from mlops_local.ml.sweep_plan import Plan, better, worker_env
+from mlops_local.ml.sweep_plan import Plan, worker_env
 from mlops_local.ml.sweep_tracking import (
     fail_child,
     kill_running_children,
@@ -33,6 +33,7 @@ from mlops_local.ml.sweep_types import (
     TAG_TRIAL,
     SweepProgress,
     TrialOutcome,
+    better,
 )
 from mlops_local.ml.sweep_worker import TrialTask, find_child, refit_model, run_trial
 from mlops_local.ml.types import TAG_SOURCE, TrainRequest
@@ -73,7 +74,6 @@ class SweepRun:
         self.best_archive: bytes | str | None = None  # models = best: the best trial's model (a zip's bytes
         # or path), kept by its worker; local workers write them into model_dir (set by the sweep)
         self.model_dir: str | None = None
-        self.refit: tuple[int, Any] | None = None  # (trial, future) of a re-fit of the best trial's model
         self.unreachable = 0  # trials in a row that failed because MLflow did not answer
         self.pending_progress: list[Metric] = []
         self.progress_logged = 0.0
@@ -199,16 +199,13 @@ class SweepRun:
 
     # -- main loop ---------------------------------------------------------------------------------
     def refit_best(self) -> Any:
-        """With ``models = best``, when the best trial's worker could not keep its model: the future of a
-        re-fit of the best trial (same data, split and seed), started unless under way."""
+        """The future of a re-fit of the best trial (same data, split and seed): the fallback of
+        ``models = best`` when the best trial's worker could not keep its model."""
         best = self.best
-        if self.spec.models != "best" or best is None or best.run_id is None or self.best_archive is not None:
-            return None
-        if self.refit is None or self.refit[0] != best.number:
-            task = self.task(best.number, dict(best.params))
-            future = self.submit_task(refit_model, task, best.metrics.get("r2"), self.frame)
-            self.refit = (best.number, future)
-        return self.refit[1]
+        if best is None:
+            raise RuntimeError("no finished trial to re-fit")
+        task = self.task(best.number, dict(best.params))
+        return self.submit_task(refit_model, task, best.metrics.get("r2"), self.frame)
 
     def loop(self) -> None:
         strategy = self.plan.strategy
