@@ -149,14 +149,6 @@ def runs_page(
     return page
 
 
-def runs_frame(client: MlflowClient, experiment: str, **filters: object) -> pd.DataFrame:
-    """The runs table of experiment ``experiment`` (by name); empty when it does not exist."""
-    exp_id = experiment_id(client, experiment)
-    if exp_id is None:
-        return runs_to_frame([]).frame
-    return runs_page(client, exp_id, **filters).frame  # type: ignore[arg-type]
-
-
 def run_label(row: Mapping[str, object]) -> str:
     """Short readable name of a run: model · dataset · first 8 characters of the id."""
     return f"{row.get(TAG_MODEL) or '?'} · {row.get(TAG_DATASET) or '?'} · {str(row['run_id'])[:8]}"

@@ -84,10 +84,6 @@ class Connection:
     configured_uri: str
     note: str | None = None
 
-    @property
-    def fallback(self) -> bool:
-        return self.tracking_uri != self.configured_uri
-
 
 def connect(settings: Settings) -> Connection:
     """A bounded client on the configured URI, or on the local store when the local server is down."""

@@ -65,10 +65,6 @@ class BoundedMap(Generic[K, V]):
             self._compact()
         return evicted
 
-    def discard(self, key: K) -> None:
-        """Forget ``key`` (its heap entry goes stale and is skipped later)."""
-        self._data.pop(key, None)
-
     def _compact(self) -> None:
         self._heap = [(when, i, key) for i, (key, (when, _)) in enumerate(self._data.items())]
         heapq.heapify(self._heap)
