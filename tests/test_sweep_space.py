@@ -78,10 +78,13 @@ def test_grid_values_and_refusal_when_larger_than_trials():
     space = build_space("random_forest", {"n_estimators": "10:1000:log", "max_features": "sqrt|log2"},
                         search=["n_estimators"])
     grid = GridStrategy(space, 3)
-    trials = [grid.ask() for _ in range(grid.total)]
+    asked = [grid.ask() for _ in range(grid.total)]
     assert grid.total == 6 and grid.ask() is None
+    trials = sorted(asked)
     assert [t[1]["n_estimators"] for t in trials] == [10, 10, 100, 100, 1000, 1000]  # log-spaced
     assert [t[0] for t in trials] == list(range(6))
+    # handed out longest first: the 1000-tree forests, all features before sqrt before log2
+    assert [t[0] for t in asked] == [4, 5, 2, 3, 0, 1]
     linear = build_space("elastic_net", {"l1_ratio": "0:1:linear"}, search=["l1_ratio"])
     assert GridStrategy(linear, 5)._combos == [{"l1_ratio": v} for v in (0.0, 0.25, 0.5, 0.75, 1.0)]
     with pytest.raises(UserError) as info:
@@ -94,15 +97,35 @@ def test_grid_values_and_refusal_when_larger_than_trials():
 def test_random_trials_depend_only_on_seed_and_number():
     space = build_space("random_forest")
     a, b, other = RandomStrategy(space, 40, 7), RandomStrategy(space, 40, 7), RandomStrategy(space, 40, 8)
-    first = [a.ask() for _ in range(40)]
-    assert first == [b.ask() for _ in range(40)]
-    assert first != [other.ask() for _ in range(40)]
+    first = sorted(a.ask() for _ in range(40))
+    assert first == sorted(b.ask() for _ in range(40))
+    assert first != sorted(other.ask() for _ in range(40))
+    assert [number for number, _ in first] == list(range(40))
     assert b.values(17) == first[17][1]  # whatever ran before
     for _, values in first:
         validate_params("random_forest", values)  # the catalog accepts every draw
         assert 1 <= values["n_estimators"] <= 2000 and isinstance(values["n_estimators"], int)
     trees = [v["n_estimators"] for _, v in first]
     assert sum(t < 100 for t in trees) > sum(t > 1000 for t in trees)  # log-uniform, not uniform
+
+
+def test_planned_trials_start_longest_first_by_the_catalogs_estimate():
+    forest = build_space("random_forest")
+    strategy = RandomStrategy(forest, 30, 3)
+    asked = [strategy.ask() for _ in range(30)]
+    assert strategy.ask() is None
+    costs = [forest.cost(values) for _, values in asked]
+    assert costs == sorted(costs, reverse=True) and costs[0] > costs[-1]
+    assert [number for number, _ in asked] != list(range(30))  # the draws were reordered
+    assert sorted(number for number, _ in asked) == list(range(30))
+    # the estimate is trees x share of features per split
+    assert forest.cost({"n_estimators": 400, "max_features": "all"}) == 400.0
+    assert forest.cost({"n_estimators": 400, "max_features": "log2"}) == 100.0
+    assert forest.cost({"n_estimators": 0}) == 0.0  # refused by the catalog: fails at once
+    # no estimate for the model: number order
+    ridge = RandomStrategy(build_space("ridge"), 10, 3)
+    assert [ridge.ask()[0] for _ in range(10)] == list(range(10))
+    assert build_space("ridge").cost({"alpha": 1.0}) is None
 
 
 def test_optuna_tpe_is_seeded_and_learns_from_told_scores():

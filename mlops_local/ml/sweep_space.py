@@ -91,6 +91,17 @@ class SearchSpace:
         """Searched ``values`` on top of the base, validated by the catalog (UserError when refused)."""
         return validate_params(self.model, {**self.base, **values})
 
+    def cost(self, values: Mapping[str, object]) -> float | None:
+        """The catalog's rough relative fit time of a trial's ``values``: None when the catalog has no
+        estimate for the model, 0 for values it refuses (such a trial fails at once)."""
+        estimate = get_model(self.model).cost
+        if estimate is None:
+            return None
+        try:
+            return float(estimate(self.complete(values)))
+        except (UserError, KeyError, TypeError, ValueError):
+            return 0.0
+
     def describe(self) -> dict[str, str]:
         """name -> short description, for the CLI, the parent run's params and the UI."""
         return {p.name: p.describe() for p in self.params}

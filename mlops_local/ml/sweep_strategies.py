@@ -3,7 +3,9 @@
 ``ask()`` hands out the next trial (number, searched values) or None when the budget is spent;
 ``tell(number, score)`` reports a finished trial (score None = failed). Grid and random trials depend
 only on the seed and the trial number, never on completion order, so the same sweep gives the same
-trials on local processes and on a Dask cluster. TPE learns from what has been told so far; with
+trials on local processes and on a Dask cluster. They are handed out longest first when the catalog
+estimates the model's fit time (trial numbers do not change): a long trial started last would run
+alone while the other workers idle. TPE learns from what has been told so far; with
 several trials in flight it uses Optuna's constant liar so parallel asks do not all land on one point.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -36,8 +39,42 @@ class Strategy(Protocol):
     def tell(self, number: int, score: float | None) -> None: ...
 
 
-class GridStrategy:
-    """Every combination of the grid values, in a fixed order (the last parameter varies fastest)."""
+def longest_first(space: SearchSpace, total: int, values: Callable[[int], dict[str, object]]) -> list[int]:
+    """Trial numbers in the order to start them: highest estimated cost first, ties by number; in number
+    order when the catalog has no estimate for the model."""
+    costs = [space.cost(values(number)) for number in range(total)]
+    if any(cost is None for cost in costs):
+        return list(range(total))
+    return sorted(range(total), key=lambda number: (-(costs[number] or 0.0), number))
+
+
+class _Planned:
+    """Trials known in advance (grid, random): handed out longest first, see :func:`longest_first`."""
+
+    def __init__(self, space: SearchSpace, total: int) -> None:
+        self._space, self.total = space, total
+        self._order: list[int] | None = None  # computed at the first ask (a plan may never run)
+        self._next = 0
+
+    def values(self, number: int) -> dict[str, object]:
+        raise NotImplementedError
+
+    def ask(self) -> tuple[int, dict[str, object]] | None:
+        if self._order is None:
+            self._order = longest_first(self._space, self.total, self.values)
+        if self._next >= self.total:
+            return None
+        number = self._order[self._next]
+        self._next += 1
+        return number, self.values(number)
+
+    def tell(self, number: int, score: float | None) -> None:
+        return None
+
+
+class GridStrategy(_Planned):
+    """Every combination of the grid values; trial numbers in a fixed order (the last parameter varies
+    fastest)."""
 
     name = "grid"
 
@@ -45,42 +82,28 @@ class GridStrategy:
         names = [p.name for p in space.params]
         self._combos = [dict(zip(names, values, strict=True))
                         for values in itertools.product(*(p.grid(points) for p in space.params))]
-        self.total = len(self._combos)
-        self._next = 0
+        super().__init__(space, len(self._combos))
 
-    def ask(self) -> tuple[int, dict[str, object]] | None:
-        if self._next >= self.total:
-            return None
-        number = self._next
-        self._next += 1
-        return number, dict(self._combos[number])
+    def values(self, number: int) -> dict[str, object]:
+        return dict(self._combos[number])
 
     def tell(self, number: int, score: float | None) -> None:
         return None
 
 
-class RandomStrategy:
+class RandomStrategy(_Planned):
     """Independent draws; trial n's values come from a generator seeded with (seed, n)."""
 
     name = "random"
 
     def __init__(self, space: SearchSpace, trials: int, seed: int) -> None:
-        self._space, self.total, self._seed, self._next = space, trials, seed, 0
+        super().__init__(space, trials)
+        self._seed = seed
 
     def values(self, number: int) -> dict[str, object]:
         """The values of trial ``number`` (the same for a given seed, whatever ran before)."""
         rng = np.random.default_rng([self._seed, number])
         return {p.name: p.sample(rng) for p in self._space.params}
-
-    def ask(self) -> tuple[int, dict[str, object]] | None:
-        if self._next >= self.total:
-            return None
-        number = self._next
-        self._next += 1
-        return number, self.values(number)
-
-    def tell(self, number: int, score: float | None) -> None:
-        return None
 
 
 class OptunaStrategy:
