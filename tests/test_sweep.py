@@ -93,10 +93,12 @@ def test_grid_sweep_tracks_children_best_trial_failures_and_registration(mlflow_
     table = Path(client.download_artifacts(result.parent_run_id, "sweep/trials.csv")).read_text().splitlines()
     assert len(table) == 7 and table[0].startswith("trial,status,score,run_id")
 
-    # only the best trial carries a model; it loads and predicts raw rows
-    assert "model" in {a.path for a in client.list_artifacts(best.info.run_id)}
-    assert "model" not in {a.path for a in client.list_artifacts(finished[0].info.run_id)} or \
-        finished[0].info.run_id == best.info.run_id
+    # only the best trial carries a model and plots; the model loads and predicts raw rows
+    assert {"model", "plots"} <= {a.path for a in client.list_artifacts(best.info.run_id)}
+    assert {"plots/predicted_vs_actual.svg", "plots/residuals.svg"} <= \
+        {a.path for a in client.list_artifacts(best.info.run_id, "plots")}
+    for other in (r for r in runs if r.info.run_id != best.info.run_id):
+        assert not {"model", "plots"} & {a.path for a in client.list_artifacts(other.info.run_id)}
     assert result.model_uri == f"runs:/{best.info.run_id}/model"
     data = load_dataset(FRIEDMAN)
     local = client.download_artifacts(best.info.run_id, "model", str(tmp_path))
@@ -153,7 +155,7 @@ def test_a_trial_keeps_its_model_only_when_it_beats_the_best_known_at_submission
     path = run_trial(replace(task, number=6, model_dir=str(tmp_path / "kept"))).model_archive
     assert isinstance(path, str) and Path(path).parent == tmp_path / "kept"
     with zipfile.ZipFile(path) as zf:
-        assert "model/MLmodel" in zf.namelist()
+        assert {"model/MLmodel", "plots/predicted_vs_actual.svg", "plots/residuals.svg"} <= set(zf.namelist())
     assert [p.suffix for p in (tmp_path / "kept").iterdir()] == [".zip"]  # no .part left behind
 
 
@@ -185,7 +187,9 @@ def test_when_the_best_trial_could_not_keep_its_model_the_sweep_refits_it(mlflow
         result = run_sweep(spec, mlflow_settings, on_trial=on_trial)
     assert result.status == "FINISHED" and result.warnings == []
     assert "could not keep the model of trial" in caplog.text and "re-fitted" in caplog.text
-    assert "model" in {a.path for a in client.list_artifacts(result.best.run_id)}
+    assert {"model", "plots"} <= {a.path for a in client.list_artifacts(result.best.run_id)}
+    assert {"plots/predicted_vs_actual.svg", "plots/residuals.svg"} <= \
+        {a.path for a in client.list_artifacts(result.best.run_id, "plots")}
     assert result.model_uri == f"runs:/{result.best.run_id}/model"
 
 
@@ -259,8 +263,8 @@ def test_dask_cluster_runs_the_same_trials_as_local_processes_and_cancels(mlflow
     assert len(remote_runs) == 4
     assert [r.info.run_id for r in remote_runs if "model" in {a.path for a in client.list_artifacts(
         r.info.run_id)}] == [remote.best.run_id]
-    # models = all: every trial logged its own, like a training
-    assert all("model" in {a.path for a in client.list_artifacts(t.run_id)} for t in local.trials)
+    # models = all: every trial logged its own model and plots, like a training
+    assert all({"model", "plots"} <= {a.path for a in client.list_artifacts(t.run_id)} for t in local.trials)
 
 
 def test_optuna_sweep_minimising_rmse_shows_live_in_prometheus(mlflow_settings, client, tmp_path):

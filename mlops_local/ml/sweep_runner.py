@@ -90,7 +90,7 @@ class SweepRun:
                                test_size=spec.test_size, seed=spec.seed, cv_folds=spec.cv_folds,
                                experiment=spec.experiment,
                                source="sweep", parent_run_id=self.parent,
-                               log_model=spec.models == "all",
+                               log_model=spec.models == "all", log_plots=spec.models == "all",
                                extra_tags=self.trial_tags(number))
         best = self.best
         return TrialTask(number, request, self.settings, self.client.tracking_uri, self.experiment_id,

@@ -5,9 +5,9 @@ call them the same way. A trial is one :func:`mlops_local.ml.training.train` cal
 params, metrics, plots, FAILED on error). Between steps it checks the parent run: once the sweep is
 being cancelled it stops and closes its child as KILLED (this is how a Dask task, which cannot be
 killed from outside, stops early). With ``models = best`` a trial that beats the best trial known when
-it was submitted sends its fitted model back (an MLflow model directory as zip bytes); the sweep keeps
-the best one's and uploads it at the end, so no trial uploads a model that is later beaten and the best
-is not fitted twice.
+it was submitted sends its fitted model and its plots back (``model/`` and ``plots/`` as a zip); the
+sweep keeps the best one's and uploads it at the end, so no trial uploads artifacts that are later
+beaten and the best is not fitted twice.
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mlops_local.ml.sweep_types import TAG_ERROR, TAG_PARENT, TAG_STATE, TAG_TRIAL, TrialOutcome, better
-from mlops_local.ml.types import MODEL_ARTIFACT, TrainRequest
+from mlops_local.ml.types import MODEL_ARTIFACT, PLOTS_ARTIFACT, TrainRequest
 from mlops_local.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ def run_trial(task: TrialTask, frame: pd.DataFrame | None = None) -> TrialOutcom
             return
         try:
             with tempfile.TemporaryDirectory(prefix="mlops-sweep-") as tmp:
-                save(Path(tmp) / MODEL_ARTIFACT)
+                save(Path(tmp))  # model/ and plots/
                 kept.append(package(task, Path(tmp)))
         except Exception:  # noqa: BLE001 - the trial stands; the sweep re-fits its best if need be
             log.warning("could not keep the model of trial %d", task.number, exc_info=True)
@@ -225,7 +226,7 @@ def _close_killed(client: MlflowClient, task: TrialTask) -> str | None:
 
 def refit_model(task: TrialTask, expected_r2: float | None,
                 frame: pd.DataFrame | None = None) -> dict[str, object]:
-    """Re-fit a trial (same data, split and seed) and return its MLflow model directory as zip bytes.
+    """Re-fit a trial (same data, split and seed) and return its model and plots as a zip (bytes or path).
 
     The fallback of ``models = best``: a trial that beats the best so far sends its model back with its
     outcome; when that failed for the best trial (say, a full disk on its worker), the sweep re-fits
@@ -238,6 +239,7 @@ def refit_model(task: TrialTask, expected_r2: float | None,
     from mlops_local.ml.catalog import get_model, validate_params
     from mlops_local.ml.datasets import load_dataset
     from mlops_local.ml.modelio import save_model_dir
+    from mlops_local.ml.plots import write_plots
     request = task.request
     start = time.perf_counter()
     spec = get_model(request.model)
@@ -249,12 +251,15 @@ def refit_model(task: TrialTask, expected_r2: float | None,
         data.numeric_features, data.categorical_features, spec.needs_scaling)
     with threadpool_limits(limits=max(1, task.threads)):
         pipeline.fit(X_train, y_train)
-    r2 = evaluation.regression_metrics(y_test.to_numpy(), pipeline.predict(X_test))["r2"]
+    y_pred = np.asarray(pipeline.predict(X_test), dtype=float)
+    r2 = evaluation.regression_metrics(y_test.to_numpy(), y_pred)["r2"]
     same = expected_r2 is None or abs(r2 - expected_r2) <= 1e-9 * max(1.0, abs(expected_r2))
     if not same:
         log.warning("re-fit of trial %d scored r2 %.6f, the trial %.6f", task.number, r2, expected_r2)
+    importance, kind = evaluation.feature_importance(pipeline, X_test, y_test, int(request.seed))
     with tempfile.TemporaryDirectory(prefix="mlops-sweep-") as tmp:
         save_model_dir(pipeline, Path(tmp) / MODEL_ARTIFACT, X_train, data.numeric_features, data.target)
+        write_plots(Path(tmp) / PLOTS_ARTIFACT, y_test.to_numpy(), y_pred, importance, kind, data.target)
         archive = package(task, Path(tmp))
     return {"number": task.number, "archive": archive, "r2": r2, "reproduced": same,
             "seconds": time.perf_counter() - start}

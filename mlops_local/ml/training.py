@@ -24,6 +24,7 @@ from mlops_local.ml.plots import write_plots
 from mlops_local.ml.runlog import RunLogger
 from mlops_local.ml.types import (
     MODEL_ARTIFACT,
+    PLOTS_ARTIFACT,
     SOURCES,
     TAG_DATASET,
     TAG_MODEL,
@@ -36,7 +37,6 @@ from mlops_local.settings import Settings
 
 log = logging.getLogger(__name__)
 
-PLOTS_ARTIFACT = "plots"
 TAG_PARENT = "mlflow.parentRunId"
 _MAX_PARAM = 500
 
@@ -127,9 +127,11 @@ def train(request: TrainRequest, settings: Settings, *, client: MlflowClient | N
     Everything the user controls is validated before the run is created (UserError). ``progress`` is
     called with each step name ("load", "split", "fit", "evaluate", "log") as the step starts.
     ``keep_model(metrics, save)`` is called once the test metrics are known; calling ``save(directory)``
-    writes the fitted model there as an MLflow model directory, not uploaded (a sweep keeps its best
-    trial's model this way instead of logging every trial's). ``experiment_id``: the id of
-    ``request.experiment`` when the caller already resolved it (a sweep's trials: one request fewer each).
+    writes the run's artifacts there as they would be uploaded, not uploading them: the fitted model
+    (``model/``, an MLflow model directory) and the plots (``plots/``). A sweep keeps its best trial's
+    this way instead of logging every trial's (with ``log_model`` and ``log_plots`` off).
+    ``experiment_id``: the id of ``request.experiment`` when the caller already resolved it (a sweep's
+    trials: one request fewer each).
     """
     start = time.perf_counter()
 
@@ -180,17 +182,24 @@ def train(request: TrainRequest, settings: Settings, *, client: MlflowClient | N
         report("log")
         logger.log_batch(metrics={**metrics, "fit_s": fit_s, "predict_s": predict_s},
                          params={"importance": importance_kind})
+
+        def save_model(out: Path) -> None:
+            save_model_dir(pipeline, out / MODEL_ARTIFACT, X_train, data.numeric_features, data.target)
+
+        def save_plots(out: Path) -> None:
+            write_plots(out / PLOTS_ARTIFACT, y_test.to_numpy(), y_pred, importance, importance_kind,
+                        data.target)
+
         if keep_model is not None:
-            keep_model(dict(metrics), lambda path: save_model_dir(pipeline, path, X_train,
-                                                                  data.numeric_features, data.target))
+            keep_model(dict(metrics), lambda out: (save_model(out), save_plots(out)))
         with tempfile.TemporaryDirectory(prefix="mlops-run-") as tmp:
             out = Path(tmp)
             if request.log_model:
-                save_model_dir(pipeline, out / MODEL_ARTIFACT, X_train, data.numeric_features, data.target)
+                save_model(out)
                 logger.upload_dir(out / MODEL_ARTIFACT, MODEL_ARTIFACT)
-            write_plots(out / PLOTS_ARTIFACT, y_test.to_numpy(), y_pred, importance, importance_kind,
-                        data.target)
-            logger.upload_dir(out / PLOTS_ARTIFACT, PLOTS_ARTIFACT)
+            if request.log_plots:
+                save_plots(out)
+                logger.upload_dir(out / PLOTS_ARTIFACT, PLOTS_ARTIFACT)
             logger.finish()
     except MlflowException as exc:
         logger.fail(exc)

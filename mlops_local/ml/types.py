@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 MODEL_ARTIFACT = "model"  # a run's model artifact path
+PLOTS_ARTIFACT = "plots"  # a run's plots artifact path
 TAG_DATASET = "dataset"
 TAG_MODEL = "model"
 TAG_SOURCE = "source"
@@ -49,6 +50,7 @@ class TrainRequest:
     source: str = "cli"
     parent_run_id: str | None = None
     log_model: bool = True
+    log_plots: bool = True  # the predicted-vs-actual, residual and importance SVGs under plots/
     extra_tags: Mapping[str, str] = field(default_factory=dict)
 
 
