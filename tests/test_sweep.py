@@ -99,6 +99,11 @@ def test_grid_sweep_tracks_children_best_trial_failures_and_registration(mlflow_
         {a.path for a in client.list_artifacts(best.info.run_id, "plots")}
     for other in (r for r in runs if r.info.run_id != best.info.run_id):
         assert not {"model", "plots"} & {a.path for a in client.list_artifacts(other.info.run_id)}
+        assert not other.inputs.dataset_inputs and other.data.params["dataset"] == "friedman1"  # named
+    # the dataset input: on the parent and on the best trial's run (which reads like a training's)
+    digest = load_dataset(FRIEDMAN).fingerprint
+    assert [d.dataset.digest for d in best.inputs.dataset_inputs] == [digest]
+    assert [d.dataset.digest for d in parent.inputs.dataset_inputs] == [digest]
     assert result.model_uri == f"runs:/{best.info.run_id}/model"
     data = load_dataset(FRIEDMAN)
     local = client.download_artifacts(best.info.run_id, "model", str(tmp_path))
@@ -263,8 +268,9 @@ def test_dask_cluster_runs_the_same_trials_as_local_processes_and_cancels(mlflow
     assert len(remote_runs) == 4
     assert [r.info.run_id for r in remote_runs if "model" in {a.path for a in client.list_artifacts(
         r.info.run_id)}] == [remote.best.run_id]
-    # models = all: every trial logged its own model and plots, like a training
+    # models = all: every trial logged its own model, plots and dataset input, like a training
     assert all({"model", "plots"} <= {a.path for a in client.list_artifacts(t.run_id)} for t in local.trials)
+    assert all(client.get_run(t.run_id).inputs.dataset_inputs for t in local.trials)
 
 
 def test_optuna_sweep_minimising_rmse_shows_live_in_prometheus(mlflow_settings, client, tmp_path):

@@ -181,8 +181,8 @@ def test_the_dataset_input_is_built_once_per_dataset_content(monkeypatch):
     monkeypatch.setattr(training, "_INPUTS", {})
     monkeypatch.setattr(training, "_build_dataset_input", lambda data: built.append(data.name) or real(data))
     small = load_dataset(DatasetSpec("friedman1", options={"n_samples": 120}))
-    first = training._dataset_input(small)
-    again = training._dataset_input(load_dataset(DatasetSpec("friedman1", options={"n_samples": 120})))
-    other = training._dataset_input(load_dataset(DatasetSpec("friedman1", options={"n_samples": 130})))
+    first = training.dataset_input(small)
+    again = training.dataset_input(load_dataset(DatasetSpec("friedman1", options={"n_samples": 120})))
+    other = training.dataset_input(load_dataset(DatasetSpec("friedman1", options={"n_samples": 130})))
     assert again is first and other is not first and built == ["friedman1", "friedman1"]
     assert first.dataset.digest == small.fingerprint and first.dataset.name == "friedman1"

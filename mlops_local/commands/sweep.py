@@ -72,9 +72,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--register", metavar="NAME", help="register the best model under this name")
     parser.add_argument("--alias", metavar="ALIAS", help="alias for the registered version, e.g. champion")
     parser.add_argument("--models", default="best", choices=MODEL_MODES,
-                        help="which trials log their model: best (default: only the best trial's, uploaded "
-                             "when the sweep ends), all (every trial's, like `train`; 24 random forests can "
-                             "take hundreds of MB) or none")
+                        help="which trials log their model, plots and dataset input: best (default: only "
+                             "the best trial's, uploaded when the sweep ends), all (every trial's, like "
+                             "`train`; 24 random forests can take hundreds of MB) or none (no model or "
+                             "plots)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object at the end (progress goes to stderr)")
     parser.set_defaults(func=run)

@@ -43,7 +43,7 @@ from mlops_local.ml.sweep_tracking import (
     render_artifacts,
 )
 from mlops_local.ml.sweep_types import SweepResult, SweepSpec
-from mlops_local.ml.training import MODEL_ARTIFACT
+from mlops_local.ml.training import MODEL_ARTIFACT, dataset_input
 from mlops_local.settings import Settings
 
 __all__ = ["plan_sweep", "run_sweep"]
@@ -98,7 +98,8 @@ def run_sweep(spec: SweepSpec, settings: Settings, *, client: MlflowClient | Non
                 higher_is_better=plan.higher_is_better, parallel=executor.slots))
         parent = create_parent(client, experiment_id, spec, plan.space, dataset=plan.dataset,
                                total=plan.strategy.total, score_metric=plan.score_metric,
-                               higher_is_better=plan.higher_is_better, executor=executor.label)
+                               higher_is_better=plan.higher_is_better, executor=executor.label,
+                               dataset_input=None if plan.data is None else dataset_input(plan.data))
     except BaseException:
         if executor is not None:
             executor.abort()
@@ -140,6 +141,7 @@ def _finish(sweep: SweepRun, start: float) -> SweepResult:
                 render_artifacts(artifacts, sweep.outcomes, plan.score_metric, plan.higher_is_better)
                 if not sweep.cancel.is_set():
                     model_uri, version = _best_model(sweep, warnings)
+                    _best_dataset(sweep, warnings)
             except KeyboardInterrupt:
                 sweep.cancel.set()
             with _no_interrupts():
@@ -204,6 +206,18 @@ def _best_model(sweep: SweepRun, warnings: list[str]) -> tuple[str | None, str |
         warnings.append(f"best model not registered as {spec.register!r}: {exc}")
         return uri, None
     return uri, str(version.version)
+
+
+def _best_dataset(sweep: SweepRun, warnings: list[str]) -> None:
+    """Unless every trial logged it (models = all), the dataset input goes on the parent (at its creation)
+    and on the best trial's run, which then carries what a training's run does."""
+    best, data = sweep.best, sweep.plan.data
+    if sweep.spec.models == "all" or best is None or best.run_id is None or data is None:
+        return
+    try:
+        sweep.client.log_inputs(best.run_id, datasets=[dataset_input(data)])
+    except MlflowException as exc:
+        warnings.append(f"dataset input not logged on the best trial's run: {exc.message[:300]}")
 
 
 def _upload_model(sweep: SweepRun, run_id: str, archive: bytes | str) -> None:

@@ -10,7 +10,7 @@ import pandas as pd
 from mlops_local import tracking
 from mlops_local.errors import UserError
 from mlops_local.ml import evaluation
-from mlops_local.ml.datasets import load_dataset
+from mlops_local.ml.datasets import LoadedDataset, load_dataset
 from mlops_local.ml.sweep_exec import check_jobs
 from mlops_local.ml.sweep_space import SearchSpace, build_space, check_grid_points
 from mlops_local.ml.sweep_strategies import Strategy, make_strategy
@@ -20,7 +20,8 @@ from mlops_local.settings import Settings
 
 @dataclass
 class Plan:
-    """A validated sweep: search space, strategy, score, the dataset's display name."""
+    """A validated sweep: search space, strategy, score, the dataset's display name (and the dataset
+    itself when it was loaded)."""
 
     spec: SweepSpec
     space: SearchSpace
@@ -29,6 +30,7 @@ class Plan:
     higher_is_better: bool
     dataset: str
     jobs: int | None
+    data: LoadedDataset | None = None
 
 
 def plan_sweep(spec: SweepSpec, frame: pd.DataFrame | None = None, *, load: bool = True) -> Plan:
@@ -62,12 +64,12 @@ def plan_sweep(spec: SweepSpec, frame: pd.DataFrame | None = None, *, load: bool
     space = build_space(spec.model, spec.ranges, spec.search, spec.fixed)
     strategy = make_strategy(spec.strategy, space, trials=spec.trials, seed=spec.seed, grid_points=points,
                              higher_is_better=higher, parallel=jobs or 2)
-    name = spec.dataset.name
+    name, data = spec.dataset.name, None
     if load:
         data = load_dataset(spec.dataset, frame)
         evaluation.validate_split(len(data.y), spec.test_size, spec.cv_folds)
         name = data.name
-    return Plan(spec, space, strategy, metric_key, higher, name, jobs)
+    return Plan(spec, space, strategy, metric_key, higher, name, jobs, data)
 
 
 def worker_env(settings: Settings) -> tuple[tuple[str, str], ...]:

@@ -91,6 +91,7 @@ class SweepRun:
                                experiment=spec.experiment,
                                source="sweep", parent_run_id=self.parent,
                                log_model=spec.models == "all", log_plots=spec.models == "all",
+                               log_dataset=spec.models == "all",
                                extra_tags=self.trial_tags(number))
         best = self.best
         return TrialTask(number, request, self.settings, self.client.tracking_uri, self.experiment_id,

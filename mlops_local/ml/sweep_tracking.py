@@ -43,8 +43,10 @@ def _now_ms() -> int:
 
 
 def create_parent(client: MlflowClient, experiment_id: str, spec: SweepSpec, space: SearchSpace, *,
-                  dataset: str, total: int, score_metric: str, higher_is_better: bool, executor: str) -> str:
-    """Create the RUNNING parent run with the sweep's spec as params; returns its id."""
+                  dataset: str, total: int, score_metric: str, higher_is_better: bool, executor: str,
+                  dataset_input: object = None) -> str:
+    """Create the RUNNING parent run with the sweep's spec as params (and ``dataset_input``, an MLflow
+    DatasetInput, as its input); returns its id."""
     goal = "maximize" if higher_is_better else "minimize"
     tags = {TAG_SOURCE: "sweep", TAG_ROLE: "parent", TAG_DATASET: dataset, TAG_MODEL: spec.model,
             TAG_SCORE_METRIC: score_metric, TAG_GOAL: goal, TAG_STATE: "running",
@@ -64,6 +66,8 @@ def create_parent(client: MlflowClient, experiment_id: str, spec: SweepSpec, spa
     params.update({f"dataset_{k}": v for k, v in spec.dataset.options.items()})
     try:
         client.log_batch(run.info.run_id, params=[Param(k, str(v)[:_MAX_PARAM]) for k, v in params.items()])
+        if dataset_input is not None:
+            client.log_inputs(run.info.run_id, datasets=[dataset_input])
     except BaseException:
         client.set_terminated(run.info.run_id, "FAILED")
         raise

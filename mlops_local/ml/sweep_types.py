@@ -58,7 +58,7 @@ class SweepSpec:
     experiment: str = DEFAULT_EXPERIMENT
     jobs: int | None = None  # parallel trials; None = number of cores (local) or of Dask worker threads
     dask_scheduler: str | None = None
-    models: str = "best"  # which trials log their model: best (only the best trial's) | all | none
+    models: str = "best"  # which trials log model, plots, dataset input: best (the best's) | all | none
     register: str | None = None
     alias: str | None = None
 

@@ -2,12 +2,13 @@
 
 Both are plain top-level functions of picklable arguments, so a ProcessPoolExecutor and a Dask client
 call them the same way. A trial is one :func:`mlops_local.ml.training.train` call (the child run, its
-params, metrics, plots, FAILED on error). Between steps it checks the parent run: once the sweep is
-being cancelled it stops and closes its child as KILLED (this is how a Dask task, which cannot be
-killed from outside, stops early). With ``models = best`` a trial that beats the best trial known when
-it was submitted sends its fitted model and its plots back (``model/`` and ``plots/`` as a zip); the
-sweep keeps the best one's and uploads it at the end, so no trial uploads artifacts that are later
-beaten and the best is not fitted twice.
+params, metrics and tags, FAILED on error; its model, plots and dataset input only with
+``models = all``). Between steps it checks the parent run: once the sweep is being cancelled it stops
+and closes its child as KILLED (this is how a Dask task, which cannot be killed from outside, stops
+early). With ``models = best`` a trial that beats the best trial known when it was submitted sends
+its fitted model and its plots back (``model/`` and ``plots/`` as a zip); the sweep keeps the best
+one's and uploads it at the end, so no trial uploads artifacts that are later beaten and the best is
+not fitted twice.
 """
 
 from __future__ import annotations

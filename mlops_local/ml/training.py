@@ -84,7 +84,7 @@ _INPUTS_LOCK = threading.Lock()
 _MAX_INPUTS = 32
 
 
-def _dataset_input(data: LoadedDataset):
+def dataset_input(data: LoadedDataset):
     """The dataset as an MLflow run input, built once per process per dataset content.
 
     Building it profiles the frame and infers its schema (about 90 ms for co2_canada), once per
@@ -161,7 +161,8 @@ def train(request: TrainRequest, settings: Settings, *, client: MlflowClient | N
                          spec.needs_scaling)
     logger = RunLogger(client, settings, experiment_id)
     # The run is created, and its params and dataset logged, while the model fits.
-    logger.open(f"{request.model}-{data.name}", tags, params, lambda: _dataset_input(data))
+    logger.open(f"{request.model}-{data.name}", tags, params,
+                (lambda: dataset_input(data)) if request.log_dataset else None)
     try:
         report("fit")
         t = time.perf_counter()

@@ -51,6 +51,7 @@ class TrainRequest:
     parent_run_id: str | None = None
     log_model: bool = True
     log_plots: bool = True  # the predicted-vs-actual, residual and importance SVGs under plots/
+    log_dataset: bool = True  # the dataset as the run's MLflow input (its params name it either way)
     extra_tags: Mapping[str, str] = field(default_factory=dict)
 
 
