@@ -68,3 +68,39 @@ def test_a_lost_insert_race_is_retried(mlflow_settings) -> None:  # noqa: ANN001
     logger.finish()
     assert flaky.calls == 2
     assert real.get_run(run_id).inputs.dataset_inputs
+
+
+class _CountingClient:
+    """Delegates to a real client and records the log_batch calls it forwards."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self._client, self.batches = client, []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._client, name)
+
+    def log_batch(self, run_id: str, metrics=(), params=(), tags=()) -> None:  # noqa: ANN001
+        self.batches.append(({m.key for m in metrics}, {p.key for p in params}))
+        self._client.log_batch(run_id, metrics=metrics, params=params, tags=tags)
+
+
+@pytest.mark.parametrize("ending", ["finish", "fail"])
+def test_deferred_params_travel_with_the_metrics_and_are_never_lost(mlflow_settings, ending) -> None:  # noqa: ANN001
+    real = MlflowClient(mlflow_settings.effective_tracking_uri)
+    counting = _CountingClient(real)
+    experiment_id = tracking.ensure_experiment(real, "runlog-deferred")
+    logger = RunLogger(counting, mlflow_settings, experiment_id)  # type: ignore[arg-type]
+    logger.open("child", {}, {"alpha": "0.5", "model": "ridge"}, defer_params=True)
+    run_id = logger.run.info.run_id
+    if ending == "finish":
+        logger.log_batch(metrics={"r2": 0.9}, params={"importance": "abs_coef"})
+        logger.finish()
+        # one request for params and metrics, none at creation
+        assert counting.batches == [({"r2"}, {"alpha", "model", "importance"})]
+    else:
+        logger.fail(ValueError("boom"))  # failed before any metric: the params still reach the run
+        assert counting.batches == [(set(), {"alpha", "model"})]
+    logger.close()
+    run = real.get_run(run_id)
+    assert run.data.params["alpha"] == "0.5" and run.data.params["model"] == "ridge"
+    assert run.info.status == ("FINISHED" if ending == "finish" else "FAILED")

@@ -1,9 +1,10 @@
 """Log one MLflow run with its network calls overlapping the CPU work of a training.
 
-Creating the run, logging its params and dataset happen while the model fits; artifacts upload file
-by file, in parallel, as soon as each directory is written. On the local SQLite store (no server in
-between) everything runs inline, one call at a time. Whatever happens, :meth:`RunLogger.fail` or
-:meth:`RunLogger.finish` leaves the run FAILED or FINISHED, never RUNNING.
+Creating the run, logging its params and dataset happen while the model fits (a child run, which
+nobody watches while it runs, sends its params with its metrics instead: one request fewer); artifacts
+upload file by file, in parallel, as soon as each directory is written. On the local SQLite store (no
+server in between) everything runs inline, one call at a time. Whatever happens,
+:meth:`RunLogger.fail` or :meth:`RunLogger.finish` leaves the run FAILED or FINISHED, never RUNNING.
 """
 
 from __future__ import annotations
@@ -53,18 +54,26 @@ class RunLogger:
         self._created: Run | None = None
         self._pending: list[Future] = []
         self._repo = None
+        self._deferred: dict[str, str] = {}  # params to send with the first log_batch (or on close)
 
     def open(self, run_name: str, tags: Mapping[str, str], params: Mapping[str, str],
-             dataset_input: Callable[[], object] | None = None) -> None:
-        """Create the run with its tags, then log params and the dataset input (in the background)."""
-        self._opened = self._pool.submit(self._open, run_name, dict(tags), dict(params), dataset_input)
+             dataset_input: Callable[[], object] | None = None, defer_params: bool = False) -> None:
+        """Create the run with its tags, then log params and the dataset input (in the background).
+
+        ``defer_params``: send the params with the first :meth:`log_batch` instead (or when the run
+        is closed, whatever happens)."""
+        if defer_params:
+            self._deferred = dict(params)
+        self._opened = self._pool.submit(self._open, run_name, dict(tags),
+                                         {} if defer_params else dict(params), dataset_input)
 
     def _open(self, run_name: str, tags: dict[str, str], params: dict[str, str],
               dataset_input: Callable[[], object] | None) -> Run:
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=run_name)
         self._created = run
         self._repo = tracking.artifact_repository(self.client, self.settings, run.info.artifact_uri)
-        self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
+        if params:
+            self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
         if dataset_input is not None:
             self._log_input(run.info.run_id, dataset_input())
         return run
@@ -97,12 +106,14 @@ class RunLogger:
 
     def log_batch(self, metrics: Mapping[str, float] | None = None, params: Mapping[str, str] | None = None,
                   tags: Mapping[str, str] | None = None) -> None:
-        """Queue one log_batch call."""
+        """Queue one log_batch call (with the deferred params, if any)."""
         now = int(time.time() * 1000)
+        params = {**self._deferred, **(params or {})}
+        self._deferred = {}
         self._pending.append(self._pool.submit(
             self.client.log_batch, self.run_id,
             [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
-            [Param(k, str(v)) for k, v in (params or {}).items()],
+            [Param(k, str(v)) for k, v in params.items()],
             [RunTag(k, str(v)) for k, v in (tags or {}).items()]))
 
     def upload_dir(self, local_dir: Path, artifact_path: str) -> None:
@@ -121,6 +132,8 @@ class RunLogger:
 
     def finish(self) -> None:
         """Wait for the queued calls, then mark the run FINISHED."""
+        if self._deferred:
+            self.log_batch()
         self.wait()
         self.client.set_terminated(self.run_id, "FINISHED")
 
@@ -134,6 +147,12 @@ class RunLogger:
             return
         run_id = self._created.info.run_id
         wait(self._pending, timeout=60)
+        if self._deferred:  # a failed run still shows what it was trained with
+            try:
+                self.client.log_batch(run_id, params=[Param(k, v) for k, v in self._deferred.items()])
+            except Exception:  # noqa: BLE001 - still try to close the run
+                log.warning("could not log the params of run %s", run_id, exc_info=True)
+            self._deferred = {}
         message = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
         try:
             self.client.set_tag(run_id, TAG_ERROR, message[:_MAX_TAG])

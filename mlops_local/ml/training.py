@@ -162,7 +162,8 @@ def train(request: TrainRequest, settings: Settings, *, client: MlflowClient | N
     logger = RunLogger(client, settings, experiment_id)
     # The run is created, and its params and dataset logged, while the model fits.
     logger.open(f"{request.model}-{data.name}", tags, params,
-                (lambda: dataset_input(data)) if request.log_dataset else None)
+                (lambda: dataset_input(data)) if request.log_dataset else None,
+                defer_params=request.parent_run_id is not None)  # a sweep's trial: one request fewer
     try:
         report("fit")
         t = time.perf_counter()
