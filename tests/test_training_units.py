@@ -126,6 +126,18 @@ def test_signature_allows_missing_numbers_and_example_has_no_missing_text():
                for r in modelio.pip_requirements())
 
 
+def test_environment_files_are_what_mlflow_writes_for_the_pinned_requirements() -> None:
+    import yaml
+    from mlflow.utils.environment import _process_pip_requirements
+
+    modelio._environment_files.cache_clear()
+    files = modelio._environment_files()
+    conda_env, requirements, _ = _process_pip_requirements(None, list(modelio.pip_requirements()), None)
+    assert files["requirements.txt"].splitlines() == requirements
+    assert yaml.safe_load(files["conda.yaml"]) == conda_env
+    assert requirements[0].startswith("mlflow==")
+
+
 def test_compact_skops_dump_loads_and_lists_exact_trusted_types():
     import skops.io
 

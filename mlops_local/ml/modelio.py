@@ -174,17 +174,23 @@ def _write_fast(pipeline: Pipeline, path: Path, signature_: ModelSignature, exam
 
 @functools.lru_cache(maxsize=1)
 def _environment_files() -> dict[str, str]:
-    """conda.yaml, requirements.txt and python_env.yaml: the same for every model of this process."""
+    """conda.yaml, requirements.txt and python_env.yaml: the same for every model of this process.
+
+    What ``_process_pip_requirements`` writes for our exact pins, without its check of the pins against
+    the installed packages: they are read from the installed packages, and the check scans the
+    metadata of every installed distribution (about 0.4 s, once per process: a fresh sweep worker's
+    first model save paid it)."""
     import yaml
     from mlflow.utils.environment import (
         _CONDA_ENV_FILE_NAME,
         _PYTHON_ENV_FILE_NAME,
         _REQUIREMENTS_FILE_NAME,
-        _process_pip_requirements,
+        _mlflow_conda_env,
         _PythonEnv,
     )
 
-    conda_env, requirements, _ = _process_pip_requirements(None, list(pip_requirements()), None)
+    requirements = list(pip_requirements())  # mlflow pinned first, as MLflow would insert it
+    conda_env = _mlflow_conda_env(additional_pip_deps=requirements, install_mlflow=False)
     with tempfile.TemporaryDirectory() as tmp:
         python_env = Path(tmp) / _PYTHON_ENV_FILE_NAME
         _PythonEnv.current().to_yaml(str(python_env))
