@@ -9,11 +9,16 @@ from dataclasses import dataclass
 from mlflow.entities import Run
 
 from mlops_local.metrics.labels import clean_label
-from mlops_local.ml.sweep_types import TAG_ROLE
+from mlops_local.ml.sweep_types import TAG_BEST_RUN, TAG_ROLE
 from mlops_local.ml.types import TAG_DATASET, TAG_MODEL, TrainResult
 
 # Run statuses the exporter counts (others, RUNNING/SCHEDULED/KILLED, are ignored).
 COUNTED_STATUSES = ("FINISHED", "FAILED")
+# What a record is: a training (counted; its values are the latest of its key), a sweep's trial
+# (counted, but its values do not move the latest: a sweep would make them jump with every trial and
+# end on whichever trial finished last), or a finished sweep (not counted: its trials were; its best
+# trial's values become the latest of its key).
+ROLES = ("training", "trial", "sweep")
 
 
 def _finite(value: object) -> float | None:
@@ -38,6 +43,7 @@ class RunRecord:
     rmse: float | None = None
     mae: float | None = None
     fit_s: float | None = None
+    role: str = "training"
 
     @property
     def finished(self) -> bool:
@@ -55,12 +61,12 @@ class RunRecord:
 
 
 def _record(run_id: str, experiment: str, dataset: str, model: str, status: str, end_ms: int,
-            metrics: Mapping[str, object]) -> RunRecord:
+            metrics: Mapping[str, object], role: str = "training") -> RunRecord:
     return RunRecord(
         run_id=clean_label(run_id), experiment=clean_label(experiment), dataset=clean_label(dataset),
         model=clean_label(model), status=status.lower(), end_ms=int(end_ms),
         r2=_finite(metrics.get("r2")), rmse=_finite(metrics.get("rmse")), mae=_finite(metrics.get("mae")),
-        fit_s=_finite(metrics.get("fit_s")),
+        fit_s=_finite(metrics.get("fit_s")), role=role,
     )
 
 
@@ -80,7 +86,13 @@ def record_from_run(run: Run, experiment_names: Mapping[str, str]) -> RunRecord 
     dataset, model = data.tags.get(TAG_DATASET), data.tags.get(TAG_MODEL)
     if not dataset or not model:
         return None  # not a training that follows the conventions (e.g. a notebook's scratch run)
-    if data.tags.get(TAG_ROLE) == "parent":
-        return None  # a sweep's summary run: its trials are the trainings
     experiment = experiment_names.get(info.experiment_id, info.experiment_id)
-    return _record(info.run_id, experiment, dataset, model, info.status, info.end_time, data.metrics)
+    role = data.tags.get(TAG_ROLE)
+    if role == "parent":  # a sweep's summary: its best trial's values (the trials are the trainings)
+        best_run = data.tags.get(TAG_BEST_RUN)
+        best = {k: data.metrics.get(f"best_{k}") for k in ("r2", "rmse", "mae")}
+        if info.status != "FINISHED" or not best_run or all(v is None for v in best.values()):
+            return None
+        return _record(best_run, experiment, dataset, model, info.status, info.end_time, best, "sweep")
+    return _record(info.run_id, experiment, dataset, model, info.status, info.end_time, data.metrics,
+                   "trial" if role == "trial" else "training")

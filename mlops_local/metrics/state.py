@@ -64,6 +64,9 @@ class ExporterState:
     def apply(self, record: RunRecord) -> bool:
         """Publish ``record``'s values; count it unless its run was counted before. True when counted."""
         self._update_gauges(record)
+        if record.role == "sweep":  # a summary: its trials are counted
+            self.version += 1
+            return False
         new = record.run_id not in self.seen and record.end_ms >= self.horizon_ms
         if new:
             self.seen[record.run_id] = record.end_ms
@@ -87,7 +90,8 @@ class ExporterState:
         if not record.finished:
             return
         end = record.end_ms
-        if record.r2 is not None or record.rmse is not None or record.mae is not None:
+        latest = record.role != "trial"  # a sweep's trials leave the latest to the sweep's best
+        if latest and (record.r2 is not None or record.rmse is not None or record.mae is not None):
             current = self.latest.get(record.key)
             if current is None or record.order > current.order:
                 self._put(self.latest, record.key, record, end)
@@ -97,6 +101,8 @@ class ExporterState:
             pair = (record.experiment, record.dataset)
             best = self.best.get(pair)
             self._put(self.best, pair, record.r2 if best is None else max(best, record.r2), end)
+        if record.role == "sweep":
+            return  # its end is the sweep's, not a training's
         pair = (record.dataset, record.model)
         self._put(self.last_ts, pair, max(end, self.last_ts.get(pair) or 0), end)
 
