@@ -157,10 +157,12 @@ with data_col:
         seed = st.number_input("Seed", 0, 2**31 - 1, 42, 1, key="sweep_seed")
         cv_folds = st.number_input("Cross-validation folds (0 = off)", 0, 20, 0, 1, key="sweep_cv")
         experiment = st.text_input("MLflow experiment", DEFAULT_EXPERIMENT, key="sweep_experiment").strip()
-        models = st.selectbox("Models to log", MODEL_MODES, index=MODEL_MODES.index("best"),
+        models = st.selectbox("Models and plots to log", MODEL_MODES, index=MODEL_MODES.index("best"),
                               key="sweep_models", format_func=lambda m: {
-                                  "all": "every trial's (like Train)", "best": "the best trial's only",
-                                  "none": "none"}[m])
+                                  "all": "every trial's (like Train; slower)",
+                                  "best": "the best trial's only", "none": "none"}[m],
+                              help="Every trial logs its params and metrics. The model, plots and dataset "
+                                   "input go on the best trial's run only, on every trial's, or on none.")
         register = st.text_input("Register the best model as (optional)", key="sweep_register").strip()
         alias = st.text_input("Alias (optional)", "champion", key="sweep_alias").strip()
 with model_col:
