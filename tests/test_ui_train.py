@@ -34,6 +34,18 @@ def test_opens_ready_to_train(ui_env: dict[str, str]) -> None:
     assert not at.button(key="train_button").disabled
 
 
+def test_opening_the_ui_warms_up_the_training_stack_once_in_the_background(ui_env: dict[str, str]) -> None:
+    from mlops_local.ui import common
+
+    open_app(timeout=TIMEOUT)
+    thread = common.warm_training_stack()  # the page started it; later calls return the same thread
+    assert thread.name == "mlops-warm-training" and common.warm_training_stack() is thread
+    open_app(timeout=TIMEOUT)  # another tab
+    assert common.warm_training_stack() is thread
+    thread.join(TIMEOUT)
+    assert not thread.is_alive() and common.warmed_in_s is not None and common.warmed_in_s > 0
+
+
 def test_first_click_trains_and_shows_cards(ui_env: dict[str, str]) -> None:
     at = open_app(timeout=TIMEOUT)
     at.number_input(key="train_param_random_forest_n_estimators").set_value(10)

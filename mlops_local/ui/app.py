@@ -10,6 +10,7 @@ from mlops_local.ui import common
 
 st.set_page_config(page_title="mlops-local", page_icon=":material/insights:", layout="wide")
 common.runtime()
+common.warm_training_stack()  # background: the first Train click no longer pays it
 common.sidebar_status(common.service_statuses(common.settings()))
 
 PAGES = Path(__file__).parent / "pages"
