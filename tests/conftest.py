@@ -13,7 +13,7 @@ import pytest
 from mlops_local import tracking
 from mlops_local.ml.types import TrainResult
 from mlops_local.settings import Settings
-from tests.services import Service, stack_env, start_service, wait_for
+from tests.services import Service, apply_stack_env, stack_env, start_service, wait_for
 
 # Browser fixtures (chromium, browser_page) for every test module.
 pytest_plugins = ["tests.browser"]
@@ -159,10 +159,7 @@ def ui_env(mlflow_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Itera
     from mlops_local.runtime import shutdown_runtime
     from mlops_local.settings import get_settings
 
-    for key, value in mlflow_env.items():
-        if key.startswith(("MLOPS_", "MLFLOW_")):
-            monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
+    apply_stack_env(monkeypatch, mlflow_env)
     yield mlflow_env
     shutdown_runtime()
     get_settings.cache_clear()
@@ -222,10 +219,7 @@ def app_stack_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[d
 
     runtime.shutdown_runtime()
     env = stack_env(tmp_path / "home")
-    for key, value in env.items():
-        if key.startswith(("MLOPS_", "MLFLOW_")):
-            monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
+    apply_stack_env(monkeypatch, env)
     yield env
     runtime.shutdown_runtime()
     get_settings.cache_clear()

@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def apply_stack_env(monkeypatch, env: Mapping[str, str]) -> None:  # noqa: ANN001 - pytest.MonkeyPatch
+    """Point this process at ``env`` (its MLOPS_/MLFLOW_ variables) and make the settings re-read it."""
+    from mlops_local.settings import get_settings
+
+    for key, value in env.items():
+        if key.startswith(("MLOPS_", "MLFLOW_")):
+            monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
 
 
 def stack_env(home: Path, **overrides: object) -> dict[str, str]:

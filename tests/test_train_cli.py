@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from mlops_local import cli
 from mlops_local.settings import get_settings
-from tests.services import ROOT, free_port, stack_env
+from tests.services import ROOT, apply_stack_env, free_port, stack_env
 from tests.test_datasets import BAD_CASES, bad_files, french_csv
 
 pytestmark = pytest.mark.integration
@@ -24,10 +24,7 @@ MLOPS = [sys.executable, "-m", "mlops_local.cli"]
 @pytest.fixture
 def cli_env(mlflow_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """The process environment points at the session's MLflow server; settings re-read."""
-    for key, value in mlflow_env.items():
-        if key.startswith(("MLOPS_", "MLFLOW_")):
-            monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
+    apply_stack_env(monkeypatch, mlflow_env)
     yield mlflow_env
     get_settings.cache_clear()
 

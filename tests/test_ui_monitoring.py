@@ -13,16 +13,12 @@ from mlops_local.metrics.panels import JOB
 from mlops_local.metrics.promapi import PrometheusClient
 from mlops_local.settings import Settings, get_settings
 from tests.apptest import open_app
-from tests.services import free_port, stack_env, start_service
+from tests.services import apply_stack_env, free_port, stack_env, start_service
 
 
 def use_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], **overrides: str) -> None:
     """Point the app's settings at ``env`` (the app's own /metrics on a port of its own)."""
-    for key, value in {**env, **overrides}.items():
-        if key.startswith(("MLOPS_", "MLFLOW_")):
-            monkeypatch.setenv(key, value)
-    monkeypatch.setenv("MLOPS_METRICS_PORT", str(free_port()))
-    get_settings.cache_clear()
+    apply_stack_env(monkeypatch, {**env, **overrides, "MLOPS_METRICS_PORT": str(free_port())})
 
 
 def open_monitoring() -> AppTest:
