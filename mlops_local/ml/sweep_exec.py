@@ -102,7 +102,8 @@ class LocalExecutor:
 
     def __init__(self, jobs: int | None, env: tuple[tuple[str, str], ...] = (),
                  start_method: str | None = None, prime_models: bool = True) -> None:
-        from mlops_local.ml.sweep_worker import init_local_worker, warm_up
+        from mlops_local.ml.sweep_worker import init_local_worker
+        from mlops_local.ml.warmup import warm_up
 
         self.slots = jobs or cores()
         self.threads_per_trial = max(1, cores() // self.slots)

@@ -1,12 +1,12 @@
 """Preloaded by the forkserver of sweep workers (:func:`sweep_exec.worker_context`), once per process.
 
 Importing this module imports what trials need and primes the first model save (see
-:func:`sweep_worker.warm_up`), so every worker forked from that server starts ready. The side effect is
+:func:`warmup.warm_up`), so every worker forked from that server starts ready. The side effect is
 the point; nothing but the forkserver imports it.
 """
 
 from __future__ import annotations
 
-from mlops_local.ml.sweep_worker import warm_up
+from mlops_local.ml.warmup import warm_up
 
 warm_up(prime_models=True)

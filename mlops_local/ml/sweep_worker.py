@@ -13,7 +13,6 @@ not fitted twice.
 
 from __future__ import annotations
 
-import importlib
 import io
 import logging
 import os
@@ -74,41 +73,7 @@ def init_local_worker(env: tuple[tuple[str, str], ...]) -> None:
     logging.basicConfig(level=logging.WARNING)
 
 
-PRELOAD = "mlops_local.ml.sweep_preload"  # the forkserver's preload: runs warm_up(prime_models=True)
-WARM_MODULES = ("mlops_local.ml.training", "mlops_local.ml.modelio", "skops.io", "mlflow.data",
-                "threadpoolctl")
-
-
-def warm_up(prime_models: bool = True) -> int:
-    """Import what trials need before the first one arrives (no-ops in a worker of a preloaded forkserver).
-
-    ``prime_models``: also pay now what a process's first fit and first model save cost once (sklearn's
-    lazy imports, skops' first dump, MLflow checking the pinned requirements against every installed
-    package): a tiny pipeline is fitted and saved. Without it the first trial on each worker took
-    about 0.4 s longer.
-    """
-    for name in WARM_MODULES:
-        importlib.import_module(name)
-    if prime_models:
-        try:
-            _fit_and_save_a_tiny_model()
-        except Exception:  # noqa: BLE001 - an optimisation only: the first trial then pays for it
-            log.debug("could not prime the first fit and model save", exc_info=True)
-    return os.getpid()
-
-
-def _fit_and_save_a_tiny_model() -> None:
-    from sklearn.ensemble import RandomForestRegressor
-
-    from mlops_local.ml.modelio import save_model_dir
-    from mlops_local.ml.preprocessing import build_pipeline
-
-    X = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0, None, 5.0], "c": ["a", "b", "a", "b", "a", None]})
-    y = pd.Series([0.0, 1.0, 2.0, 3.0, 4.0, 5.0], name="y")
-    pipeline = build_pipeline(RandomForestRegressor(n_estimators=2, random_state=0), ["x"], ["c"], True)
-    pipeline.fit(X, y)
-    with tempfile.TemporaryDirectory(prefix="mlops-warm-") as tmp:
-        save_model_dir(pipeline, Path(tmp) / MODEL_ARTIFACT, X, ["x"], "y")
+PRELOAD = "mlops_local.ml.sweep_preload"  # the forkserver's preload: runs warmup.warm_up()
 
 
 def _apply_env(env: tuple[tuple[str, str], ...]) -> None:

@@ -64,7 +64,7 @@ def _warm() -> None:
     global warmed_in_s
     started = time.perf_counter()
     try:
-        from mlops_local.ml.sweep_worker import warm_up
+        from mlops_local.ml.warmup import warm_up
 
         warm_up(prime_models=True)
     except Exception:  # noqa: BLE001 - an optimisation only: the first training pays instead
