@@ -30,7 +30,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mlops_local.ml.sweep_types import TAG_ERROR, TAG_PARENT, TAG_STATE, TAG_TRIAL, TrialOutcome, better
-from mlops_local.ml.types import MODEL_ARTIFACT, PLOTS_ARTIFACT, TrainRequest
+from mlops_local.ml.types import TrainRequest
 from mlops_local.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -201,31 +201,24 @@ def refit_model(task: TrialTask, expected_r2: float | None,
     """
     from threadpoolctl import threadpool_limits
 
-    from mlops_local.ml import evaluation, preprocessing
-    from mlops_local.ml.catalog import get_model, validate_params
-    from mlops_local.ml.datasets import load_dataset
-    from mlops_local.ml.modelio import save_model_dir
-    from mlops_local.ml.plots import write_plots
+    from mlops_local.ml import evaluation
+    from mlops_local.ml.training import prepare
+
     request = task.request
     start = time.perf_counter()
-    spec = get_model(request.model)
-    data = load_dataset(request.dataset, frame)
-    test_size, _ = evaluation.validate_split(len(data.y), request.test_size, request.cv_folds)
-    X_train, X_test, y_train, y_test = evaluation.split(data.X, data.y, test_size, int(request.seed))
-    pipeline = preprocessing.build_pipeline(
-        spec.build(validate_params(request.model, request.params), seed=int(request.seed)),
-        data.numeric_features, data.categorical_features, spec.needs_scaling)
+    prepared = prepare(request, frame)
     with threadpool_limits(limits=max(1, task.threads)):
-        pipeline.fit(X_train, y_train)
-    y_pred = np.asarray(pipeline.predict(X_test), dtype=float)
-    r2 = evaluation.regression_metrics(y_test.to_numpy(), y_pred)["r2"]
+        prepared.pipeline.fit(prepared.X_train, prepared.y_train)
+    y_pred = np.asarray(prepared.pipeline.predict(prepared.X_test), dtype=float)
+    r2 = evaluation.regression_metrics(prepared.y_test.to_numpy(), y_pred)["r2"]
     same = expected_r2 is None or abs(r2 - expected_r2) <= 1e-9 * max(1.0, abs(expected_r2))
     if not same:
         log.warning("re-fit of trial %d scored r2 %.6f, the trial %.6f", task.number, r2, expected_r2)
-    importance, kind = evaluation.feature_importance(pipeline, X_test, y_test, int(request.seed))
+    importance, kind = evaluation.feature_importance(prepared.pipeline, prepared.X_test, prepared.y_test,
+                                                     int(request.seed))
     with tempfile.TemporaryDirectory(prefix="mlops-sweep-") as tmp:
-        save_model_dir(pipeline, Path(tmp) / MODEL_ARTIFACT, X_train, data.numeric_features, data.target)
-        write_plots(Path(tmp) / PLOTS_ARTIFACT, y_test.to_numpy(), y_pred, importance, kind, data.target)
+        prepared.write_model(Path(tmp))
+        prepared.write_plots(Path(tmp), y_pred, importance, kind)
         archive = package(task, Path(tmp))
     return {"number": task.number, "archive": archive, "r2": r2, "reproduced": same,
             "seconds": time.perf_counter() - start}

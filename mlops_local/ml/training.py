@@ -7,12 +7,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from sklearn.pipeline import Pipeline
 
 from mlops_local import tracking
 from mlops_local.errors import ServiceUnavailable, UserError
@@ -119,6 +121,46 @@ def _build_dataset_input(data: LoadedDataset):
 ModelKeeper = Callable[[dict[str, float], Callable[[Path], None]], None]
 
 
+@dataclass
+class Prepared:
+    """A training's data, split and unfitted pipeline (what a re-fit of the same request rebuilds)."""
+
+    data: LoadedDataset
+    test_size: float
+    folds: int
+    X_train: pd.DataFrame
+    X_test: pd.DataFrame
+    y_train: pd.Series
+    y_test: pd.Series
+    pipeline: Pipeline
+
+    def write_model(self, out: Path) -> None:
+        """The fitted pipeline as an MLflow model directory, ``out/model``."""
+        save_model_dir(self.pipeline, out / MODEL_ARTIFACT, self.X_train, self.data.numeric_features,
+                       self.data.target)
+
+    def write_plots(self, out: Path, y_pred: np.ndarray, importance: pd.Series | None, kind: str) -> None:
+        """The run's plots, ``out/plots``."""
+        write_plots(out / PLOTS_ARTIFACT, self.y_test.to_numpy(), y_pred, importance, kind, self.data.target)
+
+
+def prepare(request: TrainRequest, frame: pd.DataFrame | None = None, hyper: dict[str, object] | None = None,
+            report: Callable[[str], None] = lambda step: None) -> Prepared:
+    """Load the dataset, split it and build the pipeline of ``request`` (``hyper``: its validated
+    hyperparameters, validated here when None); ``report`` is called with "load" and "split"."""
+    spec = get_model(request.model)
+    if hyper is None:
+        hyper = validate_params(request.model, request.params)
+    report("load")
+    data = load_dataset(request.dataset, frame)
+    test_size, folds = evaluation.validate_split(len(data.y), request.test_size, request.cv_folds)
+    report("split")
+    X_train, X_test, y_train, y_test = evaluation.split(data.X, data.y, test_size, int(request.seed))
+    pipeline = preprocessing.build_pipeline(spec.build(hyper, seed=int(request.seed)), data.numeric_features,
+                                            data.categorical_features, spec.needs_scaling)
+    return Prepared(data, test_size, folds, X_train, X_test, y_train, y_test, pipeline)
+
+
 def train(request: TrainRequest, settings: Settings, *, client: MlflowClient | None = None,
           progress: ProgressCallback | None = None, frame: pd.DataFrame | None = None,
           keep_model: ModelKeeper | None = None, experiment_id: str | None = None) -> TrainResult:
@@ -141,13 +183,9 @@ def train(request: TrainRequest, settings: Settings, *, client: MlflowClient | N
 
     spec = get_model(request.model)
     hyper = _check_request(request)
-    report("load")
-    data = load_dataset(request.dataset, frame)
-    test_size, folds = evaluation.validate_split(len(data.y), request.test_size, request.cv_folds)
-    report("split")
-    X_train, X_test, y_train, y_test = evaluation.split(data.X, data.y, test_size, int(request.seed))
-    pipeline = preprocessing.build_pipeline(spec.build(hyper, seed=int(request.seed)), data.numeric_features,
-                                            data.categorical_features, spec.needs_scaling)
+    prepared = prepare(request, frame, hyper, report)
+    data, test_size, folds, pipeline = prepared.data, prepared.test_size, prepared.folds, prepared.pipeline
+    X_train, X_test, y_train, y_test = prepared.X_train, prepared.X_test, prepared.y_train, prepared.y_test
     if client is None:
         client = tracking.connect(settings).client
     if experiment_id is None:
@@ -184,23 +222,19 @@ def train(request: TrainRequest, settings: Settings, *, client: MlflowClient | N
         report("log")
         logger.log_batch(metrics={**metrics, "fit_s": fit_s, "predict_s": predict_s},
                          params={"importance": importance_kind})
-
-        def save_model(out: Path) -> None:
-            save_model_dir(pipeline, out / MODEL_ARTIFACT, X_train, data.numeric_features, data.target)
-
-        def save_plots(out: Path) -> None:
-            write_plots(out / PLOTS_ARTIFACT, y_test.to_numpy(), y_pred, importance, importance_kind,
-                        data.target)
-
         if keep_model is not None:
-            keep_model(dict(metrics), lambda out: (save_model(out), save_plots(out)))
+            def save_all(out: Path) -> None:
+                prepared.write_model(out)
+                prepared.write_plots(out, y_pred, importance, importance_kind)
+
+            keep_model(dict(metrics), save_all)
         with tempfile.TemporaryDirectory(prefix="mlops-run-") as tmp:
             out = Path(tmp)
             if request.log_model:
-                save_model(out)
+                prepared.write_model(out)
                 logger.upload_dir(out / MODEL_ARTIFACT, MODEL_ARTIFACT)
             if request.log_plots:
-                save_plots(out)
+                prepared.write_plots(out, y_pred, importance, importance_kind)
                 logger.upload_dir(out / PLOTS_ARTIFACT, PLOTS_ARTIFACT)
             logger.finish()
     except MlflowException as exc:
