@@ -86,12 +86,12 @@ class SweepRun:
 
     def task(self, number: int, params: dict[str, object]) -> TrialTask:
         spec = self.spec
+        everything = spec.models == "all"  # else the best trial's model, plots and dataset come at the end
         request = TrainRequest(dataset=spec.dataset, model=spec.model, params=params,
                                test_size=spec.test_size, seed=spec.seed, cv_folds=spec.cv_folds,
                                experiment=spec.experiment,
                                source="sweep", parent_run_id=self.parent,
-                               log_model=spec.models == "all", log_plots=spec.models == "all",
-                               log_dataset=spec.models == "all",
+                               log_model=everything, log_plots=everything, log_dataset=everything,
                                extra_tags=self.trial_tags(number))
         best = self.best
         return TrialTask(number, request, self.settings, self.client.tracking_uri, self.experiment_id,

@@ -87,9 +87,6 @@ class GridStrategy(_Planned):
     def values(self, number: int) -> dict[str, object]:
         return dict(self._combos[number])
 
-    def tell(self, number: int, score: float | None) -> None:
-        return None
-
 
 class RandomStrategy(_Planned):
     """Independent draws; trial n's values come from a generator seeded with (seed, n)."""
