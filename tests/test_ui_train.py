@@ -34,12 +34,17 @@ def test_opens_ready_to_train(ui_env: dict[str, str]) -> None:
     assert not at.button(key="train_button").disabled
 
 
-def test_opening_the_ui_warms_up_the_training_stack_once_in_the_background(ui_env: dict[str, str]) -> None:
+def test_opening_the_ui_warms_up_the_training_stack_once_in_the_background(
+        ui_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     from mlops_local.ui import common
 
+    monkeypatch.setattr(common, "_warm_thread", None)  # as in a fresh UI process
+    monkeypatch.setattr(common, "warmed_in_s", None)
     open_app(timeout=TIMEOUT)
-    thread = common.warm_training_stack()  # the page started it; later calls return the same thread
-    assert thread.name == "mlops-warm-training" and common.warm_training_stack() is thread
+    started = common._warm_thread
+    assert started is not None, "opening the app did not start the warm-up"
+    thread = common.warm_training_stack()  # later calls return the thread the page started
+    assert thread is started and thread.name == "mlops-warm-training"
     open_app(timeout=TIMEOUT)  # another tab
     assert common.warm_training_stack() is thread
     thread.join(TIMEOUT)
