@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from mlflow import MlflowClient
 from streamlit.testing.v1 import AppTest
 
+from mlops_local.ml.sweep_job import SweepJob
 from mlops_local.runtime import get_runtime
 from tests.apptest import open_app
 
@@ -64,7 +66,28 @@ def test_grid_sweep_from_the_page_links_to_its_parent_run(ui_env):
     assert len(trials) == 3
 
 
-def test_stop_button_cancels_and_nothing_stays_running(ui_env):
+def hold_after_first_trial(monkeypatch) -> threading.Event:
+    """Make the sweep wait, once its first trial has ended, until Stop is clicked (or 60 s pass).
+
+    Without this the test races the sweep: on a fast machine every trial can end before the page's
+    Stop button is clicked, and the button is gone. The hold is in the UI process's sweep loop (the
+    trials themselves are real fits in real worker processes); it returns the event set when the loop
+    reached the hold.
+    """
+    reached = threading.Event()
+    original = SweepJob._on_trial
+
+    def held(self: SweepJob, progress: object) -> None:
+        original(self, progress)
+        reached.set()
+        self.cancel.wait(60)
+
+    monkeypatch.setattr(SweepJob, "_on_trial", held)
+    return reached
+
+
+def test_stop_button_cancels_and_nothing_stays_running(ui_env, monkeypatch):
+    reached = hold_after_first_trial(monkeypatch)
     at = open_sweep()
     configure(at, "random_forest", "n_estimators", "ui-sweep-stop")
     at.number_input(key="train_option_friedman1_n_samples").set_value(400).run()
@@ -72,11 +95,9 @@ def test_stop_button_cancels_and_nothing_stays_running(ui_env):
     at.number_input(key="sweep_random_forest_n_estimators_high").set_value(300).run()
     at.number_input(key="sweep_trials_n").set_value(12).run()
     at.button(key="sweep_start").click().run()
-    deadline = time.monotonic() + 120
-    while at.session_state["sweep_job"].progress is None:  # one trial ended: the sweep is under way
-        assert time.monotonic() < deadline, "no trial ended"
-        time.sleep(0.5)
-        at.run()
+    assert reached.wait(120), "no trial ended"
+    at.run()  # the sweep is held after its first trial: Stop is on the page
+    assert at.session_state["sweep_job"].running
     at.button(key="sweep_stop").click().run()
     job = wait_done(at)
     assert not at.exception, at.exception
