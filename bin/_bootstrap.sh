@@ -11,10 +11,10 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 find_python() {
   local cand
-  for cand in "${PYTHON:-}" python3.12 python3.11 python3.10 python3; do
+  for cand in "${PYTHON:-}" python3.11 python3.12 python3.13 python3; do
     [ -n "$cand" ] || continue
     if command -v "$cand" >/dev/null 2>&1 &&
-       "$cand" -c 'import sys, venv; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+       "$cand" -c 'import sys, venv; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
       command -v "$cand"; return 0
     fi
   done
@@ -25,17 +25,19 @@ find_python() {
 ensure_venv() {
   local extras="$1" py stamp
   if [ ! -x "$VENV/bin/python" ]; then
-    py="$(find_python)" || die "Python 3.10 or newer with venv is required (apt-get install python3-venv)"
+    py="$(find_python)" || die "Python 3.11 or newer with venv is required (apt-get install python3-venv)"
     say "creating $VENV with $py"
     "$py" -m venv "$VENV"
   fi
-  stamp="$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)-$extras-$("$VENV/bin/python" -V 2>&1)"
+  stamp="$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | sha256sum | cut -c1-16)-$extras-$("$VENV/bin/python" -V 2>&1)"
   if [ "$(cat "$VENV/.mlops-stamp" 2>/dev/null)" = "$stamp" ] && "$VENV/bin/python" -c 'import mlops_local' 2>/dev/null; then
     say "Python dependencies up to date (.venv)"
     return 0
   fi
   say "installing mlops-local and its Python dependencies into .venv (first run: a few minutes)"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[$extras]"
+  # constraints.txt: the exact versions the test suite passed with (setup.cfg keeps the ranges).
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c "$ROOT/constraints.txt" \
+    -e "$ROOT[$extras]"
   printf '%s' "$stamp" > "$VENV/.mlops-stamp"
 }
 
