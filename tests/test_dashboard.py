@@ -13,7 +13,7 @@ from mlops_local import cli
 from mlops_local.grafana import DASHBOARD_FILE, DATASOURCE_UID
 from mlops_local.metrics.panels import PANELS, VARIABLES
 
-pytest.importorskip("grafana_foundation_sdk", reason="grafana-foundation-sdk needs Python 3.11+")
+pytest.importorskip("grafana_foundation_sdk", reason="grafana-foundation-sdk is not installed (the test extra has it)")
 
 from mlops_local.grafana.dashboard import (  # noqa: E402  (after the skip on Python 3.10)
     dashboard_drift,

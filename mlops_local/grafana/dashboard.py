@@ -39,8 +39,8 @@ def _sdk() -> Any:
         import grafana_foundation_sdk  # noqa: F401  (checks the SDK is importable at all)
     except ImportError:
         raise UserError(
-            "generating the Grafana dashboard needs grafana-foundation-sdk (Python 3.11 or newer): "
-            "pip install grafana-foundation-sdk"
+            "generating the Grafana dashboard needs grafana-foundation-sdk: "
+            "pip install 'mlops-local[grafana-dev]' (bin/test installs it)"
         ) from None
     from grafana_foundation_sdk.builders import common as common_b
     from grafana_foundation_sdk.builders import dashboard as dashboard_b
