@@ -239,6 +239,29 @@ def test_only_finished_or_failed_runs_that_follow_the_conventions_count(client, 
 
 
 @pytest.mark.integration
+def test_a_finished_run_with_tags_but_no_scores_is_not_a_training(client, mlflow_settings):
+    name, experiment_id = new_experiment(client)
+    t = now_ms()
+    log_run(client, experiment_id, RunSpec("diabetes", "ridge", 0.4, t))
+    for status in ("FINISHED", "FAILED"):  # tagged like a training, no metrics at all
+        bare = client.create_run(experiment_id, start_time=t, tags={"dataset": "diabetes", "model": "ridge"})
+        client.set_terminated(bare.info.run_id, status, end_time=t + 1)
+    only_fit = client.create_run(experiment_id, start_time=t, tags={"dataset": "diabetes", "model": "ridge"})
+    client.log_batch(only_fit.info.run_id, metrics=[Metric("fit_s", 0.1, t + 2, 0)])  # no score
+    client.set_terminated(only_fit.info.run_id, "FINISHED", end_time=t + 2)
+    registry = build_registry()
+    exporter = ModelMetricsExporter(registry, mlflow_settings)
+    MlflowSync(client, exporter, experiments=[name]).sync_once()
+    samples = model_samples(registry)
+    assert by_name(samples, "mlops_training_runs_total") == {
+        (("dataset", "diabetes"), ("model", "ridge"), ("status", "finished")): 1,
+        (("dataset", "diabetes"), ("model", "ridge"), ("status", "failed")): 1,  # a failure has no scores
+    }
+    assert by_name(samples, "mlops_training_duration_seconds_count") == {(("model", "ridge"),): 1}
+    assert list(by_name(samples, "mlops_last_training_timestamp_seconds").values()) == [t / 1000]
+
+
+@pytest.mark.integration
 def test_a_sweeps_trials_are_counted_and_its_best_trial_becomes_the_latest(client, mlflow_settings):
     """With trials started longest first, the last to finish is often the weakest: the latest gauges
     must not end on it, nor jump with every trial while the sweep runs."""
