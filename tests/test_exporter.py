@@ -256,10 +256,36 @@ def test_sync_thread_survives_a_dead_server_counting_errors_with_backoff(setting
         return False
 
     worker = SyncWorker(MlflowSync(client, exporter), exporter, interval=1.0, max_backoff=4.0,
-                        wait=fake_wait)
+                        wait=fake_wait, startup_grace=0.0)  # a server that never came up
     worker.start()
     assert stop_after.wait(60)
     worker.stop()
     assert delays == [2.0, 4.0, 4.0, 4.0, 4.0]
     assert not worker.alive
     assert samples(scrape(server), "mlops_sync_errors_total") == {(): 5.0}
+
+
+def test_a_refused_connection_at_start_up_is_waiting_until_the_grace_runs_out(settings, served):
+    from mlflow.tracking import MlflowClient
+
+    registry, server = served
+    exporter = ModelMetricsExporter(registry, settings)
+    client = MlflowClient(tracking_uri=f"http://127.0.0.1:{free_port()}")  # MLflow not listening yet
+    now = [1000.0]  # a fake monotonic clock, moved only by the fake wait
+    delays: list[float] = []
+
+    def fake_wait(seconds: float) -> bool:
+        delays.append(seconds)
+        now[0] += seconds
+        return False
+
+    worker = SyncWorker(MlflowSync(client, exporter), exporter, interval=10.0, max_backoff=40.0,
+                        wait=fake_wait, startup_grace=30.0, monotonic=lambda: now[0])
+    for _ in range(3):  # at 0, 10 and 20 s: waiting, at the normal interval
+        assert worker.run_once() is None
+        fake_wait(backoff_delay(worker.failures, worker.interval, worker.max_backoff))
+    assert delays == [10.0, 10.0, 10.0] and worker.failures == 0
+    assert samples(scrape(server), "mlops_sync_errors_total") == {(): 0.0}
+    assert worker.run_once() is None  # 30 s: the grace is over, so it is an error now
+    assert worker.failures == 1
+    assert samples(scrape(server), "mlops_sync_errors_total") == {(): 1.0}
