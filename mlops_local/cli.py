@@ -12,6 +12,7 @@ from mlops_local import __version__
 from mlops_local.errors import UserError
 from mlops_local.logsetup import configure_logging
 from mlops_local.settings import SettingsError, get_settings
+from mlops_local.uris import mask_credentials
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"mlops-local: {exc}", file=sys.stderr)
         return 2
-    except UserError as exc:
-        print(f"mlops-local: {exc}", file=sys.stderr)
+    except UserError as exc:  # messages may quote a URI (MLflow's errors do): no password shown
+        print(f"mlops-local: {mask_credentials(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("mlops-local: interrupted", file=sys.stderr)

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from mlops_local.settings import Settings
+from mlops_local.uris import split_credentials
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,13 @@ def service_checks(settings: Settings) -> list[ServiceCheck]:
 
 
 def probe(url: str, timeout: float) -> tuple[bool, str]:
-    """(healthy, detail) for one GET."""
+    """(healthy, detail) for one GET; user:password in ``url`` is sent as basic auth."""
+    target, authorization = split_credentials(url)
+    request = urllib.request.Request(target)
+    if authorization is not None:
+        request.add_header("Authorization", authorization)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             return resp.status == 200, f"HTTP {resp.status}"
     except urllib.error.HTTPError as exc:
         return False, f"HTTP {exc.code}"

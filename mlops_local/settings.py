@@ -11,6 +11,8 @@ from pathlib import Path
 
 import platformdirs
 
+from mlops_local.uris import mask_credentials
+
 APP_NAME = "mlops-local"
 
 
@@ -213,8 +215,9 @@ class Settings:
         for setting in SETTINGS:
             value = getattr(self, setting.attr)
             source = self.sources.get(setting.attr, "default")
-            if setting.attr == "tracking_uri" and value is None:
-                value = f"{self.effective_tracking_uri} (local server)"
+            if setting.attr == "tracking_uri":
+                value = (mask_credentials(value) if value is not None
+                         else f"{self.effective_tracking_uri} (local server)")
             elif setting.secret:
                 value = "(set)" if value else "(generated on first Grafana start)"
             rows.append((setting.env, str(value), source))

@@ -12,9 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +20,9 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from mlops_local.errors import ServiceUnavailable, UserError
+from mlops_local.health import probe
 from mlops_local.settings import Settings
+from mlops_local.uris import mask_credentials
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +55,13 @@ def _is_http(uri: str) -> bool:
 
 
 def server_reachable(settings: Settings, uri: str | None = None) -> bool:
-    """Whether the tracking server answers GET /health within a couple of seconds."""
+    """Whether the tracking server answers GET /health within a couple of seconds (with the URI's
+    credentials, if it has any)."""
     uri = uri or settings.effective_tracking_uri
     if not _is_http(uri):
         return True
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health",
-                                    timeout=min(_HEALTH_TIMEOUT_CAP, settings.http_timeout)) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
+    healthy, _ = probe(uri.rstrip("/") + "/health", timeout=min(_HEALTH_TIMEOUT_CAP, settings.http_timeout))
+    return healthy
 
 
 def is_local_server(settings: Settings, uri: str) -> bool:
@@ -93,12 +90,12 @@ def connect(settings: Settings) -> Connection:
     if _is_http(uri) and not server_reachable(settings, uri):
         if not is_local_server(settings, uri):
             raise ServiceUnavailable(
-                f"MLflow tracking server {uri} is not reachable (from MLFLOW_TRACKING_URI); start it, or "
-                "unset MLFLOW_TRACKING_URI to use the local store"
+                f"MLflow tracking server {mask_credentials(uri)} is not reachable (from "
+                "MLFLOW_TRACKING_URI); start it, or unset MLFLOW_TRACKING_URI to use the local store"
             )
         settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
         settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        note = (f"MLflow server at {uri} is not running; writing to the local store "
+        note = (f"MLflow server at {mask_credentials(uri)} is not running; writing to the local store "
                 f"{settings.backend_store_uri} directly (start it with `mlops-local serve mlflow` to see "
                 "the runs)")
         log.warning(note)
@@ -182,7 +179,7 @@ def log_artifacts(client: MlflowClient, settings: Settings, artifact_uri: str, l
 
 
 def run_url(settings: Settings, experiment_id: str, run_id: str) -> str:
-    """Link to the run in the MLflow UI."""
-    uri = settings.effective_tracking_uri
+    """Link to the run in the MLflow UI (a password in the tracking URI masked)."""
+    uri = mask_credentials(settings.effective_tracking_uri)
     base = uri.rstrip("/") if _is_http(uri) else settings.mlflow_url
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"

@@ -82,8 +82,8 @@ def test_observe_is_on_metrics_at_once_and_promtool_accepts_it(settings, served)
 
     r2 = samples(body, "mlops_model_r2")
     assert r2[(("dataset", "co2_canada"), ("experiment", "mlops-local"), ("model", "random_forest"))] == 0.81
-    assert r2[(("dataset", "my_data__v2_.csv"), ("experiment", "mlops-local"), ("model", "random_forest"))] \
-        == 0.5
+    assert r2[(("dataset", clean_label("my data (v2).csv")), ("experiment", "mlops-local"),
+               ("model", "random_forest"))] == 0.5
     assert samples(body, "mlops_best_r2")[(("dataset", "co2_canada"), ("experiment", "mlops-local"))] == 0.81
     runs = samples(body, "mlops_training_runs_total")
     assert runs[(("dataset", "co2_canada"), ("model", "ridge"), ("status", "finished"))] == 1
@@ -119,12 +119,26 @@ def test_two_trainings_within_one_second_are_both_counted_and_the_later_wins(set
 
 def test_label_values_are_sanitised_and_bounded():
     assert clean_label("co2_canada") == "co2_canada"
-    assert clean_label('a"b\\c\nd{e}=f g') == "a_b_c_d_e__f_g"
+    assert clean_label('a"b\\c\nd{e}=f g').startswith("a_b_c_d_e__f_g-")
     assert clean_label("") == clean_label(None) == "unknown"
     long_a, long_b = "x" * 100 + "a", "x" * 100 + "b"
     assert len(clean_label(long_a)) == MAX_LABEL_LENGTH
     assert clean_label(long_a) != clean_label(long_b)
     assert SAFE_VALUE.match(clean_label("données (été) 2024.csv"))
+
+
+def test_two_names_that_clean_to_the_same_text_stay_two_series(settings, served):
+    registry, server = served
+    exporter = ModelMetricsExporter(registry, settings)
+    names = ("random forest", "random_forest", "random/forest", " random_forest")
+    for n, model in enumerate(names):
+        exporter.observe(result(n, model=model, r2=0.1 * (n + 1)))
+    r2 = samples(scrape(server), "mlops_model_r2")
+    assert sorted(r2.values()) == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    models = {dict(labels)["model"] for labels in r2}
+    assert "random_forest" in models and len(models) == len(names)
+    assert all(SAFE_VALUE.match(model) for model in models)
+    assert clean_label("random forest") == clean_label("random forest")  # stable across calls
 
 
 def test_no_label_carries_free_text_or_run_ids(settings, served):
@@ -242,10 +256,36 @@ def test_sync_thread_survives_a_dead_server_counting_errors_with_backoff(setting
         return False
 
     worker = SyncWorker(MlflowSync(client, exporter), exporter, interval=1.0, max_backoff=4.0,
-                        wait=fake_wait)
+                        wait=fake_wait, startup_grace=0.0)  # a server that never came up
     worker.start()
     assert stop_after.wait(60)
     worker.stop()
     assert delays == [2.0, 4.0, 4.0, 4.0, 4.0]
     assert not worker.alive
     assert samples(scrape(server), "mlops_sync_errors_total") == {(): 5.0}
+
+
+def test_a_refused_connection_at_start_up_is_waiting_until_the_grace_runs_out(settings, served):
+    from mlflow.tracking import MlflowClient
+
+    registry, server = served
+    exporter = ModelMetricsExporter(registry, settings)
+    client = MlflowClient(tracking_uri=f"http://127.0.0.1:{free_port()}")  # MLflow not listening yet
+    now = [1000.0]  # a fake monotonic clock, moved only by the fake wait
+    delays: list[float] = []
+
+    def fake_wait(seconds: float) -> bool:
+        delays.append(seconds)
+        now[0] += seconds
+        return False
+
+    worker = SyncWorker(MlflowSync(client, exporter), exporter, interval=10.0, max_backoff=40.0,
+                        wait=fake_wait, startup_grace=30.0, monotonic=lambda: now[0])
+    for _ in range(3):  # at 0, 10 and 20 s: waiting, at the normal interval
+        assert worker.run_once() is None
+        fake_wait(backoff_delay(worker.failures, worker.interval, worker.max_backoff))
+    assert delays == [10.0, 10.0, 10.0] and worker.failures == 0
+    assert samples(scrape(server), "mlops_sync_errors_total") == {(): 0.0}
+    assert worker.run_once() is None  # 30 s: the grace is over, so it is an error now
+    assert worker.failures == 1
+    assert samples(scrape(server), "mlops_sync_errors_total") == {(): 1.0}

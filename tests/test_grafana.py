@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import configparser
+import io
 import json
+import os
 import signal
 import stat
 import subprocess
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mlops_local.errors import UserError
 from mlops_local.grafana import DASHBOARD_FILE, DASHBOARD_UID, DATASOURCE_UID
 from mlops_local.services import grafana
 from mlops_local.settings import Settings
@@ -63,6 +66,66 @@ def test_admin_password_from_the_environment_is_used_and_not_written(stack_setti
     ini = _ini(grafana.render_ini(settings))
     assert ini["security"]["admin_password"].strip('"') == "from-env-Secret-1"
     assert not (settings.grafana_dir / "admin-password").exists()
+
+
+INJECTION = '"""\n[server]\nhttp_addr = 0.0.0.0\n[security]\nadmin_password = """x'
+
+
+@pytest.mark.parametrize("password", [INJECTION, "line\nbreak", "carriage\rreturn", "nul\x00byte",
+                                      'has """ inside', '"leading', 'trailing"', "${HOME}",
+                                      "$__file{/etc/passwd}", "a$__env{PATH}b"])
+def test_a_password_the_ini_cannot_hold_is_refused_naming_the_setting(stack_settings: Settings,
+                                                                      password: str) -> None:
+    settings = stack_settings.replace(grafana_admin_password=password)
+    with pytest.raises(UserError, match=r"^MLOPS_GRAFANA_ADMIN_PASSWORD cannot be used in grafana\.ini: "
+                                        r"it must not contain line breaks") as refused:
+        grafana.render_ini(settings)
+    message = str(refused.value)
+    assert "\n" not in message and password not in message  # one line, the secret not echoed
+    assert not settings.grafana_dir.exists()  # refused before anything was written
+
+
+def test_a_password_with_other_punctuation_is_kept_verbatim(stack_settings: Settings) -> None:
+    password = "p a\"ss;#=[x]$1{}'`\\é"
+    ini = _ini(grafana.render_ini(stack_settings.replace(grafana_admin_password=password)))
+    assert ini["security"]["admin_password"] == f'"""{password}"""'
+    assert ini["server"]["http_addr"] == stack_settings.host
+
+
+def test_serve_grafana_refuses_an_unsafe_password_in_one_line(tmp_path: Path) -> None:
+    home = tmp_path / "grafana-install"
+    _fake_install(home, "bin/grafana")
+    _fake_install(home, "conf/defaults.ini")
+    env = stack_env(tmp_path / "home", GRAFANA_HOME=str(home), MLOPS_GRAFANA_ADMIN_PASSWORD=INJECTION)
+    out = subprocess.run([*MLOPS, "serve", "grafana"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()]
+    assert "MLOPS_GRAFANA_ADMIN_PASSWORD cannot be used in grafana.ini" in out.stderr
+    assert "0.0.0.0" not in out.stderr + out.stdout and not (tmp_path / "home" / "grafana").exists()
+
+
+def test_generated_files_are_never_readable_by_others_while_written(stack_settings: Settings,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mode of each file at the moment it is opened for writing (before any byte of the password)."""
+    seen: dict[str, int] = {}
+    real_open = io.open
+
+    def spying_open(file, mode="r", *args, **kwargs):  # noqa: ANN001, ANN202 - io.open's signature
+        handle = real_open(file, mode, *args, **kwargs)
+        if any(flag in mode for flag in "wax+"):
+            path = Path(os.readlink(f"/proc/self/fd/{handle.fileno()}"))
+            seen[path.name] = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
+        return handle
+
+    monkeypatch.setattr(io, "open", spying_open)
+    previous = os.umask(0)  # what a careless umask would give a new file: rw for everyone
+    try:
+        path = grafana.render_ini(stack_settings.replace(grafana_admin_password="from-env-Secret-1"))
+    finally:
+        os.umask(previous)
+    assert seen.get("grafana.ini.tmp") == 0o600, seen
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert seen.get("mlops-local.yaml.tmp") == 0o644  # provisioning files: no secret, exactly 0644
 
 
 def test_provisioning_datasource_and_dashboard_provider(stack_settings: Settings) -> None:

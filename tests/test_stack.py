@@ -70,3 +70,16 @@ def test_two_browser_tabs_share_one_metrics_thread(honcho_stack: dict[str, str],
     assert "Address already in use" not in text and "already in use" not in text
     status, body = _get(f"http://127.0.0.1:{honcho_stack['MLOPS_METRICS_PORT']}/metrics")
     assert status == 200 and body.count(b"# TYPE mlops_build_info gauge") == 1
+
+
+def test_a_stack_start_counts_no_sync_error(honcho_stack: dict[str, str]) -> None:
+    """The UI starts next to MLflow, so its first syncs find nothing listening: that is not an error."""
+    url = f"http://127.0.0.1:{honcho_stack['MLOPS_METRICS_PORT']}/metrics"
+    deadline, body = time.monotonic() + 120, ""
+    while time.monotonic() < deadline:
+        body = _get(url)[1].decode()
+        if "mlops_sync_last_success_timestamp_seconds " in body:  # a sync from MLflow has worked
+            break
+        time.sleep(0.5)
+    assert "mlops_sync_last_success_timestamp_seconds " in body
+    assert "mlops_sync_errors_total 0.0" in body

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import urllib.request
@@ -239,6 +240,29 @@ def test_only_finished_or_failed_runs_that_follow_the_conventions_count(client, 
 
 
 @pytest.mark.integration
+def test_a_finished_run_with_tags_but_no_scores_is_not_a_training(client, mlflow_settings):
+    name, experiment_id = new_experiment(client)
+    t = now_ms()
+    log_run(client, experiment_id, RunSpec("diabetes", "ridge", 0.4, t))
+    for status in ("FINISHED", "FAILED"):  # tagged like a training, no metrics at all
+        bare = client.create_run(experiment_id, start_time=t, tags={"dataset": "diabetes", "model": "ridge"})
+        client.set_terminated(bare.info.run_id, status, end_time=t + 1)
+    only_fit = client.create_run(experiment_id, start_time=t, tags={"dataset": "diabetes", "model": "ridge"})
+    client.log_batch(only_fit.info.run_id, metrics=[Metric("fit_s", 0.1, t + 2, 0)])  # no score
+    client.set_terminated(only_fit.info.run_id, "FINISHED", end_time=t + 2)
+    registry = build_registry()
+    exporter = ModelMetricsExporter(registry, mlflow_settings)
+    MlflowSync(client, exporter, experiments=[name]).sync_once()
+    samples = model_samples(registry)
+    assert by_name(samples, "mlops_training_runs_total") == {
+        (("dataset", "diabetes"), ("model", "ridge"), ("status", "finished")): 1,
+        (("dataset", "diabetes"), ("model", "ridge"), ("status", "failed")): 1,  # a failure has no scores
+    }
+    assert by_name(samples, "mlops_training_duration_seconds_count") == {(("model", "ridge"),): 1}
+    assert list(by_name(samples, "mlops_last_training_timestamp_seconds").values()) == [t / 1000]
+
+
+@pytest.mark.integration
 def test_a_sweeps_trials_are_counted_and_its_best_trial_becomes_the_latest(client, mlflow_settings):
     """With trials started longest first, the last to finish is often the weakest: the latest gauges
     must not end on it, nor jump with every trial while the sweep runs."""
@@ -275,8 +299,16 @@ def test_a_sweeps_trials_are_counted_and_its_best_trial_becomes_the_latest(clien
     assert ("run_id", ids[1]) in info[0]  # the run whose model the values are
 
 
+def _sync_attempts_logged(caplog: pytest.LogCaptureFixture) -> int:
+    """Failed sync attempts so far: each one logs a line (at debug level at least)."""
+    return sum(r.name == "mlops_local.metrics.sync" for r in caplog.records)
+
+
 @pytest.mark.integration
-def test_runtime_sync_rides_out_a_server_that_is_down_then_comes_up(tmp_path: Path):
+def test_runtime_sync_rides_out_a_server_that_is_down_then_comes_up(tmp_path: Path, caplog):
+    """As under honcho, the UI's sync starts before MLflow listens: that is waiting, not an error;
+    once MLflow answered, losing it is."""
+    caplog.set_level(logging.DEBUG, logger="mlops_local.metrics.sync")
     env = stack_env(tmp_path / "home")
     settings = Settings.from_env(env)  # tracking URI: the local server, not started yet
     shutdown_runtime()
@@ -284,10 +316,11 @@ def test_runtime_sync_rides_out_a_server_that_is_down_then_comes_up(tmp_path: Pa
     service = None
     try:
         exporter = runtime.exporter
-        wait_for(lambda: exporter.stats.errors >= 1, "a failed sync")
+        wait_for(lambda: _sync_attempts_logged(caplog) >= 3, "three syncs refused while MLflow is not up")
         with urllib.request.urlopen(runtime.metrics_server.url, timeout=10) as resp:
             body = resp.read().decode()
-        assert "mlops_sync_errors_total" in body
+        assert "mlops_sync_errors_total 0.0" in body, "MLflow still starting counted as an error"
+        assert any("not up yet" in r.getMessage() and r.levelno == logging.DEBUG for r in caplog.records)
         assert "mlops_training_runs_total" not in body  # counts unknown until MLflow answered once
 
         service = start_service("mlflow", env, tmp_path / "logs")
@@ -305,6 +338,9 @@ def test_runtime_sync_rides_out_a_server_that_is_down_then_comes_up(tmp_path: Pa
         log_run(client, experiment_id, RunSpec("co2_canada", "ridge", 0.5, now_ms(), tags=trial))
         wait_for(lambda: runtime.sweeps.trial_counts()["finished"] == 1, "the sweep trial counted")
         assert exporter.sync_running
+        assert exporter.stats.errors == 0
+        service.stop()  # MLflow goes away after it was up: that is an error
+        wait_for(lambda: exporter.stats.errors >= 1, "a counted sync error", timeout=120)
         threads = [t for t in threading.enumerate() if t.name == "mlops-exporter-sync"]
     finally:
         shutdown_runtime()

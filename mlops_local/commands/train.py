@@ -10,6 +10,7 @@ from mlops_local.commands.dataset_args import add_dataset_arguments, dataset_spe
 from mlops_local.ml.catalog import CATALOG, DEFAULT_MODEL, parse_param_args
 from mlops_local.ml.types import DEFAULT_EXPERIMENT, TrainRequest, TrainResult
 from mlops_local.settings import Settings
+from mlops_local.uris import mask_credentials
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,7 +56,7 @@ def result_dict(result: TrainResult, settings: Settings) -> dict[str, object]:
         "durations": {"fit_s": result.durations["fit_s"], "predict_s": result.durations["predict_s"],
                       "total_s": result.durations["total_s"]},
         "model_uri": result.model_uri,
-        "tracking_uri": result.tracking_uri,
+        "tracking_uri": mask_credentials(result.tracking_uri),
         # True when the server was down and the run went straight into the local store.
         "local_store_fallback": result.tracking_uri != settings.effective_tracking_uri,
         "run_url": tracking.run_url(settings, result.experiment_id, result.run_id),

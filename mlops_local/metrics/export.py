@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 EXPORT_METRICS: tuple[str, ...] = ("mlops_model_r2", "mlops_model_rmse", "mlops_model_mae", "mlops_best_r2")
 COLUMNS: tuple[str, ...] = ("time", "metric", "experiment", "dataset", "model", "value")
 PROMETHEUS_MAX_POINTS = 11_000  # Prometheus' limit of points per series in one range query
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")  # cells a spreadsheet would evaluate
 MAX_EXPORT_POINTS = 1_000_000  # per series; beyond that the file would be unusable: ask for a larger step
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -108,18 +109,30 @@ def query_range_chunked(client: PrometheusClient, expr: str, start: TimeLike, en
     return result, requests
 
 
+def neutralise_cell(text: str) -> str:
+    """``text`` made inert for spreadsheets: a leading =, +, -, @, tab or CR gets a ' in front (OWASP).
+
+    Spreadsheets read such a cell as a formula; label values come from run and experiment names that
+    anyone with access to MLflow can choose.
+    """
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
 def series_frame(metric: str, series: Sequence[RangeSeries]) -> pd.DataFrame:
     """Long format: one row per (timestamp, series) with the export's columns (time as epoch s)."""
     rows = [
-        (t, series_.labels.get("__name__", metric), series_.labels.get("experiment", ""),
-         series_.labels.get("dataset", ""), series_.labels.get("model", ""), v)
+        (t, *(neutralise_cell(text) for text in (
+            series_.labels.get("__name__", metric), series_.labels.get("experiment", ""),
+            series_.labels.get("dataset", ""), series_.labels.get("model", ""))), v)
         for series_ in series for t, v in series_.points
     ]
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
 def _write_frame(frame: pd.DataFrame, fh: IO[str]) -> None:
-    frame.to_csv(fh, index=False, lineterminator="\n")
+    # RFC 4180's CRLF: the csv writer quotes a cell holding any line-terminator character, so a label
+    # value with a lone CR cannot split a row in two (with "\n" alone, a CR went out unquoted).
+    frame.to_csv(fh, index=False, lineterminator="\r\n")
 
 
 def write_atomic(path: Path, frame: pd.DataFrame,

@@ -14,14 +14,16 @@ _HASH_CHARS = 8
 def clean_label(value: object) -> str:
     """``value`` as a label value: unsafe characters -> ``_``, at most 64 characters, never empty.
 
-    A value that has to be shortened keeps a hash of the original as its suffix, so two long names
-    that share a prefix stay two series.
+    A value that had to be changed (characters replaced, spaces trimmed, or shortened) keeps a hash of
+    the original as its suffix, so two names that clean to the same text ("a b" and "a_b", or two long
+    names sharing a prefix) stay two series.
     """
-    text = "" if value is None else str(value).strip()
+    original = "" if value is None else str(value)
+    text = original.strip()
     if not text:
         return UNKNOWN
     cleaned = _UNSAFE.sub("_", text)
-    if len(cleaned) <= MAX_LABEL_LENGTH:
+    if cleaned == original and len(cleaned) <= MAX_LABEL_LENGTH:
         return cleaned
-    digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_CHARS]
+    digest = hashlib.sha1(original.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_CHARS]
     return f"{cleaned[:MAX_LABEL_LENGTH - _HASH_CHARS - 1]}-{digest}"

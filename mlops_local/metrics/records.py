@@ -19,6 +19,8 @@ COUNTED_STATUSES = ("FINISHED", "FAILED")
 # end on whichever trial finished last), or a finished sweep (not counted: its trials were; its best
 # trial's values become the latest of its key).
 ROLES = ("training", "trial", "sweep")
+# A finished training has at least one of these test-set scores; a failed one may have none.
+SCORES = ("r2", "rmse", "mae")
 
 
 def _finite(value: object) -> float | None:
@@ -94,5 +96,7 @@ def record_from_run(run: Run, experiment_names: Mapping[str, str]) -> RunRecord 
         if info.status != "FINISHED" or not best_run or all(v is None for v in best.values()):
             return None
         return _record(best_run, experiment, dataset, model, info.status, info.end_time, best, "sweep")
+    if info.status == "FINISHED" and not any(_finite(data.metrics.get(k)) is not None for k in SCORES):
+        return None  # tagged but never evaluated (a run cut short or a scratch run): not a training
     return _record(info.run_id, experiment, dataset, model, info.status, info.end_time, data.metrics,
                    "trial" if role == "trial" else "training")

@@ -5,7 +5,8 @@ are published from the first page on (recent models are back before the next scr
 once the read is complete. Later syncs read only runs that ended after the watermark (minus a short
 overlap, for runs whose end is recorded late); run ids deduplicate the overlap. Nothing is stored on
 disk: MLflow is the source of truth. Any failure is counted and retried with capped exponential
-backoff; the thread never dies of it.
+backoff; the thread never dies of it. A refused connection before the first sync worked (MLflow still
+starting next to the UI) is waiting, not a failure, for up to STARTUP_GRACE_S.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ PAGE_SIZE = 500  # runs per request: the first page (the gauges) arrives well un
 DEFAULT_OVERLAP_S = 5.0
 MAX_BACKOFF_S = 60.0
 BACKOFF_INTERVALS = 4  # by default the backoff stops growing at 4 sync intervals (at most 60 s)
+# honcho starts the UI and MLflow together and MLflow takes a while to listen: until the first sync
+# succeeds, and for this long at most, a refused connection means "not up yet", not an error.
+STARTUP_GRACE_S = 120.0
 
 
 def make_client(settings: Settings) -> MlflowClient:
@@ -158,12 +162,29 @@ class MlflowSync:
         return SyncResult("incremental", fetched, new, pages, seconds, self.watermark_ms)
 
 
+def connection_refused(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from a refused connection (nothing listens yet), however MLflow wraps it."""
+    todo: list[object] = [exc]
+    seen: set[int] = set()
+    while todo:
+        current = todo.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        if isinstance(current, ConnectionRefusedError):
+            return True
+        seen.add(id(current))
+        todo += [current.__cause__, current.__context__, getattr(current, "reason", None)]
+    return False
+
+
 class SyncWorker:
     """The sync thread: ``sync_once`` every interval, capped exponential backoff on failures."""
 
     def __init__(self, sync: MlflowSync, exporter: ModelMetricsExporter, *, interval: float,
                  max_backoff: float | None = None,
-                 wait: Callable[[float], bool] | None = None) -> None:
+                 wait: Callable[[float], bool] | None = None,
+                 startup_grace: float = STARTUP_GRACE_S,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.sync = sync
         self.exporter = exporter
         self.interval = interval
@@ -174,9 +195,14 @@ class SyncWorker:
         self._wait = wait or self._stop.wait  # tests inject a fake clock here
         self._thread: threading.Thread | None = None
         self.failures = 0  # consecutive
+        self.startup_grace = startup_grace
+        self._monotonic = monotonic
+        self._started_at = monotonic()
+        self.synced_once = False
 
     def start(self) -> None:
         """Start the daemon thread (the first sync runs at once)."""
+        self._started_at = self._monotonic()
         self._thread = threading.Thread(target=self._loop, name="mlops-exporter-sync", daemon=True)
         self._thread.start()
 
@@ -198,6 +224,9 @@ class SyncWorker:
         try:
             result = self.sync.sync_once(self._stop)
         except Exception as exc:  # noqa: BLE001 - the thread must survive anything MLflow does
+            if self._starting_up(exc):
+                log.debug("MLflow is not up yet (connection refused); waiting for it")
+                return None
             self.failures += 1
             self.exporter.record_sync_error()
             delay = backoff_delay(self.failures, self.interval, self.max_backoff)
@@ -210,9 +239,15 @@ class SyncWorker:
         if self.failures:
             log.info("sync from MLflow recovered after %d failures", self.failures)
         self.failures = 0
+        self.synced_once = True
         if result.complete:
             self.exporter.record_sync(result.seconds)
         return result
+
+    def _starting_up(self, exc: BaseException) -> bool:
+        """Whether a failure is MLflow still starting: refused before any sync worked, within the grace."""
+        return (not self.synced_once and connection_refused(exc)
+                and self._monotonic() - self._started_at < self.startup_grace)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

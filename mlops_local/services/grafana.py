@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -12,9 +13,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlops_local.errors import UserError
 from mlops_local.grafana import DASHBOARD_FILE, DASHBOARDS_DIR, DATASOURCE_UID
 from mlops_local.services.process import child_env, ensure_port_free, run_foreground
-from mlops_local.settings import Settings
+from mlops_local.settings import Settings, setting
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +85,30 @@ def find_grafana(environ: dict[str, str] | None = None,
     return None
 
 
+# What grafana.ini cannot hold inside a """-quoted value: a line break (or any control character) ends
+# it and starts new settings, """ or a quote at either end closes it early, and ${VAR} or $__file{...}
+# are expanded by Grafana wherever they appear.
+_INI_UNSAFE = re.compile(r'[\x00-\x1f\x7f]|"""|^"|"$|\$(?:__[A-Za-z]+)?\{')
+
+
+def check_ini_value(value: str, source: str) -> str:
+    """``value`` if grafana.ini can hold it verbatim; else a UserError naming ``source``, not the value."""
+    if _INI_UNSAFE.search(value):
+        raise UserError(
+            f"{source} cannot be used in grafana.ini: it must not contain line breaks or other control "
+            'characters, three double quotes ("""), a double quote at either end, or ${ or $__name{ '
+            "(Grafana would read them as more settings or expand them); choose another password"
+        )
+    return value
+
+
 def admin_password(settings: Settings) -> str:
     """MLOPS_GRAFANA_ADMIN_PASSWORD, or a secret generated once and kept 0600 in MLOPS_HOME."""
     if settings.grafana_admin_password:
-        return settings.grafana_admin_password
+        return check_ini_value(settings.grafana_admin_password, setting("grafana_admin_password").env)
     path = settings.grafana_dir / "admin-password"
     if path.is_file():
-        return path.read_text().strip()
+        return check_ini_value(path.read_text().strip(), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(24)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -99,10 +118,14 @@ def admin_password(settings: Settings) -> str:
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write ``text`` via a temporary file created with ``mode`` (never readable by others first)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.chmod(mode)
+    tmp.unlink(missing_ok=True)  # a leftover would keep its own mode: O_CREAT only sets a new file's
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    os.fchmod(fd, mode)  # exactly ``mode``, whatever the umask
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
     tmp.replace(path)
 
 
@@ -141,6 +164,7 @@ def render_provisioning(settings: Settings) -> Path:
 def render_ini(settings: Settings) -> Path:
     """grafana.ini: bound to MLOPS_HOST, anonymous viewers, no default password, no phoning home."""
     gdir = settings.grafana_dir
+    password = admin_password(settings)  # refused before anything is written
     provisioning = render_provisioning(settings)
     text = (
         "[server]\n"
@@ -153,7 +177,7 @@ def render_ini(settings: Settings) -> Path:
         f"provisioning = {provisioning}\n"
         "[security]\n"
         "admin_user = admin\n"
-        f"admin_password = \"\"\"{admin_password(settings)}\"\"\"\n"
+        f"admin_password = \"\"\"{password}\"\"\"\n"
         "disable_gravatar = true\n"
         "cookie_samesite = strict\n"
         "[users]\n"

@@ -6,10 +6,12 @@ import hashlib
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tarfile
 import tempfile
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -163,13 +165,41 @@ def ensure_binary(settings: Settings, allow_download: bool = True, allow_apt: bo
     return found
 
 
+# Names a browser on this machine may use for a service bound to a loopback (or wildcard) address.
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+LOOKBACK_INTERVALS = 3  # scrapes missed before an instant query stops returning the last value
+
+
+def cors_origin_regex(settings: Settings) -> str:
+    """The origins whose pages may read Prometheus' API from a browser: the UI's and Grafana's.
+
+    Prometheus anchors the regex itself; any other page (another app on localhost, a web site)
+    gets no Access-Control-Allow-Origin header, so the browser keeps the answer from it.
+    """
+    hosts = {urllib.parse.urlsplit(url).netloc.rpartition(":")[0]
+             for url in (settings.ui_url, settings.grafana_url)}
+    if hosts & set(LOOPBACK_NAMES):
+        hosts |= set(LOOPBACK_NAMES)
+    ports = sorted({settings.ui_port, settings.grafana_port})
+    host_re = "|".join(re.escape(host) for host in sorted(hosts))
+    return f"http://(?:{host_re}):(?:{'|'.join(map(str, ports))})"
+
+
+def lookback_delta(settings: Settings) -> str:
+    """How far back an instant query looks for a sample: a few scrape intervals (Prometheus' default, 5
+    minutes, would repeat the last value through an outage of Prometheus itself, e.g. a sleeping laptop)."""
+    return f"{round(LOOKBACK_INTERVALS * settings.scrape_interval * 1000)}ms"
+
+
 def command(settings: Settings, binary: Path) -> list[str]:
-    """Prometheus bound to MLOPS_HOST, TSDB under MLOPS_HOME/prometheus."""
+    """Prometheus bound to MLOPS_HOST, TSDB under MLOPS_HOME/prometheus, API for the stack's own pages."""
     return [
         str(binary),
         f"--config.file={config_path(settings)}",
         f"--storage.tsdb.path={settings.prometheus_dir / 'data'}",
         f"--web.listen-address={settings.host}:{settings.prometheus_port}",
+        f"--web.cors.origin={cors_origin_regex(settings)}",
+        f"--query.lookback-delta={lookback_delta(settings)}",
     ]
 
 
