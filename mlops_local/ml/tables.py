@@ -1,11 +1,11 @@
 """Read a CSV or Parquet file into a DataFrame: regular files only, size-capped, memory-bounded.
 
 A path is opened once and checked on the open descriptor (a symlink to ``/dev/zero`` is a character
-device there), refused above ``MLOPS_MAX_DATASET_MB`` before a byte is parsed, and read no further than
-the size it had when opened. CSV goes through pyarrow's reader straight from the file (the text is never
-held as one Python string, as ``pd.read_csv(io.StringIO(text))`` did: 9.6x the file at peak); see
-``benchmarks/bench_dataset_memory.py``. Error messages name the file, a row number, counts: never a
-value read from the file.
+device there) and refused above ``MLOPS_MAX_DATASET_MB`` before a byte is parsed; pyarrow then reads
+that same file (through ``/proc/self/fd``, or the path checked to be the same inode). CSV goes through
+pyarrow's streaming reader straight from the file: the text is never held as one Python string, as
+``pd.read_csv(io.StringIO(text))`` did (``benchmarks/bench_dataset_memory.py`` measures both). Error
+messages name the file, a line number, counts: never a value read from the file.
 """
 
 from __future__ import annotations
