@@ -77,6 +77,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Cap on {experiment, dataset, model} combinations exported (oldest evicted)."),
     Setting("max_upload_mb", "MLOPS_MAX_UPLOAD_MB", 200, _positive_int,
             "Largest dataset upload accepted by the UI, in MB."),
+    Setting("max_dataset_mb", "MLOPS_MAX_DATASET_MB", 1024, _positive_int,
+            "Largest dataset file read (CLI path or UI upload), in MB; larger files are refused before "
+            "reading. Reading a CSV takes up to about 3x its size in memory."),
     Setting("http_timeout", "MLOPS_HTTP_TIMEOUT", 5.0, _positive_float,
             "Seconds before a call to MLflow or Prometheus gives up (no call hangs)."),
 )
@@ -114,6 +117,7 @@ class Settings:
     sync_interval: float = 5.0
     max_series: int = 500
     max_upload_mb: int = 200
+    max_dataset_mb: int = 1024
     http_timeout: float = 5.0
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -142,6 +146,11 @@ class Settings:
         sources = dict(self.sources)
         sources.update({k: "override" for k in changes})
         return dataclasses.replace(self, **changes, sources=sources)
+
+    @property
+    def upload_limit_mb(self) -> int:
+        """Largest UI upload: an uploaded dataset is a dataset, so MLOPS_MAX_DATASET_MB caps it too."""
+        return min(self.max_upload_mb, self.max_dataset_mb)
 
     # -- derived paths: everything lives under one directory ---------------------------------
     @property

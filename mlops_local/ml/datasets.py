@@ -6,31 +6,26 @@ raises :class:`UserError` naming the file, the column and what is expected, befo
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import logging
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
 
 from mlops_local.errors import UserError
+from mlops_local.ml.tables import read_table
 from mlops_local.ml.types import DatasetSpec
 
 log = logging.getLogger(__name__)
 
 MIN_ROWS = 10
 DEFAULT_DATASET = "co2_canada"
+_NAME_SHOWN, _COLUMNS_SHOWN = 40, 30  # column names quoted in an error message
 CO2_FILE = "co2_emissions_canada.csv"
-_DELIMITERS = (",", ";", "\t", "|")
-_ENCODINGS = ("utf-8-sig", "cp1252", "latin-1")  # French/Western spreadsheet exports fall to cp1252
-_DECIMAL_COMMA = re.compile(r"^\s*[+-]?(\d+(,\d*)?|,\d+)([eE][+-]?\d+)?\s*$")
 
 
 @dataclass(frozen=True)
@@ -133,119 +128,6 @@ def _builtin_options(ds: BuiltinDataset, given: Mapping[str, object]) -> dict[st
     return values
 
 
-# -- reading files ------------------------------------------------------------------------------
-
-def _read_bytes(source: str | Path | bytes | BinaryIO, filename: str | None) -> tuple[bytes, str]:
-    if isinstance(source, (bytes, bytearray)):
-        return bytes(source), filename or "uploaded data"
-    if hasattr(source, "read"):
-        data = source.read()  # type: ignore[union-attr]
-        return (data.encode() if isinstance(data, str) else bytes(data)), \
-            filename or str(getattr(source, "name", "uploaded data"))
-    path = Path(source).expanduser()
-    label = filename or str(path)
-    if not path.exists():
-        raise UserError(f"file not found: {label}")
-    if path.is_dir():
-        raise UserError(f"{label} is a directory, not a CSV or Parquet file")
-    try:
-        return path.read_bytes(), label
-    except OSError as exc:
-        raise UserError(f"cannot read {label}: {exc.strerror or exc}") from None
-
-
-def _decode(data: bytes, label: str) -> tuple[str, str]:
-    head = data[:65536]
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        try:
-            return data.decode("utf-16"), "utf-16"
-        except UnicodeDecodeError:
-            pass
-    controls = sum(1 for b in head if b < 32 and b not in (9, 10, 13))
-    if b"\x00" in head or controls > max(2, len(head) // 100):
-        raise UserError(f"{label} is not a text file (CSV) or a Parquet file; it looks like binary data")
-    for encoding in _ENCODINGS:
-        try:
-            return data.decode(encoding), encoding
-        except UnicodeDecodeError:
-            continue
-    raise UserError(f"{label}: cannot tell its text encoding")  # unreachable: latin-1 decodes anything
-
-
-def _header_fields(first_line: str, delimiter: str) -> list[str]:
-    return next(csv.reader([first_line], delimiter=delimiter), [])
-
-
-def _sniff_delimiter(text: str) -> str:
-    first = text.split("\n", 1)[0].rstrip("\r")
-    best, best_n = ",", 1
-    for delim in _DELIMITERS:
-        n = len(_header_fields(first, delim))
-        if n > best_n:
-            best, best_n = delim, n
-    return best
-
-
-def _decimal_commas(frame: pd.DataFrame) -> pd.DataFrame:
-    """Text columns holding numbers written with a decimal comma (French exports) become numbers."""
-    for col in frame.columns:
-        series = frame[col]
-        if pd.api.types.is_numeric_dtype(series):
-            continue
-        values = series.dropna()
-        if len(values) and values.map(lambda v: isinstance(v, str) and bool(_DECIMAL_COMMA.match(v))).all():
-            frame[col] = pd.to_numeric(values.str.replace(",", ".", regex=False)).reindex(series.index)
-    return frame
-
-
-def read_table(source: str | Path | bytes | BinaryIO, filename: str | None = None) -> pd.DataFrame:
-    """A CSV (delimiter and encoding detected) or Parquet file as a DataFrame; UserError on any problem."""
-    data, label = _read_bytes(source, filename)
-    if not data.strip():
-        raise UserError(f"{label} is empty")
-    if data[:4] == b"PAR1":
-        return _read_parquet(data, label)
-    if data[:4] == b"PK\x03\x04":
-        raise UserError(f"{label} is a zip archive (an Excel workbook?), not a CSV or Parquet file; "
-                        "export the sheet as CSV")
-    text, encoding = _decode(data, label)
-    delimiter = _sniff_delimiter(text)
-    header = [h.strip() for h in _header_fields(text.split("\n", 1)[0].rstrip("\r"), delimiter)]
-    dupes = sorted({h for h in header if header.count(h) > 1})
-    if dupes:
-        raise UserError(f"{label} has duplicate column names: {', '.join(map(repr, dupes))}; "
-                        "rename them so each column has a unique name")
-    try:
-        frame = pd.read_csv(io.StringIO(text), sep=delimiter, skipinitialspace=False)
-    except pd.errors.ParserError as exc:
-        raise UserError(f"{label} is not a well-formed CSV file: {str(exc).strip()}") from None
-    except (ValueError, csv.Error) as exc:
-        raise UserError(f"{label} cannot be read as CSV: {exc}") from None
-    log.debug("read %s: encoding %s, delimiter %r, %d rows", label, encoding, delimiter, len(frame))
-    if frame.empty:
-        raise UserError(f"{label} has a header but no data rows")
-    if delimiter != ",":
-        frame = _decimal_commas(frame)
-    return frame
-
-
-def _read_parquet(data: bytes, label: str) -> pd.DataFrame:
-    try:
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(io.BytesIO(data))
-    except Exception as exc:  # pyarrow raises many types for corrupt files
-        raise UserError(f"{label} is not a readable Parquet file: {exc}") from None
-    names = table.column_names
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise UserError(f"{label} has duplicate column names: {', '.join(map(repr, dupes))}")
-    frame = table.to_pandas()
-    if frame.empty:
-        raise UserError(f"{label} has columns but no data rows")
-    return frame
-
-
 # -- validation ---------------------------------------------------------------------------------
 
 def _numeric_target(frame: pd.DataFrame, target: str, label: str) -> pd.Series:
@@ -258,8 +140,8 @@ def _numeric_target(frame: pd.DataFrame, target: str, label: str) -> pd.Series:
     bad = raw.notna() & converted.isna()
     if bad.any():
         first = bad.idxmax()
-        raise UserError(f"target column {target!r} of {label} is not numeric (row {first}: "
-                        f"{raw[first]!r}); choose a numeric column for regression")
+        raise UserError(f"target column {target!r} of {label} is not numeric (row {first} holds text); "
+                        "choose a numeric column for regression")
     return converted.astype(float)
 
 
@@ -283,6 +165,19 @@ def fingerprint(X: pd.DataFrame, y: pd.Series) -> str:
     digest.update(pd.util.hash_pandas_object(X, index=False).to_numpy().tobytes())
     digest.update(pd.util.hash_pandas_object(y, index=False).to_numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def _column_list(columns: list[str], label: str) -> str:
+    """The columns, for an error message; nothing from a file that is not a table.
+
+    A file read as one column (no delimiter in its first line: a key, a password file, a config) has
+    its first line as that column's name, so naming it would print the file's content."""
+    if len(columns) < 2:
+        return (f"{label} reads as a single column, so it is not a table of features and a target "
+                "(a CSV file separated by , ; tab or |)")
+    shown = [c if len(c) <= _NAME_SHOWN else c[:_NAME_SHOWN] + "…" for c in columns[:_COLUMNS_SHOWN]]
+    more = len(columns) - len(shown)
+    return "columns: " + ", ".join(shown) + (f" and {more} more" if more > 0 else "")
 
 
 def load_dataset(spec: DatasetSpec, frame: pd.DataFrame | None = None) -> LoadedDataset:
@@ -315,14 +210,14 @@ def load_dataset(spec: DatasetSpec, frame: pd.DataFrame | None = None) -> Loaded
     frame = frame.set_axis(columns, axis=1)
     target = spec.target or (builtin.target if builtin else None)
     if not target:
-        raise UserError(f"choose a target column for {label} (--target); columns: {', '.join(columns)}")
+        raise UserError(f"choose a target column for {label} (--target); {_column_list(columns, label)}")
     if target not in columns:
-        raise UserError(f"target column {target!r} is not in {label}; columns: {', '.join(columns)}")
+        raise UserError(f"target column {target!r} is not in {label}; {_column_list(columns, label)}")
     if spec.features:
         missing = [f for f in spec.features if f not in columns]
         if missing:
             raise UserError(f"feature column(s) {', '.join(map(repr, missing))} not in {label}; "
-                            f"columns: {', '.join(columns)}")
+                            f"{_column_list(columns, label)}")
         if target in spec.features:
             raise UserError(f"the target column {target!r} cannot also be a feature")
         features = list(dict.fromkeys(spec.features))
@@ -339,7 +234,7 @@ def load_dataset(spec: DatasetSpec, frame: pd.DataFrame | None = None) -> Loaded
                         f"{f'; {n_dropped} rows without a target were dropped' if n_dropped else ''})")
     y = y[keep].reset_index(drop=True).rename(target)
     if y.nunique() < 2:
-        raise UserError(f"target column {target!r} of {label} is constant ({y.iloc[0]:g}); "
+        raise UserError(f"target column {target!r} of {label} holds one value in every row; "
                         "a regression needs a target that varies")
     X = frame.loc[keep, features].reset_index(drop=True)
     empty = [c for c in features if X[c].isna().all()]

@@ -12,6 +12,7 @@ import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -94,22 +95,49 @@ def artifact_location(client: MlflowClient, uri: str) -> str:
     return uri
 
 
-def load_model(uri: str, client: MlflowClient | None = None) -> PyFuncModel:
-    """Download and load an MLflow model (through ``client``'s server when given); UserError if it fails."""
-    import mlflow.artifacts
-    import mlflow.pyfunc
+def expected_checksum(client: MlflowClient, uri: str) -> str | None:
+    """The model sha256 recorded on the run that logged ``uri`` (None when that run recorded none)."""
+    from mlops_local.ml.safeload import TAG_MODEL_SHA256
+    from mlops_local.ml.types import MODEL_ARTIFACT
 
-    location = artifact_location(client, uri) if client is not None else uri
-    tracking_uri = client.tracking_uri if client is not None else None
+    try:
+        if uri.startswith("runs:/"):
+            run_id, _, path = uri[len("runs:/"):].partition("/")
+            if path.strip("/") != MODEL_ARTIFACT:
+                return None  # the checksum covers the run's model artifact only
+        elif uri.startswith("models:/"):
+            name, _, version = pin_uri(client, uri)[len("models:/"):].partition("/")
+            run_id = (client.get_model_version(name, version).run_id if version
+                      else client.get_logged_model(name).source_run_id)
+        else:
+            return None
+        return client.get_run(run_id).data.tags.get(TAG_MODEL_SHA256) if run_id else None
+    except MlflowException as exc:
+        raise UserError(f"cannot find the run of model {uri}: {exc.message}") from None
+
+
+def load_model(uri: str, client: MlflowClient | None = None) -> PyFuncModel:
+    """Download and safely load a model (skops only, our allowlist, checksum checked); UserError if not.
+
+    The one loader of the project: the Predict page, batch predictions and every future caller go
+    through it; a model it will not load raises :class:`~mlops_local.ml.safeload.ModelRefused`.
+    """
+    import mlflow.artifacts
+
+    from mlops_local.ml.safeload import load_local
+
+    client = client if client is not None else MlflowClient()
+    location = artifact_location(client, uri)
+    expected = expected_checksum(client, uri)
     with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
         try:
             local = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=tmp,
-                                                        tracking_uri=tracking_uri)
-            return mlflow.pyfunc.load_model(local)
+                                                        tracking_uri=client.tracking_uri)
         except MlflowException as exc:
             raise UserError(f"cannot load model {uri}: {exc.message}") from None
         except OSError as exc:
             raise UserError(f"cannot load model {uri}: {exc}") from None
+        return load_local(Path(local), expected)
 
 
 def _walk(estimator: object) -> list[object]:

@@ -32,6 +32,7 @@ from mlflow.tracking import MlflowClient
 
 from mlops_local import tracking
 from mlops_local.errors import UserError
+from mlops_local.ml.safeload import checksum_tags
 from mlops_local.ml.sweep_exec import open_executor
 from mlops_local.ml.sweep_plan import plan_sweep, worker_env
 from mlops_local.ml.sweep_runner import OnTrial, SweepRun
@@ -227,6 +228,8 @@ def _upload_model(sweep: SweepRun, run_id: str, archive: bytes | str) -> None:
             zf.extractall(tmp)
         run = sweep.client.get_run(run_id)
         tracking.log_artifacts(sweep.client, sweep.settings, run.info.artifact_uri, Path(tmp))
+        for key, value in checksum_tags(Path(tmp) / MODEL_ARTIFACT).items():  # what the loader checks
+            sweep.client.set_tag(run_id, key, value)
 
 
 def _abandon(sweep: SweepRun, exc: BaseException) -> None:

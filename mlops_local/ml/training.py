@@ -24,6 +24,7 @@ from mlops_local.ml.datasets import LoadedDataset, load_dataset
 from mlops_local.ml.modelio import save_model_dir
 from mlops_local.ml.plots import write_plots
 from mlops_local.ml.runlog import RunLogger
+from mlops_local.ml.safeload import checksum_tags
 from mlops_local.ml.types import (
     MODEL_ARTIFACT,
     PLOTS_ARTIFACT,
@@ -233,6 +234,8 @@ def train(request: TrainRequest, settings: Settings, *, client: MlflowClient | N
             if request.log_model:
                 prepared.write_model(out)
                 logger.upload_dir(out / MODEL_ARTIFACT, MODEL_ARTIFACT)
+                # The loader checks the model file against this before loading it (safeload).
+                logger.log_batch(tags=checksum_tags(out / MODEL_ARTIFACT))
             if request.log_plots:
                 prepared.write_plots(out, y_pred, importance, importance_kind)
                 logger.upload_dir(out / PLOTS_ARTIFACT, PLOTS_ARTIFACT)

@@ -86,9 +86,9 @@ def _form(model: object, fields: list[predict.InputField]) -> None:
 
 def _batch(model: object, fields: list[predict.InputField], pinned: str) -> None:
     st.caption("Columns the model takes: " + ", ".join(f.name for f in fields))
-    uploaded = st.file_uploader(f"CSV or Parquet file (at most {settings.max_upload_mb} MB)",
+    uploaded = st.file_uploader(f"CSV or Parquet file (at most {settings.upload_limit_mb} MB)",
                                 type=common.UPLOAD_TYPES, key="predict_upload",
-                                max_upload_size=settings.max_upload_mb)
+                                max_upload_size=settings.upload_limit_mb)
     if uploaded is None:
         return
     with common.user_errors(f"Cannot predict on {uploaded.name}"):
