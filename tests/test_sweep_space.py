@@ -91,6 +91,11 @@ def test_grid_values_and_refusal_when_larger_than_trials():
         make_strategy("grid", space, trials=4, seed=0, grid_points=3, higher_is_better=True)
     message = str(info.value)
     assert "6 points (3 n_estimators x 2 max_features)" in message and "--trials 4" in message
+    # the facts in numbers, for a front end to phrase in its own controls' terms
+    assert (info.value.field, info.value.reason) == ("trials", "grid_too_large")
+    assert info.value.details == {"total": 6, "trials": 4, "sizes": {"n_estimators": 3, "max_features": 2},
+                                  "points_that_fit": 2}
+    assert space.grid_size(2) <= 4 < space.grid_size(3)
     assert make_strategy("grid", space, trials=None, seed=0, grid_points=3, higher_is_better=True).total == 6
 
 

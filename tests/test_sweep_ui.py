@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
 from mlflow import MlflowClient
 from streamlit.testing.v1 import AppTest
 
+from mlops_local.ml.catalog import DEFAULT_MODEL
 from mlops_local.ml.sweep_job import SweepJob
+from mlops_local.ml.sweep_space import build_space
 from mlops_local.runtime import get_runtime
 from tests.apptest import open_app
 
@@ -106,3 +109,30 @@ def test_stop_button_cancels_and_nothing_stays_running(ui_env, monkeypatch):
     experiment = client.get_experiment_by_name("ui-sweep-stop").experiment_id
     assert client.search_runs([experiment], "attributes.status = 'RUNNING'") == []
     assert any("Sweep killed" in w.value for w in at.warning)
+
+
+def test_page_opens_ready_and_its_errors_name_its_own_controls(ui_env):
+    at = open_sweep()
+    assert [e.value for e in at.error] == []
+    assert at.radio(key="sweep_strategy").value == "random"
+    assert not at.button(key="sweep_start").disabled
+
+    # the whole default grid is more than the trials: the message names the page's controls and offers
+    # the one change that fixes it
+    at.radio(key="sweep_strategy").set_value("grid").run()
+    trials = at.number_input(key="sweep_trials_n").value
+    total = build_space(DEFAULT_MODEL).grid_size(at.number_input(key="sweep_grid_points").value)
+    assert total > trials
+    [error] = at.error
+    assert f"{total} combinations" in error.value and f"**Trials** ({trials})" in error.value
+    assert re.search(r"(^|\s)--\w", error.value) is None, error.value  # no command-line flag
+    assert at.button(key="sweep_start").disabled
+    at.button(key="sweep_fix_sweep_trials_n").click().run()
+    assert at.number_input(key="sweep_trials_n").value == total
+    assert [e.value for e in at.error] == [] and not at.button(key="sweep_start").disabled
+
+    # a reversed range names its two fields
+    at.number_input(key=f"sweep_{DEFAULT_MODEL}_n_estimators_low").set_value(300).run()
+    at.number_input(key=f"sweep_{DEFAULT_MODEL}_n_estimators_high").set_value(100).run()
+    [error] = at.error
+    assert "**n_estimators from** (300) is above **to** (100)" in error.value

@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from mlops_local.errors import UserError
 from mlops_local.ml.types import DEFAULT_EXPERIMENT, DatasetSpec
 
 TAG_ROLE = "sweep_role"  # parent | trial
@@ -37,6 +38,21 @@ METRICS: dict[str, tuple[str, str | None, bool]] = {
 DEFAULT_TRIALS = 20
 DEFAULT_GRID_POINTS = 3
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
+
+
+class SweepSpecError(UserError):
+    """A sweep spec refused, with the facts in numbers, so each front end names its own controls.
+
+    ``str()`` is the command line's wording (its flags). ``field`` is the :class:`SweepSpec` field at
+    fault, ``reason`` a short code, ``param`` the hyperparameter concerned (if any), ``details`` the
+    numbers: for ``grid_too_large`` ``total``, ``trials``, ``sizes`` (values per hyperparameter) and
+    ``points_that_fit`` (the most grid points per range whose grid fits the trials, or None).
+    """
+
+    def __init__(self, message: str, *, field: str, reason: str, param: str | None = None,
+                 **details: object) -> None:
+        super().__init__(message)
+        self.field, self.reason, self.param, self.details = field, reason, param, details
 
 
 @dataclass(frozen=True)

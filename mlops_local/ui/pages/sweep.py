@@ -12,7 +12,8 @@ from mlops_local.ml.catalog import CATALOG, DEFAULT_MODEL, ParamSpec
 from mlops_local.ml.sweep_exec import cores
 from mlops_local.ml.sweep_job import SweepJob
 from mlops_local.ml.sweep_plan import plan_sweep
-from mlops_local.ml.sweep_types import DEFAULT_TRIALS, METRICS, MODEL_MODES, STRATEGIES, SweepSpec
+from mlops_local.ml.sweep_strategies import MAX_TRIALS
+from mlops_local.ml.sweep_types import METRICS, MODEL_MODES, STRATEGIES, SweepSpec, SweepSpecError
 from mlops_local.ml.types import DEFAULT_EXPERIMENT, DatasetSpec
 from mlops_local.ui import common, widgets
 
@@ -20,6 +21,7 @@ JOB_KEY = "sweep_job"
 FRAME_KEY = "sweep_upload_frame"
 POLL_SECONDS = 0.5
 BUILTIN, UPLOAD = "Built-in", "Upload a file"
+FIRST_STRATEGY, FIRST_TRIALS = "random", 10  # what the page opens on: valid for any model's full space
 
 st.title("Sweep")
 st.caption("Many trainings of one model over its hyperparameter ranges, as child runs of one MLflow run.")
@@ -108,6 +110,46 @@ def _progress(poll: bool) -> None:
         st.rerun()
 
 
+def _set(key: str, value: object) -> None:
+    """on_click of a fix button: runs before the widgets are drawn again."""
+    st.session_state[key] = value
+
+
+def _explain(exc: UserError) -> tuple[str, list[tuple[str, str, object]]]:
+    """The page's wording of a refused spec (its own controls, not the CLI's flags), and the one-change
+    fixes it can offer as (button label, widget key, value)."""
+    if not isinstance(exc, SweepSpecError):
+        return str(exc), []
+    facts, name = exc.details, exc.param
+    if exc.reason == "grid_too_large":
+        total, trials, fits = facts["total"], facts["trials"], facts["points_that_fit"]
+        sizes = " × ".join(f"{n} {k}" for k, n in facts["sizes"].items())
+        fixes: list[tuple[str, str, object]] = []
+        if total <= MAX_TRIALS:
+            fixes.append((f"Set Trials to {total}", "sweep_trials_n", total))
+        if fits is not None:
+            fixes.append((f"Set grid points to {fits}", "sweep_grid_points", fits))
+        return (f"The grid has {total} combinations ({sizes}), more than **Trials** ({trials}). Raise "
+                f"Trials to {total}" + ("" if total <= MAX_TRIALS else f" (at most {MAX_TRIALS})")
+                + ", lower **Grid points per numeric range**, untick **Search** for some hyperparameters "
+                "or some of their values, or use the random or optuna strategy."), fixes
+    if exc.reason == "no_values":
+        return f"**{name} values** is empty: pick at least one value, or untick **Search {name}**.", []
+    if exc.reason == "reversed":
+        return (f"**{name} from** ({facts['low']}) is above **to** ({facts['high']}): lower one or raise "
+                "the other."), []
+    if exc.reason == "nothing_searched":
+        return "Every hyperparameter is held at a value: tick **Search** for at least one.", []
+    if exc.reason == "no_cv_metric":
+        return (f"**Optimise** {facts['metric']} has no cross-validated version: optimise r2 or rmse, or set "
+                "**Cross-validation folds** to 0.", [("Set cross-validation folds to 0", "sweep_cv", 0)])
+    if exc.reason == "register_needs_model":
+        return ("Registering needs the best model logged: set **Models and plots to log** to the best "
+                "trial's or every trial's, or clear **Register the best model as**."), \
+            [("Log the best trial's model", "sweep_models", "best")]
+    return str(exc), []
+
+
 def _results(done: SweepJob) -> None:
     if done.error:
         st.error(done.error)
@@ -143,11 +185,12 @@ with data_col:
     st.subheader("Data")
     dataset, frame = _dataset()
     st.subheader("Search")
-    strategy = st.radio("Strategy", STRATEGIES, key="sweep_strategy", horizontal=True,
+    strategy = st.radio("Strategy", STRATEGIES, index=STRATEGIES.index(FIRST_STRATEGY), key="sweep_strategy",
+                        horizontal=True,
                         help="grid: every combination; random: seeded draws; optuna: TPE, learns as it goes.")
     grid_points = st.number_input("Grid points per numeric range", 2, 20, 3, key="sweep_grid_points",
                                   disabled=strategy != "grid")
-    trials = st.number_input("Trials", 1, 1000, DEFAULT_TRIALS, key="sweep_trials_n",
+    trials = st.number_input("Trials", 1, MAX_TRIALS, FIRST_TRIALS, key="sweep_trials_n",
                              help="grid: at most this many grid points")
     metric = st.selectbox("Optimise", list(METRICS), key="sweep_metric",
                           format_func=lambda m: f"{m} ({'max' if METRICS[m][2] else 'min'})")
@@ -183,8 +226,10 @@ if dataset is not None:
         planned = plan_sweep(spec, frame, load=False).strategy.total
         st.caption(f"{planned} trials, {int(jobs)} at a time.")
     except UserError as exc:
-        problem = str(exc)
+        problem, fixes = _explain(exc)
         st.error(problem)
+        for column, (label, key, value) in zip(st.columns(max(1, len(fixes))), fixes, strict=False):
+            column.button(label, key=f"sweep_fix_{key}", on_click=_set, args=(key, value))
 
 clicked = st.button("Start sweep", key="sweep_start", type="primary",
                     disabled=running or spec is None or problem is not None)
