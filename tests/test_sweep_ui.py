@@ -104,11 +104,26 @@ def test_stop_button_cancels_and_nothing_stays_running(ui_env, monkeypatch):
     at.button(key="sweep_stop").click().run()
     job = wait_done(at)
     assert not at.exception, at.exception
-    assert job.result.status == "KILLED" and len(job.result.trials) < 12
+    result = job.result
+    assert result.status == "KILLED" and len(result.trials) < 12
     client = MlflowClient(ui_env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("ui-sweep-stop").experiment_id
     assert client.search_runs([experiment], "attributes.status = 'RUNNING'") == []
-    assert any("Sweep killed" in w.value for w in at.warning)
+    # a user's own Stop reads as stopped, not as a warning
+    assert [w.value for w in at.warning] == []
+    assert any(i.value.startswith("Sweep stopped: ") for i in at.info), [i.value for i in at.info]
+    # every trial whose score reached MLflow keeps it and counts for the best; only the others are KILLED
+    runs = {r.info.run_id: r for r in client.search_runs(
+        [experiment], f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'")}
+    assert runs and sorted(runs) == sorted(t.run_id for t in result.trials if t.run_id)
+    for trial in result.trials:
+        run = runs[trial.run_id]
+        assert (trial.status, trial.score) == (run.info.status, run.data.metrics.get("r2")), trial
+        assert trial.status in ("FINISHED", "KILLED")
+    finished = [t for t in result.trials if t.status == "FINISHED"]
+    assert finished  # at least the trial the sweep was held after
+    assert result.best.score == max(t.score for t in finished)
+    assert f"{result.best.score:.4f}" in " ".join(m.value for m in at.metric)
 
 
 def test_page_opens_ready_and_its_errors_name_its_own_controls(ui_env):

@@ -239,7 +239,11 @@ class SweepRun:
                 continue
 
     def stop(self) -> list[TrialOutcome]:
-        """Cancel: stop the workers, close every child still running (KILLED); returns what they became."""
+        """Cancel: stop the workers, close every child still running; returns what they became.
+
+        A trial whose score reached MLflow is a result (FINISHED, it counts for the best) even if its
+        worker was stopped while keeping its model; only trials stopped before their score are KILLED.
+        """
         try:
             set_state(self.client, self.parent, "cancelling")
         except MlflowException:
@@ -257,7 +261,8 @@ class SweepRun:
                     continue
                 self.inflight.pop(number)
                 self.record(outcome)
-        killed = dict(kill_running_children(self.client, self.experiment_id, self.parent))
+        killed = dict(kill_running_children(self.client, self.experiment_id, self.parent,
+                                            scored=self.plan.score_metric))
         stopped = []
         for number, task in sorted(self.inflight.items()):
             child = find_child(self.client, self.experiment_id, self.parent, number)

@@ -99,7 +99,8 @@ def _progress(poll: bool) -> None:
         text += f" · best {progress.score_metric} {best.score:.4f} (trial {best.number})"
     st.progress(min(1.0, done / total) if total else 0.0, text=text)
     if current.running and st.button("Stop", key="sweep_stop", disabled=current.stopping,
-                                     help="No new trials; running ones are marked KILLED."):
+                                     help="No new trials; running ones are interrupted (KILLED), "
+                                          "finished ones keep their scores."):
         current.stop()
     rows = current.history()
     if rows:
@@ -158,10 +159,12 @@ def _results(done: SweepJob) -> None:
     if result is None:
         return
     counts = result.to_dict()["counts"]
-    summary = (f"{counts['finished']} finished, {counts['failed']} failed, {counts['killed']} killed of "
-               f"{result.total} trials in {result.duration_s:.0f} s on {result.executor}")
-    {"FINISHED": st.success, "KILLED": st.warning}.get(result.status, st.error)(
-        f"Sweep {result.status.lower()}: {summary}")
+    summary = (f"{counts['finished']} finished, {counts['failed']} failed, {counts['killed']} interrupted "
+               f"of {result.total} trials in {result.duration_s:.0f} s on {result.executor}")
+    if result.status == "KILLED":  # only Stop ends a sweep KILLED: what the user asked for
+        st.info(f"Sweep stopped: {summary}. Finished trials keep their scores.")
+    else:
+        (st.success if result.status == "FINISHED" else st.error)(f"Sweep {result.status.lower()}: {summary}")
     for warning in result.warnings:
         st.warning(warning)
     if result.best is not None:
