@@ -250,6 +250,24 @@ def test_charts_score_by_trial_and_one_per_varying_hyperparameter(tmp_path):
     assert len(set(_dot_xs(features))) == 2  # one column per category
 
 
+def test_score_chart_spans_the_scores_and_the_default_hyperparameters_baseline(tmp_path):
+    """Scores of 0.97..0.99 fill the plot (not a flat line near the top of a 0..1 axis); the default
+    hyperparameters' score is a dashed line at its height, inside the axis even when below every trial."""
+    outcomes = [TrialOutcome(i, {}, "FINISHED", score=s) for i, s in enumerate((0.97, 0.99, 0.98))]
+    write_charts(tmp_path, outcomes, "r2", True, baseline=0.965)
+    chart = _svg(tmp_path / SCORE_CHART)
+    ys = [float(c.get("cy")) for c in chart.findall(f".//{SVG}g[@class='trials']//{SVG}circle")]
+    (line,) = chart.findall(f".//{SVG}g[@class='baseline']/{SVG}line")
+    base = float(line.get("y1"))
+    top, bottom = 30, 300 - 40  # inside the plot area, whatever its margins
+    assert top < min(ys) < max(ys) < base < bottom  # the baseline is the lowest, all in the frame
+    # the scores' spread (0.02) takes most of the height: 0.97 and 0.99 are far apart
+    assert max(ys) - min(ys) > 0.5 * (base - min(ys)) and max(ys) - min(ys) > 100
+    assert "default hyperparameters" in _texts(chart)
+    write_charts(tmp_path, outcomes, "r2", True)
+    assert _svg(tmp_path / SCORE_CHART).findall(f".//{SVG}g[@class='baseline']") == []
+
+
 @pytest.mark.parametrize("higher_is_better", [True, False])
 def test_chart_best_so_far_is_a_staircase_that_only_improves(tmp_path, higher_is_better):
     scores = [0.5, 0.7, 0.6, 0.9, 0.2, 0.8]

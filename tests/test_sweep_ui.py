@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -59,6 +60,19 @@ def test_grid_sweep_from_the_page_links_to_its_parent_run(ui_env):
     assert job.error is None and job.result.status == "FINISHED", [t.error for t in job.result.trials]
     assert [t.params["alpha"] for t in job.result.trials] == [0.01, 1.0, 100.0]
     assert any("Sweep finished" in s.value for s in at.success)
+    # the baseline is what a training with the defaults scores on the same data and split: here the
+    # trial with alpha 1.0 (the default; the other hyperparameters are held at their defaults)
+    default_trial = job.result.trials[1]
+    assert job.result.baseline == default_trial.score
+    # the live chart: y axis spans the scores (not from 0), the baseline a rule at its value
+    [chart] = at.get("vega_lite_chart")
+    spec = json.loads(chart.proto.spec)
+    assert {layer["encoding"]["y"]["scale"]["zero"] for layer in spec["layer"]} == {False}
+    rules = [layer for layer in spec["layer"] if layer["mark"]["type"] == "rule"]
+    assert [row["value"] for layer in rules for row in layer["data"]["values"]] == [job.result.baseline]
+    scores = [row["value"] for layer in spec["layer"] if layer["mark"]["type"] == "circle"
+              for row in layer["data"]["values"]]
+    assert sorted(scores) == sorted(t.score for t in job.result.trials)
     # the UI process's /metrics counted the trials as they ended
     assert get_runtime().sweeps.trial_counts()["finished"] >= 3
     client = MlflowClient(ui_env["MLFLOW_TRACKING_URI"])

@@ -154,9 +154,9 @@ def set_state(client: MlflowClient, parent_run_id: str, state: str) -> None:
 
 
 def render_artifacts(out_dir: Path, outcomes: Sequence[TrialOutcome], score_metric: str,
-                     higher_is_better: bool) -> Path:
+                     higher_is_better: bool, baseline: float | None = None) -> Path:
     """Charts (plots/) and the trials table (sweep/trials.csv) for the parent run, written to ``out_dir``."""
-    write_charts(out_dir / "plots", outcomes, score_metric, higher_is_better)
+    write_charts(out_dir / "plots", outcomes, score_metric, higher_is_better, baseline)
     write_trials_table(out_dir / "sweep" / "trials.csv", outcomes)
     return out_dir
 

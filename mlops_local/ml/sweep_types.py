@@ -77,6 +77,9 @@ class SweepSpec:
     models: str = "best"  # which trials log model, plots, dataset input: best (the best's) | all | none
     register: str | None = None
     alias: str | None = None
+    # Also score the model with its default hyperparameters on the trials' data, split and seed (one
+    # more fit, on a worker, not a run): the charts' baseline. The UI asks for it; off by default.
+    baseline: bool = False
 
 
 @dataclass
@@ -123,6 +126,7 @@ class SweepProgress:
     score_metric: str
     higher_is_better: bool
     best: TrialOutcome | None = None
+    baseline: float | None = None  # the default hyperparameters' score (SweepSpec.baseline), once known
 
     @property
     def done(self) -> int:
@@ -155,6 +159,7 @@ class SweepResult:
     duration_s: float
     executor: str
     warnings: list[str] = field(default_factory=list)  # e.g. the best model could not be registered
+    baseline: float | None = None  # the default hyperparameters' score (SweepSpec.baseline)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready view (the CLI's --json output)."""
@@ -167,7 +172,7 @@ class SweepResult:
             "counts": counts, "best": self.best.to_dict() if self.best else None,
             "model_uri": self.model_uri, "registered_version": self.registered_version, "url": self.url,
             "duration_s": round(self.duration_s, 3), "executor": self.executor,
-            "warnings": list(self.warnings),
+            "warnings": list(self.warnings), "baseline": self.baseline,
             "trials": [t.to_dict() for t in self.trials],
         }
 

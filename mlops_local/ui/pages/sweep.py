@@ -22,6 +22,8 @@ FRAME_KEY = "sweep_upload_frame"
 POLL_SECONDS = 0.5
 BUILTIN, UPLOAD = "Built-in", "Upload a file"
 FIRST_STRATEGY, FIRST_TRIALS = "random", 10  # what the page opens on: valid for any model's full space
+SERIES = ("trial score", "best so far", "default hyperparameters")
+SERIES_COLOURS = ("#1f77b4", "#000000", "#7f7f7f")
 
 st.title("Sweep")
 st.caption("Many trainings of one model over its hyperparameter ranges, as child runs of one MLflow run.")
@@ -85,6 +87,30 @@ def _space(model: str) -> tuple[dict[str, str], dict[str, object]]:
     return ranges, fixed
 
 
+def score_chart(rows: list[dict[str, object]], baseline: float | None, metric: str) -> dict[str, object]:
+    """Vega-Lite spec of the trial scores, the best so far and the default hyperparameters' score, on a
+    y axis that spans them (scores of 0.97..0.99 are not a flat line at the top of a 0..1 axis)."""
+    scored = [r for r in rows if r["score"] is not None]
+    colour = {"field": "series", "type": "nominal", "legend": {"orient": "bottom", "title": None},
+              "scale": {"domain": list(SERIES), "range": list(SERIES_COLOURS)}}
+    x = {"field": "trial", "type": "quantitative", "title": "trial",
+         "axis": {"format": "d", "tickMinStep": 1}}
+    y = {"field": "value", "type": "quantitative", "title": metric, "scale": {"zero": False}}
+    points = [{"trial": r["trial"], "series": SERIES[0], "value": r["score"]} for r in scored]
+    best = [{"trial": r["trial"], "series": SERIES[1], "value": r["best so far"]} for r in scored]
+    layers: list[dict[str, object]] = [
+        {"data": {"values": points}, "mark": {"type": "circle", "size": 45},
+         "encoding": {"x": x, "y": y, "color": colour, "tooltip": [{"field": "trial"}, {"field": "value"}]}},
+        {"data": {"values": best}, "mark": {"type": "line", "interpolate": "step-after"},
+         "encoding": {"x": x, "y": y, "color": colour}},
+    ]
+    if baseline is not None:
+        layers.append({"data": {"values": [{"series": SERIES[2], "value": baseline}]},
+                       "mark": {"type": "rule", "strokeDash": [5, 4]},
+                       "encoding": {"y": y, "color": colour, "tooltip": [{"field": "value"}]}})
+    return {"height": 260, "layer": layers}
+
+
 def _progress(poll: bool) -> None:
     current: SweepJob | None = st.session_state.get(JOB_KEY)
     if current is None:
@@ -97,15 +123,16 @@ def _progress(poll: bool) -> None:
     text = f"{done}/{total or '?'} trials · {state} · {current.elapsed():.0f} s"
     if best is not None:
         text += f" · best {progress.score_metric} {best.score:.4f} (trial {best.number})"
+    if progress is not None and progress.baseline is not None:
+        text += f" · default hyperparameters {progress.baseline:.4f}"
     st.progress(min(1.0, done / total) if total else 0.0, text=text)
     if current.running and st.button("Stop", key="sweep_stop", disabled=current.stopping,
                                      help="No new trials; running ones are interrupted (KILLED), "
                                           "finished ones keep their scores."):
         current.stop()
     rows = current.history()
-    if rows:
-        chart = pd.DataFrame(rows).set_index("trial")[["score", "best so far"]]
-        st.line_chart(chart, height=260)
+    if rows and progress is not None:
+        st.vega_lite_chart(None, score_chart(rows, progress.baseline, progress.score_metric), width="stretch")
     if poll and current.done:
         common.clear_run_caches()
         st.rerun()
@@ -168,7 +195,9 @@ def _results(done: SweepJob) -> None:
     for warning in result.warnings:
         st.warning(warning)
     if result.best is not None:
-        st.metric(f"Best {result.score_metric} (trial {result.best.number})", f"{result.best.score:.4f}")
+        gain = None if result.baseline is None else f"{result.best.score - result.baseline:+.4f} vs defaults"
+        st.metric(f"Best {result.score_metric} (trial {result.best.number})", f"{result.best.score:.4f}",
+                  gain, delta_color="normal" if result.higher_is_better else "inverse")
         st.dataframe(pd.DataFrame([result.best.params]), hide_index=True, key="sweep_best_params")
     links = st.columns(2)
     links[0].link_button("Sweep in MLflow", common.mlflow_run_url(result.experiment_id, result.parent_run_id),
@@ -224,7 +253,8 @@ if dataset is not None:
                      ranges=ranges, search=tuple(ranges), fixed=fixed, grid_points=int(grid_points),
                      seed=int(seed), test_size=float(test_size), cv_folds=int(cv_folds),
                      experiment=experiment or DEFAULT_EXPERIMENT, jobs=int(jobs), models=models,
-                     register=register or None, alias=(alias or None) if register else None)
+                     register=register or None, alias=(alias or None) if register else None,
+                     baseline=True)  # the chart's baseline: one more fit per sweep
     try:
         planned = plan_sweep(spec, frame, load=False).strategy.total
         st.caption(f"{planned} trials, {int(jobs)} at a time.")
