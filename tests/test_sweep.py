@@ -364,3 +364,47 @@ def test_ctrl_c_on_the_cli_cancels_cleanly(mlflow_env, client, tmp_path):
     assert running(client, exp_id) == []
     assert client.get_run(summary["parent_run_id"]).info.status == "KILLED"
     assert "Traceback" not in err
+
+
+class _StoppedWorkers:
+    """The local pool once Stop has killed it: nothing left to abort (the trials below are the corner
+    a kill cannot be timed to hit: a worker killed after its trial's metrics reached MLflow)."""
+
+    slots, label, threads_per_trial, kills_workers = 2, "local processes (2, forkserver)", 1, True
+
+    def abort(self) -> None:
+        pass
+
+
+def test_stop_keeps_trials_whose_scores_were_logged_and_kills_only_the_interrupted(mlflow_settings, client):
+    from mlops_local.ml.sweep_plan import plan_sweep
+    from mlops_local.ml.sweep_runner import SweepRun
+    from mlops_local.ml.sweep_tracking import create_parent
+    from mlops_local.ml.sweep_types import TrialOutcome
+
+    spec = SweepSpec(**SLOW, strategy="random", trials=6, experiment="sweep-stop-keeps")
+    plan = plan_sweep(spec, load=False)
+    experiment_id = client.create_experiment("sweep-stop-keeps")
+    parent = create_parent(client, experiment_id, spec, plan.space, dataset=plan.dataset, total=6,
+                           score_metric="r2", higher_is_better=True, executor=_StoppedWorkers.label)
+    sweep = SweepRun(plan, mlflow_settings, client, experiment_id, parent, _StoppedWorkers(), None,
+                     threading.Event(), None, None)
+    sweep.record(TrialOutcome(0, {"n_estimators": 150}, "FINISHED", run_id=None, score=0.90))
+    runs = {}
+    for number, r2 in ((1, 0.95), (2, None)):  # 1: killed after logging its metrics; 2: mid-fit
+        run = client.create_run(experiment_id, tags={**sweep.trial_tags(number),
+                                                     "mlflow.parentRunId": parent})
+        if r2 is not None:
+            client.log_metric(run.info.run_id, "r2", r2)
+        sweep.inflight[number] = sweep.task(number, {"n_estimators": 200 + number})
+        runs[number] = run.info.run_id
+    sweep.cancel.set()
+    sweep.stop()
+
+    outcomes = {o.number: o for o in sweep.outcomes}
+    assert (outcomes[1].status, outcomes[1].score) == ("FINISHED", 0.95)
+    assert (outcomes[2].status, outcomes[2].score) == ("KILLED", None)
+    assert sweep.best.number == 1
+    assert client.get_run(runs[1]).info.status == "FINISHED"
+    assert client.get_run(runs[2]).info.status == "KILLED"
+    assert [r.info.run_id for r in running(client, experiment_id)] == [parent]  # the sweep closes it

@@ -91,6 +91,11 @@ def test_grid_values_and_refusal_when_larger_than_trials():
         make_strategy("grid", space, trials=4, seed=0, grid_points=3, higher_is_better=True)
     message = str(info.value)
     assert "6 points (3 n_estimators x 2 max_features)" in message and "--trials 4" in message
+    # the facts in numbers, for a front end to phrase in its own controls' terms
+    assert (info.value.field, info.value.reason) == ("trials", "grid_too_large")
+    assert info.value.details == {"total": 6, "trials": 4, "sizes": {"n_estimators": 3, "max_features": 2},
+                                  "points_that_fit": 2}
+    assert space.grid_size(2) <= 4 < space.grid_size(3)
     assert make_strategy("grid", space, trials=None, seed=0, grid_points=3, higher_is_better=True).total == 6
 
 
@@ -243,6 +248,24 @@ def test_charts_score_by_trial_and_one_per_varying_hyperparameter(tmp_path):
     features = _svg(tmp_path / param_chart_name("max_features"))
     assert {"all", "sqrt", "max_features"} <= set(_texts(features))
     assert len(set(_dot_xs(features))) == 2  # one column per category
+
+
+def test_score_chart_spans_the_scores_and_the_default_hyperparameters_baseline(tmp_path):
+    """Scores of 0.97..0.99 fill the plot (not a flat line near the top of a 0..1 axis); the default
+    hyperparameters' score is a dashed line at its height, inside the axis even when below every trial."""
+    outcomes = [TrialOutcome(i, {}, "FINISHED", score=s) for i, s in enumerate((0.97, 0.99, 0.98))]
+    write_charts(tmp_path, outcomes, "r2", True, baseline=0.965)
+    chart = _svg(tmp_path / SCORE_CHART)
+    ys = [float(c.get("cy")) for c in chart.findall(f".//{SVG}g[@class='trials']//{SVG}circle")]
+    (line,) = chart.findall(f".//{SVG}g[@class='baseline']/{SVG}line")
+    base = float(line.get("y1"))
+    top, bottom = 30, 300 - 40  # inside the plot area, whatever its margins
+    assert top < min(ys) < max(ys) < base < bottom  # the baseline is the lowest, all in the frame
+    # the scores' spread (0.02) takes most of the height: 0.97 and 0.99 are far apart
+    assert max(ys) - min(ys) > 0.5 * (base - min(ys)) and max(ys) - min(ys) > 100
+    assert "default hyperparameters" in _texts(chart)
+    write_charts(tmp_path, outcomes, "r2", True)
+    assert _svg(tmp_path / SCORE_CHART).findall(f".//{SVG}g[@class='baseline']") == []
 
 
 @pytest.mark.parametrize("higher_is_better", [True, False])

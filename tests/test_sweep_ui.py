@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 import time
 
 from mlflow import MlflowClient
 from streamlit.testing.v1 import AppTest
 
+from mlops_local.ml.catalog import DEFAULT_MODEL
 from mlops_local.ml.sweep_job import SweepJob
+from mlops_local.ml.sweep_space import build_space
 from mlops_local.runtime import get_runtime
 from tests.apptest import open_app
 
@@ -56,6 +60,19 @@ def test_grid_sweep_from_the_page_links_to_its_parent_run(ui_env):
     assert job.error is None and job.result.status == "FINISHED", [t.error for t in job.result.trials]
     assert [t.params["alpha"] for t in job.result.trials] == [0.01, 1.0, 100.0]
     assert any("Sweep finished" in s.value for s in at.success)
+    # the baseline is what a training with the defaults scores on the same data and split: here the
+    # trial with alpha 1.0 (the default; the other hyperparameters are held at their defaults)
+    default_trial = job.result.trials[1]
+    assert job.result.baseline == default_trial.score
+    # the live chart: y axis spans the scores (not from 0), the baseline a rule at its value
+    [chart] = at.get("vega_lite_chart")
+    spec = json.loads(chart.proto.spec)
+    assert {layer["encoding"]["y"]["scale"]["zero"] for layer in spec["layer"]} == {False}
+    rules = [layer for layer in spec["layer"] if layer["mark"]["type"] == "rule"]
+    assert [row["value"] for layer in rules for row in layer["data"]["values"]] == [job.result.baseline]
+    scores = [row["value"] for layer in spec["layer"] if layer["mark"]["type"] == "circle"
+              for row in layer["data"]["values"]]
+    assert sorted(scores) == sorted(t.score for t in job.result.trials)
     # the UI process's /metrics counted the trials as they ended
     assert get_runtime().sweeps.trial_counts()["finished"] >= 3
     client = MlflowClient(ui_env["MLFLOW_TRACKING_URI"])
@@ -101,8 +118,50 @@ def test_stop_button_cancels_and_nothing_stays_running(ui_env, monkeypatch):
     at.button(key="sweep_stop").click().run()
     job = wait_done(at)
     assert not at.exception, at.exception
-    assert job.result.status == "KILLED" and len(job.result.trials) < 12
+    result = job.result
+    assert result.status == "KILLED" and len(result.trials) < 12
     client = MlflowClient(ui_env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("ui-sweep-stop").experiment_id
     assert client.search_runs([experiment], "attributes.status = 'RUNNING'") == []
-    assert any("Sweep killed" in w.value for w in at.warning)
+    # a user's own Stop reads as stopped, not as a warning
+    assert [w.value for w in at.warning] == []
+    assert any(i.value.startswith("Sweep stopped: ") for i in at.info), [i.value for i in at.info]
+    # every trial whose score reached MLflow keeps it and counts for the best; only the others are KILLED
+    runs = {r.info.run_id: r for r in client.search_runs(
+        [experiment], f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'")}
+    assert runs and sorted(runs) == sorted(t.run_id for t in result.trials if t.run_id)
+    for trial in result.trials:
+        run = runs[trial.run_id]
+        assert (trial.status, trial.score) == (run.info.status, run.data.metrics.get("r2")), trial
+        assert trial.status in ("FINISHED", "KILLED")
+    finished = [t for t in result.trials if t.status == "FINISHED"]
+    assert finished  # at least the trial the sweep was held after
+    assert result.best.score == max(t.score for t in finished)
+    assert f"{result.best.score:.4f}" in " ".join(m.value for m in at.metric)
+
+
+def test_page_opens_ready_and_its_errors_name_its_own_controls(ui_env):
+    at = open_sweep()
+    assert [e.value for e in at.error] == []
+    assert at.radio(key="sweep_strategy").value == "random"
+    assert not at.button(key="sweep_start").disabled
+
+    # the whole default grid is more than the trials: the message names the page's controls and offers
+    # the one change that fixes it
+    at.radio(key="sweep_strategy").set_value("grid").run()
+    trials = at.number_input(key="sweep_trials_n").value
+    total = build_space(DEFAULT_MODEL).grid_size(at.number_input(key="sweep_grid_points").value)
+    assert total > trials
+    [error] = at.error
+    assert f"{total} combinations" in error.value and f"**Trials** ({trials})" in error.value
+    assert re.search(r"(^|\s)--\w", error.value) is None, error.value  # no command-line flag
+    assert at.button(key="sweep_start").disabled
+    at.button(key="sweep_fix_sweep_trials_n").click().run()
+    assert at.number_input(key="sweep_trials_n").value == total
+    assert [e.value for e in at.error] == [] and not at.button(key="sweep_start").disabled
+
+    # a reversed range names its two fields
+    at.number_input(key=f"sweep_{DEFAULT_MODEL}_n_estimators_low").set_value(300).run()
+    at.number_input(key=f"sweep_{DEFAULT_MODEL}_n_estimators_high").set_value(100).run()
+    [error] = at.error
+    assert "**n_estimators from** (300) is above **to** (100)" in error.value

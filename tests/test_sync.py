@@ -263,15 +263,16 @@ def test_a_finished_run_with_tags_but_no_scores_is_not_a_training(client, mlflow
 
 
 @pytest.mark.integration
-def test_a_sweeps_trials_are_counted_and_its_best_trial_becomes_the_latest(client, mlflow_settings):
-    """With trials started longest first, the last to finish is often the weakest: the latest gauges
-    must not end on it, nor jump with every trial while the sweep runs."""
+def test_a_sweeps_trials_are_counted_and_the_latest_gauges_follow_trainings_only(client, mlflow_settings):
+    """mlops_model_r2/rmse/mae are the latest training's (UI, CLI, notebook): a sweep, running or ended,
+    never moves them (its best is mlops_sweep_best_score). Otherwise a sweep whose best trial is worse
+    than the last training reads as a regression on Monitoring."""
     name, experiment_id = new_experiment(client)
     t = now_ms()
-    log_run(client, experiment_id, RunSpec("friedman1", "knn", 0.6, t))  # a training before the sweep
+    training = log_run(client, experiment_id, RunSpec("friedman1", "knn", 0.6, t))  # before the sweep
     trial = (("source", "sweep"), ("sweep_role", "trial"))
     ids = [log_run(client, experiment_id, RunSpec("friedman1", "knn", r2, t + 10 + i, tags=trial))
-           for i, r2 in enumerate((0.5, 0.95, 0.3))]
+           for i, r2 in enumerate((0.5, 0.55, 0.3))]
     registry = build_registry()
     exporter = ModelMetricsExporter(registry, mlflow_settings)
     sync = MlflowSync(client, exporter, experiments=[name])
@@ -279,24 +280,30 @@ def test_a_sweeps_trials_are_counted_and_its_best_trial_becomes_the_latest(clien
     samples = model_samples(registry)
     assert list(by_name(samples, "mlops_training_runs_total").values()) == [4]  # the trials are trainings
     assert list(by_name(samples, "mlops_model_r2").values()) == [0.6]  # the sweep is still running
-    assert list(by_name(samples, "mlops_best_r2").values()) == [0.95]
+    assert list(by_name(samples, "mlops_best_r2").values()) == [0.6]
     assert list(by_name(samples, "mlops_last_training_timestamp_seconds").values()) == [(t + 12) / 1000]
 
     parent = client.create_run(experiment_id, start_time=t, tags={
         "dataset": "friedman1", "model": "knn", "source": "sweep", "sweep_role": "parent",
         "best_run_id": ids[1]}).info.run_id
-    best = {"best_r2": 0.95, "best_rmse": 1.05, "best_mae": 0.55, "trials_done": 3}
+    best = {"best_r2": 0.55, "best_rmse": 1.05, "best_mae": 0.55, "trials_done": 3}
     client.log_batch(parent, metrics=[Metric(k, v, t + 20, 0) for k, v in best.items()])
     client.set_terminated(parent, "FINISHED", end_time=t + 20)
     sync.sync_once()
     samples = model_samples(registry)
     assert list(by_name(samples, "mlops_training_runs_total").values()) == [4]  # the summary is not one
-    assert list(by_name(samples, "mlops_model_r2").values()) == [0.95]
-    assert list(by_name(samples, "mlops_model_rmse").values()) == [1.05]
-    assert list(by_name(samples, "mlops_model_mae").values()) == [0.55]
-    assert list(by_name(samples, "mlops_last_training_timestamp_seconds").values()) == [(t + 12) / 1000]
+    assert list(by_name(samples, "mlops_model_r2").values()) == [0.6]  # the sweep ended: still the training
+    assert list(by_name(samples, "mlops_model_rmse").values()) == [pytest.approx(2.0 - 0.6)]
+    assert list(by_name(samples, "mlops_model_mae").values()) == [pytest.approx(1.5 - 0.6)]
     info = [labels for (sample, labels) in samples if sample == "mlops_last_run_info"]
-    assert ("run_id", ids[1]) in info[0]  # the run whose model the values are
+    assert ("run_id", training) in info[0]  # the training the values are of
+
+    after = log_run(client, experiment_id, RunSpec("friedman1", "knn", 0.7, t + 30))  # a later training
+    sync.sync_once()
+    samples = model_samples(registry)
+    assert list(by_name(samples, "mlops_model_r2").values()) == [0.7]
+    info = [labels for (sample, labels) in samples if sample == "mlops_last_run_info"]
+    assert ("run_id", after) in info[0]
 
 
 def _sync_attempts_logged(caplog: pytest.LogCaptureFixture) -> int:

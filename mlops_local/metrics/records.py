@@ -15,9 +15,8 @@ from mlops_local.ml.types import TAG_DATASET, TAG_MODEL, TrainResult
 # Run statuses the exporter counts (others, RUNNING/SCHEDULED/KILLED, are ignored).
 COUNTED_STATUSES = ("FINISHED", "FAILED")
 # What a record is: a training (counted; its values are the latest of its key), a sweep's trial
-# (counted, but its values do not move the latest: a sweep would make them jump with every trial and
-# end on whichever trial finished last), or a finished sweep (not counted: its trials were; its best
-# trial's values become the latest of its key).
+# (counted, but its values do not move the latest: they follow trainings only), or a finished sweep
+# (not counted: its trials were; its best r2 feeds mlops_best_r2 only).
 ROLES = ("training", "trial", "sweep")
 # A finished training has at least one of these test-set scores; a failed one may have none.
 SCORES = ("r2", "rmse", "mae")

@@ -90,7 +90,9 @@ class ExporterState:
         if not record.finished:
             return
         end = record.end_ms
-        latest = record.role != "trial"  # a sweep's trials leave the latest to the sweep's best
+        # The latest gauges are trainings' (UI, CLI, notebooks): a sweep's trials and its best leave them
+        # alone (mlops_sweep_best_score is the sweep's series), so a sweep never reads as a regression.
+        latest = record.role == "training"
         if latest and (record.r2 is not None or record.rmse is not None or record.mae is not None):
             current = self.latest.get(record.key)
             if current is None or record.order > current.order:

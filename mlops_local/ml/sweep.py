@@ -139,7 +139,8 @@ def _finish(sweep: SweepRun, start: float) -> SweepResult:
             try:
                 sweep.frame = sweep.executor.share(sweep.frame)
                 sweep.loop()
-                render_artifacts(artifacts, sweep.outcomes, plan.score_metric, plan.higher_is_better)
+                render_artifacts(artifacts, sweep.outcomes, plan.score_metric, plan.higher_is_better,
+                                 sweep.baseline)
                 if not sweep.cancel.is_set():
                     model_uri, version = _best_model(sweep, warnings)
                     _best_dataset(sweep, warnings)
@@ -149,7 +150,8 @@ def _finish(sweep: SweepRun, start: float) -> SweepResult:
                 if sweep.cancel.is_set():
                     status, state = "KILLED", "cancelled"
                     sweep.stop()
-                    render_artifacts(artifacts, sweep.outcomes, plan.score_metric, plan.higher_is_better)
+                    render_artifacts(artifacts, sweep.outcomes, plan.score_metric, plan.higher_is_better,
+                                 sweep.baseline)
                 elif sweep.best is None:
                     status, state = "FAILED", "failed"
                     first = next((o.error for o in sweep.outcomes if o.error), "no trial produced a score")
@@ -170,7 +172,8 @@ def _finish(sweep: SweepRun, start: float) -> SweepResult:
         score_metric=plan.score_metric, higher_is_better=plan.higher_is_better, total=plan.strategy.total,
         trials=sorted(sweep.outcomes, key=lambda o: o.number), best=sweep.best, model_uri=model_uri,
         registered_version=version, url=tracking.run_url(settings, sweep.experiment_id, sweep.parent),
-        duration_s=time.perf_counter() - start, executor=sweep.executor.label, warnings=warnings)
+        duration_s=time.perf_counter() - start, executor=sweep.executor.label, warnings=warnings,
+        baseline=sweep.baseline)
 
 
 def _best_model(sweep: SweepRun, warnings: list[str]) -> tuple[str | None, str | None]:

@@ -18,6 +18,7 @@ from mlops_local.ml.sweep_types import TrialOutcome
 
 SCORE_CHART = "sweep_score_by_trial.svg"
 _FAILED = "#d62728"
+_BASELINE = "#7f7f7f"
 _SCORE_SIZE, _PARAM_SIZE = (440, 300), (380, 300)
 _LOG_SPAN = 50  # a positive numeric range wider than this factor gets a log x axis
 _CHAR_PX = 6.5  # rough width of a tick label character at 11 px
@@ -46,11 +47,16 @@ def param_chart_name(name: str) -> str:
 
 
 def write_charts(out_dir: Path, outcomes: Sequence[TrialOutcome], score_metric: str,
-                 higher_is_better: bool) -> list[Path]:
-    """Write the score-by-trial chart and one chart per hyperparameter that varied; returns the files."""
+                 higher_is_better: bool, baseline: float | None = None) -> list[Path]:
+    """Write the score-by-trial chart and one chart per hyperparameter that varied; returns the files.
+
+    ``baseline``: the default hyperparameters' score, drawn as a dashed line on the score chart."""
     out_dir.mkdir(parents=True, exist_ok=True)
     scored = _scored(outcomes)
-    charts = [(out_dir / SCORE_CHART, _score_by_trial(outcomes, scored, score_metric, higher_is_better))]
+    if baseline is not None and not math.isfinite(baseline):
+        baseline = None
+    charts = [(out_dir / SCORE_CHART, _score_by_trial(outcomes, scored, score_metric, higher_is_better,
+                                                      baseline))]
     names = sorted({k for o in scored for k in o.params})
     for name in names:
         values = [o.params.get(name) for o in scored]
@@ -70,18 +76,24 @@ def _integer_ticks(frame: _Frame, minimum: float = -math.inf) -> list[tuple[floa
 
 
 def _score_by_trial(outcomes: Sequence[TrialOutcome], scored: list[TrialOutcome], score_metric: str,
-                    higher_is_better: bool) -> str:
+                    higher_is_better: bool, baseline: float | None = None) -> str:
     failed = sorted(o.number for o in outcomes if o.status != "FINISHED")
     xs = [float(o.number) for o in scored]
     ys = [float(o.score) for o in scored]  # type: ignore[arg-type]
     numbers_ = xs + [float(n) for n in failed]
+    levels = ys + ([baseline] if baseline is not None else [])  # the y axis spans the scores, not from 0
     frame = _Frame((min(numbers_), max(numbers_)) if numbers_ else (0.0, 1.0),
-                   (min(ys), max(ys)) if ys else (0.0, 1.0), *_SCORE_SIZE)
+                   (min(levels), max(levels)) if levels else (0.0, 1.0), *_SCORE_SIZE)
     metric = _text(score_metric)
     frame.axes(f"{metric} by trial ({len(scored)} scored, {len(failed)} failed or stopped)",
                "trial number", metric, x_ticks=_integer_ticks(frame, minimum=0))
     if failed:
         frame.vlines(failed, _FAILED, 0.3, cls="failed")
+    if baseline is not None:
+        y = frame.py(baseline)
+        frame.parts.append(f'<g class="baseline"><line x1="{frame.px(frame.x0):.1f}" y1="{y:.1f}" '
+                           f'x2="{frame.px(frame.x1):.1f}" y2="{y:.1f}" stroke="{_BASELINE}" '
+                           'stroke-dasharray="5,4"/></g>')
     running: list[float] = []
     for y in ys:
         best = y if not running else (max if higher_is_better else min)(running[-1], y)
@@ -98,7 +110,11 @@ def _score_by_trial(outcomes: Sequence[TrialOutcome], scored: list[TrialOutcome]
         frame.note("no scored trials")
     if failed:
         entries.append(("failed or stopped", f"line:{_FAILED}"))
-    frame.legend(entries, avoid=list(zip(xs, ys, strict=True)) + _along_steps(xs, running))
+    if baseline is not None:
+        entries.append(("default hyperparameters", f"line:{_BASELINE}"))
+    along = [] if baseline is None else [(frame.x0 + (frame.x1 - frame.x0) * k / 16, baseline)
+                                         for k in range(17)]  # the legend keeps off the baseline too
+    frame.legend(entries, avoid=list(zip(xs, ys, strict=True)) + _along_steps(xs, running) + along)
     return frame.svg()
 
 

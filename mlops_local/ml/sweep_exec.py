@@ -11,12 +11,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import sys
 import threading
-import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from typing import Any, Protocol
 
 from mlops_local.errors import ServiceUnavailable, UserError
@@ -24,7 +21,6 @@ from mlops_local.errors import ServiceUnavailable, UserError
 log = logging.getLogger(__name__)
 
 _JOIN_TIMEOUT = 10.0
-_main_lock = threading.Lock()
 
 
 class TrialExecutor(Protocol):
@@ -61,28 +57,12 @@ def check_jobs(jobs: object) -> int | None:
     return jobs
 
 
-@contextmanager
-def _bare_main() -> Iterator[None]:
-    """Spawned (and forkserver) workers re-run the parent's ``__main__`` file; under Streamlit that is a
-    page script.
-
-    Workers only need mlops_local's functions, so while they are spawned ``__main__`` is an empty module.
-    """
-    with _main_lock:
-        original = sys.modules.get("__main__")
-        sys.modules["__main__"] = types.ModuleType("__main__")
-        try:
-            yield
-        finally:
-            if original is not None:
-                sys.modules["__main__"] = original
-
-
 def worker_context(start_method: str | None = None) -> multiprocessing.context.BaseContext:
     """How local workers start: ``fork`` only when asked and this process runs no other thread
     (the CLI: workers then inherit its imports), else a forkserver that has preloaded the training
     stack (a process with threads, like the UI, must not fork; only its first sweep waits for the
-    imports), else ``spawn``."""
+    imports) and whose workers never re-run the parent's ``__main__`` (:mod:`sweep_preload`), else
+    ``spawn`` (no forkserver: not Linux or macOS)."""
     available = multiprocessing.get_all_start_methods()
     method = start_method or "forkserver"
     if method == "fork" and threading.active_count() > 1:
@@ -108,15 +88,14 @@ class LocalExecutor:
         self.slots = jobs or cores()
         self.threads_per_trial = max(1, cores() // self.slots)
         self.kills_workers = True
-        with _bare_main():
-            context = worker_context(start_method)
-            self.label = f"local processes ({self.slots}, {context.get_start_method()})"
-            self._pool = ProcessPoolExecutor(max_workers=self.slots, mp_context=context,
-                                             initializer=init_local_worker, initargs=(env,))
-            # The workers start now (inside _bare_main) and import what trials need while the parent
-            # sets up MLflow and creates the parent run.
-            for _ in range(self.slots):
-                self._pool.submit(warm_up, prime_models)
+        context = worker_context(start_method)
+        self.label = f"local processes ({self.slots}, {context.get_start_method()})"
+        self._pool = ProcessPoolExecutor(max_workers=self.slots, mp_context=context,
+                                         initializer=init_local_worker, initargs=(env,))
+        # The workers start now and import what trials need while the parent sets up MLflow and
+        # creates the parent run.
+        for _ in range(self.slots):
+            self._pool.submit(warm_up, prime_models)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         return self._pool.submit(fn, *args)

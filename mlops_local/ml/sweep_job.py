@@ -40,7 +40,7 @@ class SweepJob(BackgroundJob):
         return f"mlops-sweep-{self.spec.model}"
 
     def stop(self) -> None:
-        """Ask the sweep to stop: no new trials, running ones KILLED, parent closed."""
+        """Ask the sweep to stop: no new trials, running ones KILLED (finished ones count), parent closed."""
         self.cancel.set()
 
     @property

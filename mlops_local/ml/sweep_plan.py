@@ -14,7 +14,7 @@ from mlops_local.ml.datasets import LoadedDataset, load_dataset
 from mlops_local.ml.sweep_exec import check_jobs
 from mlops_local.ml.sweep_space import SearchSpace, build_space, check_grid_points
 from mlops_local.ml.sweep_strategies import Strategy, make_strategy
-from mlops_local.ml.sweep_types import METRICS, MODEL_MODES, STRATEGIES, SweepSpec, score_key
+from mlops_local.ml.sweep_types import METRICS, MODEL_MODES, STRATEGIES, SweepSpec, SweepSpecError, score_key
 from mlops_local.settings import Settings
 
 
@@ -51,7 +51,8 @@ def plan_sweep(spec: SweepSpec, frame: pd.DataFrame | None = None, *, load: bool
         raise UserError("--alias needs --register NAME (the registered model the alias belongs to)")
     if spec.register:
         if spec.models == "none":
-            raise UserError("--register needs the best model to be logged (--models all or best)")
+            raise SweepSpecError("--register needs the best model to be logged (--models all or best)",
+                                 field="models", reason="register_needs_model")
         from mlops_local.runs import validate_registration
 
         validate_registration(spec.register.strip(), (spec.alias or "").strip() or None)
@@ -59,8 +60,8 @@ def plan_sweep(spec: SweepSpec, frame: pd.DataFrame | None = None, *, load: bool
     try:
         metric_key, higher = score_key(spec.metric, spec.cv_folds)
     except ValueError:
-        raise UserError(f"metric {spec.metric!r} has no cross-validated version; with --cv use r2 or "
-                        "rmse") from None
+        raise SweepSpecError(f"metric {spec.metric!r} has no cross-validated version; with --cv use r2 or "
+                             "rmse", field="metric", reason="no_cv_metric", metric=spec.metric) from None
     space = build_space(spec.model, spec.ranges, spec.search, spec.fixed)
     strategy = make_strategy(spec.strategy, space, trials=spec.trials, seed=spec.seed, grid_points=points,
                              higher_is_better=higher, parallel=jobs or 2)

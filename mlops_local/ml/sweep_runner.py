@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -35,7 +36,7 @@ from mlops_local.ml.sweep_types import (
     TrialOutcome,
     better,
 )
-from mlops_local.ml.sweep_worker import TrialTask, find_child, refit_model, run_trial
+from mlops_local.ml.sweep_worker import TrialTask, baseline_score, find_child, refit_model, run_trial
 from mlops_local.ml.types import TAG_SOURCE, TrainRequest
 from mlops_local.settings import Settings
 
@@ -45,6 +46,7 @@ OnTrial = Callable[[SweepProgress], None]
 POLL_S = 0.2
 PROGRESS_EVERY_S = 2.0  # the parent's live metrics: at most one request this often (the server is shared)
 UNREACHABLE_LIMIT = 2
+BASELINE = -1  # the done queue's number for the baseline fit (SweepSpec.baseline)
 
 
 def _mlflow_down(outcome: TrialOutcome) -> bool:
@@ -77,6 +79,8 @@ class SweepRun:
         self.unreachable = 0  # trials in a row that failed because MLflow did not answer
         self.pending_progress: list[Metric] = []
         self.progress_logged = 0.0
+        self.baseline: float | None = None  # the default hyperparameters' score, once known
+        self.baseline_pending = False
 
     # -- tasks -----------------------------------------------------------------------------------
     def trial_tags(self, number: int) -> dict[str, str]:
@@ -112,6 +116,23 @@ class SweepRun:
         future = self.submit_task(run_trial, task, self.frame)
         self.ran_on[number] = self.executor
         future.add_done_callback(lambda f, n=number: self.done.put((n, f)))
+
+    def submit_baseline(self) -> None:
+        """Score the default hyperparameters on a worker, first (the charts draw it from the start)."""
+        future = self.submit_task(baseline_score, self.task(BASELINE, {}), self.frame)
+        self.baseline_pending = True
+        future.add_done_callback(lambda f: self.done.put((BASELINE, f)))
+
+    def take_baseline(self, future: Any) -> None:
+        self.baseline_pending = False
+        try:
+            score = future.result()
+        except BaseException as exc:  # noqa: BLE001 - the trials stand; the charts go without a baseline
+            log.warning("the default hyperparameters could not be scored: %s: %s", type(exc).__name__, exc)
+            return
+        if score is not None and math.isfinite(score):
+            self.baseline = float(score)
+            self.pending_progress.append(Metric("baseline_score", self.baseline, int(time.time() * 1000), 0))
 
     def submit_task(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Submit to the workers; a pool a worker death broke since the last trial is replaced first."""
@@ -190,7 +211,7 @@ class SweepRun:
 
     def progress(self) -> SweepProgress:
         return SweepProgress(self.parent, self.plan.strategy.total, list(self.outcomes),
-                             self.plan.score_metric, self.plan.higher_is_better, self.best)
+                             self.plan.score_metric, self.plan.higher_is_better, self.best, self.baseline)
 
     def reopen(self) -> None:
         """A local worker died (out of memory?): the pool is broken, start a fresh one."""
@@ -211,20 +232,26 @@ class SweepRun:
     def loop(self) -> None:
         strategy = self.plan.strategy
         exhausted = False
+        if self.spec.baseline and not self.cancel.is_set():
+            self.submit_baseline()
         while True:
-            while not exhausted and not self.cancel.is_set() and len(self.inflight) < self.executor.slots:
+            while not exhausted and not self.cancel.is_set() \
+                    and len(self.inflight) + self.baseline_pending < self.executor.slots:
                 asked = strategy.ask()
                 if asked is None:
                     exhausted = True
                     break
                 self.submit(*asked)
-            if self.cancel.is_set() or not self.inflight:
+            if self.cancel.is_set() or not (self.inflight or self.baseline_pending):
                 return
             try:
                 number, future = self.done.get(timeout=POLL_S)
             except queue.Empty:
                 continue
-            self.record(self.resolve(number, future))
+            if number == BASELINE:
+                self.take_baseline(future)
+            else:
+                self.record(self.resolve(number, future))
 
     def wait(self, future: Any) -> Any:
         """The result of one executor future, watching for cancellation."""
@@ -239,7 +266,11 @@ class SweepRun:
                 continue
 
     def stop(self) -> list[TrialOutcome]:
-        """Cancel: stop the workers, close every child still running (KILLED); returns what they became."""
+        """Cancel: stop the workers, close every child still running; returns what they became.
+
+        A trial whose score reached MLflow is a result (FINISHED, it counts for the best) even if its
+        worker was stopped while keeping its model; only trials stopped before their score are KILLED.
+        """
         try:
             set_state(self.client, self.parent, "cancelling")
         except MlflowException:
@@ -257,7 +288,8 @@ class SweepRun:
                     continue
                 self.inflight.pop(number)
                 self.record(outcome)
-        killed = dict(kill_running_children(self.client, self.experiment_id, self.parent))
+        killed = dict(kill_running_children(self.client, self.experiment_id, self.parent,
+                                            scored=self.plan.score_metric))
         stopped = []
         for number, task in sorted(self.inflight.items()):
             child = find_child(self.client, self.experiment_id, self.parent, number)

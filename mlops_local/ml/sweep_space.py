@@ -15,6 +15,7 @@ import numpy as np
 
 from mlops_local.errors import UserError
 from mlops_local.ml.catalog import ParamSpec, get_model, validate_params
+from mlops_local.ml.sweep_types import SweepSpecError
 
 MAX_GRID_POINTS = 50
 
@@ -136,7 +137,8 @@ def parse_range(model: str, spec: ParamSpec, text: str) -> SearchParam:
     if "|" in raw or spec.kind in ("choice", "bool") or ":" not in raw:
         items = [part.strip() for part in raw.split("|")]
         if not raw or any(not item for item in items):
-            raise UserError(f"{where}: list values as a|b|c (allowed: {spec.allowed()})")
+            raise SweepSpecError(f"{where}: list values as a|b|c (allowed: {spec.allowed()})",
+                                 field="ranges", reason="no_values", param=spec.name)
         values: list[object] = []
         for item in items:
             value = _coerce(spec, item, model, where)
@@ -156,7 +158,8 @@ def parse_range(model: str, spec: ParamSpec, text: str) -> SearchParam:
         raise UserError(f"{where}: a range needs two numbers; list 'none' as a value instead, e.g. "
                         f"{spec.name}=none|5|10")
     if low > high:  # type: ignore[operator]
-        raise UserError(f"{where}: LOW ({_text(low)}) is greater than HIGH ({_text(high)})")
+        raise SweepSpecError(f"{where}: LOW ({_text(low)}) is greater than HIGH ({_text(high)})",
+                             field="ranges", reason="reversed", param=spec.name, low=low, high=high)
     log = spec.log if scale is None else scale == "log"
     if log and low <= 0:  # type: ignore[operator]
         raise UserError(f"{where}: a log scale needs LOW > 0; use {spec.name}={_text(low)}:{_text(high)}"
@@ -199,8 +202,9 @@ def build_space(model: str, ranges: Mapping[str, str] | None = None, search: Seq
     else:
         names = [n for n in known if n not in fixed]
     if not names:
-        raise UserError(f"nothing to search: every hyperparameter of '{model}' is fixed"
-                        if known else f"model '{model}' has no hyperparameters to search")
+        raise SweepSpecError(f"nothing to search: every hyperparameter of '{model}' is fixed"
+                             if known else f"model '{model}' has no hyperparameters to search",
+                             field="search", reason="nothing_searched")
     params = tuple(parse_range(model, spec.param(n), ranges[n]) if n in ranges
                    else from_catalog(spec.param(n)) for n in names)
     return SearchSpace(model, params, base, {k: base[k] for k in fixed})

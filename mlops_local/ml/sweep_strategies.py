@@ -21,7 +21,7 @@ import numpy as np
 
 from mlops_local.errors import UserError
 from mlops_local.ml.sweep_space import SearchSpace
-from mlops_local.ml.sweep_types import DEFAULT_TRIALS, STRATEGIES
+from mlops_local.ml.sweep_types import DEFAULT_TRIALS, STRATEGIES, SweepSpecError
 
 log = logging.getLogger(__name__)
 
@@ -174,12 +174,14 @@ def make_strategy(name: str, space: SearchSpace, *, trials: int | None, seed: in
     if name == "grid":
         grid = GridStrategy(space, grid_points)
         if trials is not None and grid.total > trials:
-            sizes = " x ".join(f"{n} {k}" for k, n in space.grid_sizes(grid_points).items())
-            raise UserError(
-                f"the grid has {grid.total} points ({sizes}), more than --trials {trials}; search fewer "
-                f"hyperparameters (--search), list fewer values (--param-range k=a|b), lower --grid-points, "
-                f"or raise --trials to {grid.total}"
-            )
+            sizes = space.grid_sizes(grid_points)
+            fits = next((p for p in range(grid_points - 1, 1, -1) if space.grid_size(p) <= trials), None)
+            raise SweepSpecError(
+                f"the grid has {grid.total} points ({' x '.join(f'{n} {k}' for k, n in sizes.items())}), "
+                f"more than --trials {trials}; search fewer hyperparameters (--search), list fewer values "
+                f"(--param-range k=a|b), lower --grid-points, or raise --trials to {grid.total}",
+                field="trials", reason="grid_too_large", total=grid.total, trials=trials, sizes=sizes,
+                points_that_fit=fits)
         if grid.total > MAX_TRIALS:
             raise UserError(f"the grid has {grid.total} points, more than {MAX_TRIALS}; search fewer "
                             "hyperparameters or lower --grid-points")

@@ -32,6 +32,8 @@ from mlops_local.ml.sweep_types import (
 from mlops_local.ml.types import TAG_DATASET, TAG_MODEL, TAG_SOURCE
 from mlops_local.settings import Settings
 
+TAG_NOTE = "mlflow.note.content"  # the run's description in MLflow's UI
+
 log = logging.getLogger(__name__)
 
 _MAX_PARAM = 500
@@ -120,13 +122,22 @@ def running_children(client: MlflowClient, experiment_id: str, parent_run_id: st
         f"tags.`{TAG_PARENT}` = '{parent_run_id}' and attributes.status = 'RUNNING'"), max_results=1000))
 
 
-def kill_running_children(client: MlflowClient, experiment_id: str,
-                          parent_run_id: str) -> list[tuple[int, str]]:
-    """Mark every RUNNING child KILLED; returns (trial number, run id) of each."""
+def kill_running_children(client: MlflowClient, experiment_id: str, parent_run_id: str,
+                          scored: str | None = None) -> list[tuple[int, str]]:
+    """Mark every RUNNING child KILLED; returns (trial number, run id) of each.
+
+    ``scored``: the score metric of a stopped sweep; a child that logged it was stopped after its
+    fit and evaluation (while keeping its model or closing its run): it is a result, closed FINISHED.
+    """
     killed = []
     for run in running_children(client, experiment_id, parent_run_id):
         run_id = run.info.run_id
         try:
+            if scored is not None and scored in run.data.metrics:
+                client.set_tag(run_id, TAG_NOTE, "The sweep was stopped after this trial logged its metrics; "
+                                                 "artifacts it had not uploaded yet are missing.")
+                client.set_terminated(run_id, "FINISHED")
+                continue
             client.set_tag(run_id, TAG_ERROR, "cancelled: the sweep was stopped")
             client.set_terminated(run_id, "KILLED")
         except MlflowException:
@@ -143,9 +154,9 @@ def set_state(client: MlflowClient, parent_run_id: str, state: str) -> None:
 
 
 def render_artifacts(out_dir: Path, outcomes: Sequence[TrialOutcome], score_metric: str,
-                     higher_is_better: bool) -> Path:
+                     higher_is_better: bool, baseline: float | None = None) -> Path:
     """Charts (plots/) and the trials table (sweep/trials.csv) for the parent run, written to ``out_dir``."""
-    write_charts(out_dir / "plots", outcomes, score_metric, higher_is_better)
+    write_charts(out_dir / "plots", outcomes, score_metric, higher_is_better, baseline)
     write_trials_table(out_dir / "sweep" / "trials.csv", outcomes)
     return out_dir
 

@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from mlops_local.errors import UserError
 from mlops_local.ml.types import DEFAULT_EXPERIMENT, DatasetSpec
 
 TAG_ROLE = "sweep_role"  # parent | trial
@@ -39,6 +40,21 @@ DEFAULT_GRID_POINTS = 3
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 
 
+class SweepSpecError(UserError):
+    """A sweep spec refused, with the facts in numbers, so each front end names its own controls.
+
+    ``str()`` is the command line's wording (its flags). ``field`` is the :class:`SweepSpec` field at
+    fault, ``reason`` a short code, ``param`` the hyperparameter concerned (if any), ``details`` the
+    numbers: for ``grid_too_large`` ``total``, ``trials``, ``sizes`` (values per hyperparameter) and
+    ``points_that_fit`` (the most grid points per range whose grid fits the trials, or None).
+    """
+
+    def __init__(self, message: str, *, field: str, reason: str, param: str | None = None,
+                 **details: object) -> None:
+        super().__init__(message)
+        self.field, self.reason, self.param, self.details = field, reason, param, details
+
+
 @dataclass(frozen=True)
 class SweepSpec:
     """One sweep: dataset, model, search space (catalog ranges, narrowed), strategy, budget, where to run."""
@@ -61,6 +77,9 @@ class SweepSpec:
     models: str = "best"  # which trials log model, plots, dataset input: best (the best's) | all | none
     register: str | None = None
     alias: str | None = None
+    # Also score the model with its default hyperparameters on the trials' data, split and seed (one
+    # more fit, on a worker, not a run): the charts' baseline. The UI asks for it; off by default.
+    baseline: bool = False
 
 
 @dataclass
@@ -107,6 +126,7 @@ class SweepProgress:
     score_metric: str
     higher_is_better: bool
     best: TrialOutcome | None = None
+    baseline: float | None = None  # the default hyperparameters' score (SweepSpec.baseline), once known
 
     @property
     def done(self) -> int:
@@ -139,6 +159,7 @@ class SweepResult:
     duration_s: float
     executor: str
     warnings: list[str] = field(default_factory=list)  # e.g. the best model could not be registered
+    baseline: float | None = None  # the default hyperparameters' score (SweepSpec.baseline)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready view (the CLI's --json output)."""
@@ -151,7 +172,7 @@ class SweepResult:
             "counts": counts, "best": self.best.to_dict() if self.best else None,
             "model_uri": self.model_uri, "registered_version": self.registered_version, "url": self.url,
             "duration_s": round(self.duration_s, 3), "executor": self.executor,
-            "warnings": list(self.warnings),
+            "warnings": list(self.warnings), "baseline": self.baseline,
             "trials": [t.to_dict() for t in self.trials],
         }
 

@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +188,26 @@ def _close_killed(client: MlflowClient, task: TrialTask) -> str | None:
     except MlflowException:
         log.warning("could not mark cancelled trial %d KILLED", task.number, exc_info=True)
         return None
+
+
+def baseline_score(task: TrialTask, frame: pd.DataFrame | None = None) -> float | None:
+    """The score of ``task``'s model with its default hyperparameters on the trials' data, split and seed
+    (cross-validated like them): what a default training scores, the sweep charts' baseline. Not a run."""
+    from threadpoolctl import threadpool_limits
+
+    from mlops_local.ml import evaluation
+    from mlops_local.ml.training import prepare
+
+    request = replace(task.request, params={})
+    prepared = prepare(request, frame)
+    with threadpool_limits(limits=max(1, task.threads)):
+        prepared.pipeline.fit(prepared.X_train, prepared.y_train)
+        y_pred = np.asarray(prepared.pipeline.predict(prepared.X_test), dtype=float)
+        metrics = evaluation.regression_metrics(prepared.y_test.to_numpy(), y_pred)
+        if prepared.folds:
+            metrics.update(evaluation.cross_validation(prepared.pipeline, prepared.X_train, prepared.y_train,
+                                                       prepared.folds, int(request.seed)))
+    return metrics.get(task.score_metric)
 
 
 def refit_model(task: TrialTask, expected_r2: float | None,

@@ -12,7 +12,8 @@ from mlops_local.ml.catalog import CATALOG, DEFAULT_MODEL, ParamSpec
 from mlops_local.ml.sweep_exec import cores
 from mlops_local.ml.sweep_job import SweepJob
 from mlops_local.ml.sweep_plan import plan_sweep
-from mlops_local.ml.sweep_types import DEFAULT_TRIALS, METRICS, MODEL_MODES, STRATEGIES, SweepSpec
+from mlops_local.ml.sweep_strategies import MAX_TRIALS
+from mlops_local.ml.sweep_types import METRICS, MODEL_MODES, STRATEGIES, SweepSpec, SweepSpecError
 from mlops_local.ml.types import DEFAULT_EXPERIMENT, DatasetSpec
 from mlops_local.ui import common, widgets
 
@@ -20,6 +21,9 @@ JOB_KEY = "sweep_job"
 FRAME_KEY = "sweep_upload_frame"
 POLL_SECONDS = 0.5
 BUILTIN, UPLOAD = "Built-in", "Upload a file"
+FIRST_STRATEGY, FIRST_TRIALS = "random", 10  # what the page opens on: valid for any model's full space
+SERIES = ("trial score", "best so far", "default hyperparameters")
+SERIES_COLOURS = ("#1f77b4", "#000000", "#7f7f7f")
 
 st.title("Sweep")
 st.caption("Many trainings of one model over its hyperparameter ranges, as child runs of one MLflow run.")
@@ -83,6 +87,30 @@ def _space(model: str) -> tuple[dict[str, str], dict[str, object]]:
     return ranges, fixed
 
 
+def score_chart(rows: list[dict[str, object]], baseline: float | None, metric: str) -> dict[str, object]:
+    """Vega-Lite spec of the trial scores, the best so far and the default hyperparameters' score, on a
+    y axis that spans them (scores of 0.97..0.99 are not a flat line at the top of a 0..1 axis)."""
+    scored = [r for r in rows if r["score"] is not None]
+    colour = {"field": "series", "type": "nominal", "legend": {"orient": "bottom", "title": None},
+              "scale": {"domain": list(SERIES), "range": list(SERIES_COLOURS)}}
+    x = {"field": "trial", "type": "quantitative", "title": "trial",
+         "axis": {"format": "d", "tickMinStep": 1}}
+    y = {"field": "value", "type": "quantitative", "title": metric, "scale": {"zero": False}}
+    points = [{"trial": r["trial"], "series": SERIES[0], "value": r["score"]} for r in scored]
+    best = [{"trial": r["trial"], "series": SERIES[1], "value": r["best so far"]} for r in scored]
+    layers: list[dict[str, object]] = [
+        {"data": {"values": points}, "mark": {"type": "circle", "size": 45},
+         "encoding": {"x": x, "y": y, "color": colour, "tooltip": [{"field": "trial"}, {"field": "value"}]}},
+        {"data": {"values": best}, "mark": {"type": "line", "interpolate": "step-after"},
+         "encoding": {"x": x, "y": y, "color": colour}},
+    ]
+    if baseline is not None:
+        layers.append({"data": {"values": [{"series": SERIES[2], "value": baseline}]},
+                       "mark": {"type": "rule", "strokeDash": [5, 4]},
+                       "encoding": {"y": y, "color": colour, "tooltip": [{"field": "value"}]}})
+    return {"height": 260, "layer": layers}
+
+
 def _progress(poll: bool) -> None:
     current: SweepJob | None = st.session_state.get(JOB_KEY)
     if current is None:
@@ -95,17 +123,59 @@ def _progress(poll: bool) -> None:
     text = f"{done}/{total or '?'} trials · {state} · {current.elapsed():.0f} s"
     if best is not None:
         text += f" · best {progress.score_metric} {best.score:.4f} (trial {best.number})"
+    if progress is not None and progress.baseline is not None:
+        text += f" · default hyperparameters {progress.baseline:.4f}"
     st.progress(min(1.0, done / total) if total else 0.0, text=text)
     if current.running and st.button("Stop", key="sweep_stop", disabled=current.stopping,
-                                     help="No new trials; running ones are marked KILLED."):
+                                     help="No new trials; running ones are interrupted (KILLED), "
+                                          "finished ones keep their scores."):
         current.stop()
     rows = current.history()
-    if rows:
-        chart = pd.DataFrame(rows).set_index("trial")[["score", "best so far"]]
-        st.line_chart(chart, height=260)
+    if rows and progress is not None:
+        st.vega_lite_chart(None, score_chart(rows, progress.baseline, progress.score_metric), width="stretch")
     if poll and current.done:
         common.clear_run_caches()
         st.rerun()
+
+
+def _set(key: str, value: object) -> None:
+    """on_click of a fix button: runs before the widgets are drawn again."""
+    st.session_state[key] = value
+
+
+def _explain(exc: UserError) -> tuple[str, list[tuple[str, str, object]]]:
+    """The page's wording of a refused spec (its own controls, not the CLI's flags), and the one-change
+    fixes it can offer as (button label, widget key, value)."""
+    if not isinstance(exc, SweepSpecError):
+        return str(exc), []
+    facts, name = exc.details, exc.param
+    if exc.reason == "grid_too_large":
+        total, trials, fits = facts["total"], facts["trials"], facts["points_that_fit"]
+        sizes = " × ".join(f"{n} {k}" for k, n in facts["sizes"].items())
+        fixes: list[tuple[str, str, object]] = []
+        if total <= MAX_TRIALS:
+            fixes.append((f"Set Trials to {total}", "sweep_trials_n", total))
+        if fits is not None:
+            fixes.append((f"Set grid points to {fits}", "sweep_grid_points", fits))
+        return (f"The grid has {total} combinations ({sizes}), more than **Trials** ({trials}). Raise "
+                f"Trials to {total}" + ("" if total <= MAX_TRIALS else f" (at most {MAX_TRIALS})")
+                + ", lower **Grid points per numeric range**, untick **Search** for some hyperparameters "
+                "or some of their values, or use the random or optuna strategy."), fixes
+    if exc.reason == "no_values":
+        return f"**{name} values** is empty: pick at least one value, or untick **Search {name}**.", []
+    if exc.reason == "reversed":
+        return (f"**{name} from** ({facts['low']}) is above **to** ({facts['high']}): lower one or raise "
+                "the other."), []
+    if exc.reason == "nothing_searched":
+        return "Every hyperparameter is held at a value: tick **Search** for at least one.", []
+    if exc.reason == "no_cv_metric":
+        return (f"**Optimise** {facts['metric']} has no cross-validated version: optimise r2 or rmse, or set "
+                "**Cross-validation folds** to 0.", [("Set cross-validation folds to 0", "sweep_cv", 0)])
+    if exc.reason == "register_needs_model":
+        return ("Registering needs the best model logged: set **Models and plots to log** to the best "
+                "trial's or every trial's, or clear **Register the best model as**."), \
+            [("Log the best trial's model", "sweep_models", "best")]
+    return str(exc), []
 
 
 def _results(done: SweepJob) -> None:
@@ -116,14 +186,18 @@ def _results(done: SweepJob) -> None:
     if result is None:
         return
     counts = result.to_dict()["counts"]
-    summary = (f"{counts['finished']} finished, {counts['failed']} failed, {counts['killed']} killed of "
-               f"{result.total} trials in {result.duration_s:.0f} s on {result.executor}")
-    {"FINISHED": st.success, "KILLED": st.warning}.get(result.status, st.error)(
-        f"Sweep {result.status.lower()}: {summary}")
+    summary = (f"{counts['finished']} finished, {counts['failed']} failed, {counts['killed']} interrupted "
+               f"of {result.total} trials in {result.duration_s:.0f} s on {result.executor}")
+    if result.status == "KILLED":  # only Stop ends a sweep KILLED: what the user asked for
+        st.info(f"Sweep stopped: {summary}. Finished trials keep their scores.")
+    else:
+        (st.success if result.status == "FINISHED" else st.error)(f"Sweep {result.status.lower()}: {summary}")
     for warning in result.warnings:
         st.warning(warning)
     if result.best is not None:
-        st.metric(f"Best {result.score_metric} (trial {result.best.number})", f"{result.best.score:.4f}")
+        gain = None if result.baseline is None else f"{result.best.score - result.baseline:+.4f} vs defaults"
+        st.metric(f"Best {result.score_metric} (trial {result.best.number})", f"{result.best.score:.4f}",
+                  gain, delta_color="normal" if result.higher_is_better else "inverse")
         st.dataframe(pd.DataFrame([result.best.params]), hide_index=True, key="sweep_best_params")
     links = st.columns(2)
     links[0].link_button("Sweep in MLflow", common.mlflow_run_url(result.experiment_id, result.parent_run_id),
@@ -143,11 +217,12 @@ with data_col:
     st.subheader("Data")
     dataset, frame = _dataset()
     st.subheader("Search")
-    strategy = st.radio("Strategy", STRATEGIES, key="sweep_strategy", horizontal=True,
+    strategy = st.radio("Strategy", STRATEGIES, index=STRATEGIES.index(FIRST_STRATEGY), key="sweep_strategy",
+                        horizontal=True,
                         help="grid: every combination; random: seeded draws; optuna: TPE, learns as it goes.")
     grid_points = st.number_input("Grid points per numeric range", 2, 20, 3, key="sweep_grid_points",
                                   disabled=strategy != "grid")
-    trials = st.number_input("Trials", 1, 1000, DEFAULT_TRIALS, key="sweep_trials_n",
+    trials = st.number_input("Trials", 1, MAX_TRIALS, FIRST_TRIALS, key="sweep_trials_n",
                              help="grid: at most this many grid points")
     metric = st.selectbox("Optimise", list(METRICS), key="sweep_metric",
                           format_func=lambda m: f"{m} ({'max' if METRICS[m][2] else 'min'})")
@@ -178,13 +253,16 @@ if dataset is not None:
                      ranges=ranges, search=tuple(ranges), fixed=fixed, grid_points=int(grid_points),
                      seed=int(seed), test_size=float(test_size), cv_folds=int(cv_folds),
                      experiment=experiment or DEFAULT_EXPERIMENT, jobs=int(jobs), models=models,
-                     register=register or None, alias=(alias or None) if register else None)
+                     register=register or None, alias=(alias or None) if register else None,
+                     baseline=True)  # the chart's baseline: one more fit per sweep
     try:
         planned = plan_sweep(spec, frame, load=False).strategy.total
         st.caption(f"{planned} trials, {int(jobs)} at a time.")
     except UserError as exc:
-        problem = str(exc)
+        problem, fixes = _explain(exc)
         st.error(problem)
+        for column, (label, key, value) in zip(st.columns(max(1, len(fixes))), fixes, strict=False):
+            column.button(label, key=f"sweep_fix_{key}", on_click=_set, args=(key, value))
 
 clicked = st.button("Start sweep", key="sweep_start", type="primary",
                     disabled=running or spec is None or problem is not None)
