@@ -6,16 +6,34 @@ import logging
 import os
 import sys
 
+# Third-party chatter at INFO drowns our own lines in honcho's output.
+_NOISY = ("urllib3", "alembic", "mlflow.store", "mlflow.tracking", "distributed", "git")
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-def configure_logging(level: str | None = None) -> None:
-    """Log to stderr with one format; level from MLOPS_LOG_LEVEL (default INFO)."""
-    level = (level or os.environ.get("MLOPS_LOG_LEVEL") or "INFO").upper()
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
-    # Third-party chatter at INFO drowns our own lines in honcho's output.
-    for noisy in ("urllib3", "alembic", "mlflow.store", "mlflow.tracking", "distributed", "git"):
+
+class OneLineFormatter(logging.Formatter):
+    """Each record on one line: tracebacks are for --verbose (a failure is reported once, by the CLI)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return super().format(record).replace("\n", " | ")
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def configure_logging(level: str | None = None, verbose: bool = False) -> None:
+    """Log to stderr with one format; level from MLOPS_LOG_LEVEL (default INFO).
+
+    ``verbose``: DEBUG with tracebacks. Otherwise one line per record, and urllib3's retry warnings
+    (a server that went away) are left out: the error they lead to is reported once.
+    """
+    level = "DEBUG" if verbose else (level or os.environ.get("MLOPS_LOG_LEVEL") or "INFO").upper()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(_FORMAT) if verbose else OneLineFormatter(_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    for noisy in _NOISY:
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not verbose:
+        logging.getLogger("urllib3").setLevel(logging.ERROR)

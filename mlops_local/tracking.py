@@ -107,6 +107,14 @@ def connect(settings: Settings) -> Connection:
                       settings.effective_tracking_uri, note)
 
 
+def fallback_client(settings: Settings, uri: str) -> MlflowClient | None:
+    """A client on the local store when ``uri`` is this installation's server and it has gone away
+    (the store is the same SQLite file: what the server wrote is there); else None."""
+    if not _is_http(uri) or not is_local_server(settings, uri) or server_reachable(settings, uri):
+        return None
+    return MlflowClient(tracking_uri=settings.backend_store_uri, registry_uri=settings.backend_store_uri)
+
+
 def get_client(settings: Settings) -> MlflowClient:
     """A bounded MlflowClient (see :func:`connect` for the server-down fallback)."""
     return connect(settings).client
