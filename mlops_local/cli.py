@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mlops-local` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
-    configure_logging(args.log_level, verbose=args.verbose)
+    configure_logging(args.log_level, verbose=args.verbose, mlflow_logs=args.command != "serve")
     settings = None
     try:
         settings = get_settings()
@@ -79,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mlops-local: {exc}", file=sys.stderr)
         return 2
     except UserError as exc:
+        if exc.__cause__ is not None:  # what it was raised from: details for --verbose
+            log.debug("caused by", exc_info=exc.__cause__)
         print(f"mlops-local: {exc}", file=sys.stderr)
         return exc.exit_code
     except Terminated:

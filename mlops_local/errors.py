@@ -71,9 +71,9 @@ def _store_path(settings: object, text: str) -> str:
     return str(settings.mlflow_db if "database" in text else settings.home)
 
 
-def describe_failure(exc: BaseException, settings: object = None) -> str:
-    """One line naming the cause of an unexpected failure (disk full, permission denied, database
-    corrupt, MLflow server gone), for the CLI; ``settings`` names the paths."""
+def known_cause(exc: BaseException, settings: object = None) -> str | None:
+    """One line naming the cause of a failure the user can act on (disk full, permission denied,
+    database corrupt, a local MLflow server out of disk), or None; ``settings`` names the paths."""
     chain = _chain(exc)
     for cur in chain:
         if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -89,11 +89,22 @@ def describe_failure(exc: BaseException, settings: object = None) -> str:
     if any(s in text for s in _READ_ONLY):
         where = _store_path(settings, text)
         return f"permission denied on {where} (read-only or not yours); make it writable or set MLOPS_HOME"
-    server = _server_side_cause(settings, text)
-    if server is not None:
-        return server
-    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first} (run with --verbose for details)"
+    return _server_side_cause(settings, text)
+
+
+def first_line(exc: BaseException) -> str:
+    """``exc`` as one short line: MLflow's messages carry SQL and tracebacks after the first."""
+    text = str(getattr(exc, "message", None) or exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def describe_failure(exc: BaseException, settings: object = None) -> str:
+    """One line for the CLI: the cause when known, else the error's first line and where details are."""
+    cause = known_cause(exc, settings)
+    if cause is not None:
+        return cause
+    label = "MLflow error" if type(exc).__module__.startswith("mlflow") else type(exc).__name__
+    return f"{label}: {first_line(exc)} (run with --verbose for details)"
 
 
 def _server_side_cause(settings: object, text: str) -> str | None:

@@ -23,11 +23,13 @@ class OneLineFormatter(logging.Formatter):
             record.exc_info, record.exc_text, record.stack_info = saved
 
 
-def configure_logging(level: str | None = None, verbose: bool = False) -> None:
+def configure_logging(level: str | None = None, verbose: bool = False, mlflow_logs: bool = True) -> None:
     """Log to stderr with one format; level from MLOPS_LOG_LEVEL (default INFO).
 
     ``verbose``: DEBUG with tracebacks. Otherwise one line per record, and urllib3's retry warnings
     (a server that went away) are left out: the error they lead to is reported once.
+    ``mlflow_logs``: MLflow's loggers go through ours (one line each) instead of the handler MLflow
+    installs on import (a command that is a client; `serve mlflow` leaves the server its own logs).
     """
     level = "DEBUG" if verbose else (level or os.environ.get("MLOPS_LOG_LEVEL") or "INFO").upper()
     handler = logging.StreamHandler(sys.stderr)
@@ -35,5 +37,10 @@ def configure_logging(level: str | None = None, verbose: bool = False) -> None:
     logging.basicConfig(level=level, handlers=[handler], force=True)
     for noisy in _NOISY:
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if mlflow_logs:
+        os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+        logging.getLogger("mlflow").setLevel(logging.DEBUG if verbose else logging.WARNING)
     if not verbose:
         logging.getLogger("urllib3").setLevel(logging.ERROR)
+        # It logs every database error it then raises: the CLI reports that error once.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)

@@ -113,7 +113,7 @@ def _params_text(params: dict[str, object], names: list[str]) -> str:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from mlflow.exceptions import MlflowException
 
-    from mlops_local.errors import ServiceUnavailable
+    from mlops_local.errors import ServiceUnavailable, first_line, known_cause
     from mlops_local.ml.sweep import run_sweep
     from mlops_local.ml.sweep_types import SweepProgress
 
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             # This process runs nothing but the sweep, in its only thread: workers may fork (no imports).
             result = run_sweep(spec, settings, cancel=cancel, on_trial=on_trial, start_method="fork")
     except MlflowException as exc:
-        raise ServiceUnavailable(f"MLflow error: {exc.message}") from None
+        raise ServiceUnavailable(known_cause(exc, settings) or f"MLflow error: {first_line(exc)}") from exc
     if args.json:
         print(json.dumps(result.to_dict()))
     else:

@@ -84,7 +84,7 @@ def _train_or_fall_back(request: TrainRequest, settings: Settings) -> TrainResul
     local store (the same SQLite file the server used), and says so in one line."""
     from mlflow.exceptions import MlflowException
 
-    from mlops_local.errors import ServiceUnavailable, UserError
+    from mlops_local.errors import ServiceUnavailable, UserError, first_line, known_cause
     from mlops_local.ml.training import train
 
     try:
@@ -92,10 +92,15 @@ def _train_or_fall_back(request: TrainRequest, settings: Settings) -> TrainResul
     except Exception as exc:
         if isinstance(exc, UserError) and not isinstance(exc, ServiceUnavailable):
             raise
-        client = tracking.fallback_client(settings, settings.effective_tracking_uri)
-        if client is None:  # the server is up (or not ours): the error stands
+        client = None
+        if tracking.is_connection_failure(exc):  # not an error of the store itself (disk, database)
+            client = tracking.fallback_client(settings, settings.effective_tracking_uri)
+        if client is None:  # the server is up (or not ours): the error stands, its cause named
+            cause = known_cause(exc, settings)
+            if cause is not None:
+                raise ServiceUnavailable(cause) from exc
             if isinstance(exc, MlflowException):
-                raise ServiceUnavailable(f"MLflow error: {exc.message}") from None
+                raise ServiceUnavailable(f"MLflow error: {first_line(exc)}") from exc
             raise
         log.debug("MLflow failed during the training", exc_info=True)
     print(f"mlops-local: the MLflow server at {settings.effective_tracking_uri} stopped during the training; "

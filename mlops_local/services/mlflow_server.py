@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import sys
+from pathlib import Path
 
+from mlops_local.errors import StoreCorrupt
 from mlops_local.services.process import child_env, ensure_port_free, run_foreground
 from mlops_local.settings import Settings
 
@@ -30,9 +34,24 @@ def environment(settings: Settings, job_execution: bool = False) -> dict[str, st
     })
 
 
+def check_store(db: Path) -> None:
+    """Raise StoreCorrupt (one line: how to recover) when the SQLite store exists but is no database;
+    MLflow would print a traceback and exit. Reads its schema only: start-up stays fast."""
+    if not db.exists():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as con:
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        if "locked" in str(exc):  # busy, not broken: MLflow waits for it
+            return
+        raise StoreCorrupt(db) from exc
+
+
 def serve(settings: Settings, workers: int = 1, job_execution: bool = False) -> int:
     """Run the tracking server in the foreground until SIGTERM/SIGINT."""
     ensure_port_free(settings.host, settings.mlflow_port, "MLOPS_MLFLOW_PORT")
+    check_store(settings.mlflow_db)
     settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
     return run_foreground(
         command(settings, workers), "mlflow", environment(settings, job_execution),
