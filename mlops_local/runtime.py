@@ -17,6 +17,7 @@ from mlops_local.metrics.exporter import ModelMetricsExporter
 from mlops_local.metrics.registry import build_registry
 from mlops_local.metrics.server import MetricsServer, start_metrics_server
 from mlops_local.metrics.sweeps import SweepMetrics
+from mlops_local.reaper import Reaper
 from mlops_local.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ def ensure_runtime(settings: Settings) -> Runtime:
     with _lock:
         if _runtime is None:
             registry = build_registry()
-            exporter = ModelMetricsExporter(registry, settings)
+            # Runs left RUNNING by dead processes are closed at start and on every sync.
+            exporter = ModelMetricsExporter(registry, settings, reaper=Reaper(registry))
             sweeps = SweepMetrics(registry, max_series=settings.max_series)
             exporter.add_run_listener(sweeps.observe_runs)  # sweeps from the CLI/other machines
             server = start_metrics_server(registry, settings.host, settings.metrics_port)

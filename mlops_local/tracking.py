@@ -104,6 +104,32 @@ def connect(settings: Settings) -> Connection:
                       settings.effective_tracking_uri, note)
 
 
+def fallback_client(settings: Settings, uri: str) -> MlflowClient | None:
+    """A client on the local store when ``uri`` is this installation's server and it has gone away
+    (the store is the same SQLite file: what the server wrote is there); else None."""
+    if not _is_http(uri) or not is_local_server(settings, uri) or server_reachable(settings, uri):
+        return None
+    return MlflowClient(tracking_uri=settings.backend_store_uri, registry_uri=settings.backend_store_uri)
+
+
+def is_connection_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it was raised from) is a request that never got an answer."""
+    import requests
+
+    seen: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and not any(cur is s for s in seen):
+        seen.append(cur)
+        if isinstance(cur, (requests.ConnectionError, ConnectionError)):
+            return True
+        message = getattr(cur, "message", None)
+        if isinstance(message, str) and message.startswith("API request") \
+                and "failed with exception" in message:
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
 def get_client(settings: Settings) -> MlflowClient:
     """A bounded MlflowClient (see :func:`connect` for the server-down fallback)."""
     return connect(settings).client

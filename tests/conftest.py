@@ -187,6 +187,32 @@ def no_stray_mlflow_store() -> Iterator[None]:
     assert not appeared, f"tests wrote MLflow's default local store: {sorted(map(str, appeared))}"
 
 
+def running_runs_left(root: Path) -> list[str]:
+    """Runs the product opened (they carry an owner) still RUNNING in any MLflow store under ``root``."""
+    import contextlib
+    import sqlite3
+
+    query = ("SELECT r.run_uuid, r.name, t.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+             "AND t.key = 'mlops.owner.pid' WHERE r.status = 'RUNNING' AND r.lifecycle_stage = 'active'")
+    found = []
+    for db in sorted(root.rglob("mlflow.db")):
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as con:
+                rows = con.execute(query).fetchall()
+        except sqlite3.Error:
+            continue  # not a store: a test's corrupt copy, or one never initialised
+        found += [f"{db}: run {run_id} ({name}, owner pid {pid})" for run_id, name, pid in rows]
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Once the whole session ends (servers stopped), no store of any test holds a RUNNING run."""
+    yield
+    left = running_runs_left(tmp_path_factory.getbasetemp())
+    assert not left, "runs left RUNNING after the session:\n" + "\n".join(left)
+
+
 @pytest.fixture(autouse=True)
 def restore_main_module() -> Iterator[None]:
     """AppTest leaves the app script as ``__main__``; spawned workers (Dask's nanny) would re-run it."""

@@ -214,7 +214,7 @@ def test_failure_during_fit_marks_the_run_failed_with_the_error(small_co2, mlflo
     assert "the estimator blew up" in runs[0].data.tags["error"]
 
 
-def test_interrupt_while_logging_marks_the_run_failed(small_co2, mlflow_settings, client, monkeypatch):
+def test_interrupt_while_logging_marks_the_run_killed(small_co2, mlflow_settings, client, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
@@ -222,7 +222,7 @@ def test_interrupt_while_logging_marks_the_run_failed(small_co2, mlflow_settings
     with pytest.raises(KeyboardInterrupt):
         training.train(_request(small_co2, "random_forest", "it-interrupt"), mlflow_settings)
     runs = _runs(client, "it-interrupt")
-    assert len(runs) == 1 and runs[0].info.status == "FAILED"
+    assert len(runs) == 1 and runs[0].info.status == "KILLED"  # Ctrl-C: stopped, not failed
     assert runs[0].data.tags["error"] == "interrupted"
 
 

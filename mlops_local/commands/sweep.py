@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 
 from mlops_local import tracking
 from mlops_local.commands.dataset_args import add_dataset_arguments, comma_list, dataset_spec_from_args
+from mlops_local.interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, sigterm_sets
 from mlops_local.ml.catalog import CATALOG, DEFAULT_MODEL, parse_param_args
 from mlops_local.ml.sweep_types import (
     DEFAULT_GRID_POINTS,
@@ -20,7 +22,7 @@ from mlops_local.ml.sweep_types import (
 from mlops_local.ml.types import DEFAULT_EXPERIMENT
 from mlops_local.settings import Settings
 
-EXIT_CANCELLED = 130
+EXIT_CANCELLED = EXIT_INTERRUPTED
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,8 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "hyperparameter ranges (narrowed with --param-range). Each trial is a child run in "
                     "MLflow; the parent run holds the spec, the best trial and charts; the best trial's "
                     "model is logged (and registered with --register). Trials run in parallel on local "
-                    "processes or on a Dask cluster. Ctrl-C stops the sweep cleanly: running trials are "
-                    "marked KILLED.",
+                    "processes or on a Dask cluster. Ctrl-C or SIGTERM stops the sweep cleanly: running "
+                    "trials are marked KILLED (exit 130, or 143 for SIGTERM).",
     )
     add_dataset_arguments(parser)
     parser.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME",
@@ -111,7 +113,7 @@ def _params_text(params: dict[str, object], names: list[str]) -> str:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from mlflow.exceptions import MlflowException
 
-    from mlops_local.errors import ServiceUnavailable
+    from mlops_local.errors import ServiceUnavailable, first_line, known_cause
     from mlops_local.ml.sweep import run_sweep
     from mlops_local.ml.sweep_types import SweepProgress
 
@@ -128,11 +130,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"[{progress.done}/{progress.total}] trial {trial.number} {trial.status.lower()} "
               f"{progress.score_metric}={_fmt(trial.score)} (best {best})  {detail}", file=out, flush=True)
 
+    cancel = threading.Event()
     try:
-        # This process runs nothing but the sweep, in its only thread: workers may fork (no imports).
-        result = run_sweep(spec, settings, on_trial=on_trial, start_method="fork")
+        # SIGTERM cancels like Ctrl-C and the Stop button: running trials KILLED, workers stopped.
+        with sigterm_sets(cancel) as terminated:
+            # This process runs nothing but the sweep, in its only thread: workers may fork (no imports).
+            result = run_sweep(spec, settings, cancel=cancel, on_trial=on_trial, start_method="fork")
     except MlflowException as exc:
-        raise ServiceUnavailable(f"MLflow error: {exc.message}") from None
+        raise ServiceUnavailable(known_cause(exc, settings) or f"MLflow error: {first_line(exc)}") from exc
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
@@ -153,7 +158,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         rows.append(("mlflow", tracking.run_url(settings, result.experiment_id, result.parent_run_id)))
         print("\n".join(f"{name:<13} {value}" for name, value in rows))
     if result.status == "KILLED":
-        return EXIT_CANCELLED
+        return EXIT_TERMINATED if terminated else EXIT_CANCELLED
     if result.status == "FAILED" or (spec.register and not result.registered_version):
         return 1
     return 0

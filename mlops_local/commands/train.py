@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import sys
 
 from mlops_local import tracking
 from mlops_local.commands.dataset_args import add_dataset_arguments, dataset_spec_from_args
@@ -11,6 +13,8 @@ from mlops_local.ml.catalog import CATALOG, DEFAULT_MODEL, parse_param_args
 from mlops_local.ml.types import DEFAULT_EXPERIMENT, TrainRequest, TrainResult
 from mlops_local.settings import Settings
 from mlops_local.uris import mask_credentials
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -76,17 +80,37 @@ def _table(result: TrainResult, settings: Settings) -> str:
     return "\n".join(f"{name:<13} {value}" for name, value in rows)
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
+def _train_or_fall_back(request: TrainRequest, settings: Settings) -> TrainResult:
+    """train(); when the local MLflow server dies during it, the training is done again into the
+    local store (the same SQLite file the server used), and says so in one line."""
     from mlflow.exceptions import MlflowException
 
-    from mlops_local.errors import ServiceUnavailable
+    from mlops_local.errors import ServiceUnavailable, UserError, first_line, known_cause
     from mlops_local.ml.training import train
 
-    request = request_from_args(args)
     try:
-        result = train(request, settings)
-    except MlflowException as exc:
-        raise ServiceUnavailable(f"MLflow error: {exc.message}") from None
+        return train(request, settings)
+    except Exception as exc:
+        if isinstance(exc, UserError) and not isinstance(exc, ServiceUnavailable):
+            raise
+        client = None
+        if tracking.is_connection_failure(exc):  # not an error of the store itself (disk, database)
+            client = tracking.fallback_client(settings, settings.effective_tracking_uri)
+        if client is None:  # the server is up (or not ours): the error stands, its cause named
+            cause = known_cause(exc, settings)
+            if cause is not None:
+                raise ServiceUnavailable(cause) from exc
+            if isinstance(exc, MlflowException):
+                raise ServiceUnavailable(f"MLflow error: {first_line(exc)}") from exc
+            raise
+        log.debug("MLflow failed during the training", exc_info=True)
+    print(f"mlops-local: the MLflow server at {settings.effective_tracking_uri} stopped during the training; "
+          f"training again into the local store {settings.backend_store_uri}", file=sys.stderr, flush=True)
+    return train(request, settings, client=client)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    result = _train_or_fall_back(request_from_args(args), settings)
     if args.json:
         print(json.dumps(result_dict(result, settings)))
     else:

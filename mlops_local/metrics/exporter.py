@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
@@ -30,6 +31,9 @@ from mlops_local.metrics.records import RunRecord, record_from_result
 from mlops_local.metrics.state import ExporterState, family_names
 from mlops_local.ml.types import TrainResult
 from mlops_local.settings import Settings
+
+if TYPE_CHECKING:
+    from mlops_local.reaper import Reaper
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +63,9 @@ class ModelMetricsExporter(Collector):
     def __init__(self, registry: CollectorRegistry | None, settings: Settings, *,
                  client: MlflowClient | None = None, experiments: Sequence[str] | None = None,
                  max_series: int | None = None, overlap_s: float | None = None,
-                 max_backoff: float | None = None) -> None:
+                 max_backoff: float | None = None, reaper: Reaper | None = None) -> None:
         self.settings = settings
+        self._reaper = reaper  # closes runs orphaned by dead processes, at each sync
         self._client = client
         self._experiments = tuple(experiments) if experiments is not None else None
         self._overlap_s = overlap_s
@@ -207,7 +212,7 @@ class ModelMetricsExporter(Collector):
             if self._sync is None:
                 client = self._client or make_client(self.settings)
                 self._sync = MlflowSync(client, self, experiments=self._experiments,
-                                        overlap_s=self._overlap_s)
+                                        overlap_s=self._overlap_s, reaper=self._reaper)
             self._worker = SyncWorker(self._sync, self, interval=self.settings.sync_interval,
                                       max_backoff=self._max_backoff)
         self._worker.start()

@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 from mlops_local import tracking
 from mlops_local.metrics.exporter import ModelMetricsExporter
 from mlops_local.metrics.records import record_from_run
+from mlops_local.reaper import Reaper
 from mlops_local.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,10 @@ class MlflowSync:
 
     def __init__(self, client: MlflowClient, exporter: ModelMetricsExporter, *,
                  experiments: Sequence[str] | None = None, page_size: int = PAGE_SIZE,
-                 overlap_s: float | None = None, clock: Callable[[], float] = time.time) -> None:
+                 overlap_s: float | None = None, clock: Callable[[], float] = time.time,
+                 reaper: Reaper | None = None) -> None:
         self.client = client
+        self.reaper = reaper
         self.exporter = exporter
         self.experiments = tuple(experiments) if experiments is not None else None
         self.page_size = page_size
@@ -78,10 +81,22 @@ class MlflowSync:
         self.watermark_ms: int | None = None  # None until the full read completed
 
     def sync_once(self, stop: threading.Event | None = None) -> SyncResult:
-        """The full read when none has completed yet, else an incremental read."""
+        """The full read when none has completed yet, else an incremental read (orphans reaped first)."""
+        self.reap()
         if self.watermark_ms is None:
             return self.full_read(stop)
         return self.incremental(stop)
+
+    def reap(self) -> list[str]:
+        """Close runs whose owner process died (see :mod:`mlops_local.reaper`) before reading, so they
+        are read in the same sync. Its failures are left to the read that follows (MLflow down)."""
+        if self.reaper is None:
+            return []
+        try:
+            return self.reaper.reap(self.client, list(self._experiment_names()))
+        except Exception as exc:  # noqa: BLE001 - the sync's own read reports an MLflow that is down
+            log.debug("reaping orphaned runs failed: %s", exc)
+            return []
 
     def _experiment_names(self) -> dict[str, str]:
         """id -> name of the experiments to read (all active ones unless a list was given)."""

@@ -4,7 +4,8 @@ Creating the run, logging its params and dataset happen while the model fits (a 
 nobody watches while it runs, sends its params with its metrics instead: one request fewer); artifacts
 upload file by file, in parallel, as soon as each directory is written. On the local SQLite store (no
 server in between) everything runs inline, one call at a time. Whatever happens,
-:meth:`RunLogger.fail` or :meth:`RunLogger.finish` leaves the run FAILED or FINISHED, never RUNNING.
+:meth:`RunLogger.fail` or :meth:`RunLogger.finish` leaves the run FAILED, KILLED or FINISHED, never RUNNING;
+every run carries its owner process (host, pid, start time) for the reaper if even that fails.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.tracking import MlflowClient
 
 from mlops_local import tracking
+from mlops_local.owner import owner_tags
 from mlops_local.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,7 +71,8 @@ class RunLogger:
 
     def _open(self, run_name: str, tags: dict[str, str], params: dict[str, str],
               dataset_input: Callable[[], object] | None) -> Run:
-        run = self.client.create_run(self.experiment_id, tags=tags, run_name=run_name)
+        # Who holds the run open: the reaper closes it if this process dies without closing it.
+        run = self.client.create_run(self.experiment_id, tags={**tags, **owner_tags()}, run_name=run_name)
         self._created = run
         self._repo = tracking.artifact_repository(self.client, self.settings, run.info.artifact_uri)
         if params:
@@ -88,7 +91,8 @@ class RunLogger:
                 self.client.log_inputs(run_id, datasets=[dataset])
                 return
             except MlflowException as exc:
-                if attempt == attempts - 1:
+                # "API request ... failed": the server is gone, not a race; retrying only delays the error.
+                if attempt == attempts - 1 or str(exc.message).startswith("API request"):
                     raise
                 log.info("logging the dataset input raced another run (%s); retrying", exc.message[:200])
                 time.sleep(0.1 * (attempt + 1))
@@ -138,7 +142,9 @@ class RunLogger:
         self.client.set_terminated(self.run_id, "FINISHED")
 
     def fail(self, exc: BaseException) -> None:
-        """Cancel what is queued and mark the run FAILED with the error as a tag (best effort)."""
+        """Cancel what is queued and close the run with the error as a tag (best effort): KILLED when
+        interrupted (Ctrl-C, SIGTERM), else FAILED. A local server that went away is bypassed: the
+        run is closed in its store directly."""
         for future in self._pending:
             future.cancel()
         if self._opened is not None:
@@ -147,21 +153,28 @@ class RunLogger:
             return
         run_id = self._created.info.run_id
         wait(self._pending, timeout=60)
+        client = tracking.fallback_client(self.settings, self.client.tracking_uri) or self.client
         if self._deferred:  # a failed run still shows what it was trained with
             try:
-                self.client.log_batch(run_id, params=[Param(k, v) for k, v in self._deferred.items()])
-            except Exception:  # noqa: BLE001 - still try to close the run
-                log.warning("could not log the params of run %s", run_id, exc_info=True)
+                client.log_batch(run_id, params=[Param(k, v) for k, v in self._deferred.items()])
+            except Exception as err:  # noqa: BLE001 - still try to close the run
+                log.warning("could not log the params of run %s: %s", run_id, err, exc_info=True)
             self._deferred = {}
-        message = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        if interrupted:
+            message = "terminated (SIGTERM)" if type(exc).__name__ == "Terminated" else "interrupted"
+        else:
+            message = f"{type(exc).__name__}: {exc}"
         try:
-            self.client.set_tag(run_id, TAG_ERROR, message[:_MAX_TAG])
-        except Exception:  # noqa: BLE001 - still try to close the run
-            log.warning("could not record the error on run %s", run_id, exc_info=True)
+            client.set_tag(run_id, TAG_ERROR, message[:_MAX_TAG])
+        except Exception as err:  # noqa: BLE001 - still try to close the run
+            log.warning("could not record the error on run %s: %s", run_id, err, exc_info=True)
+        status = "KILLED" if interrupted else "FAILED"
         try:
-            self.client.set_terminated(run_id, "FAILED")
-        except Exception:  # noqa: BLE001
-            log.error("could not mark run %s FAILED; it may show as RUNNING", run_id, exc_info=True)
+            client.set_terminated(run_id, status)
+        except Exception as err:  # noqa: BLE001
+            log.error("could not mark run %s %s (%s); the reaper closes it once this process is gone",
+                      run_id, status, err, exc_info=True)
 
     def close(self) -> None:
         """Release the worker threads."""

@@ -240,10 +240,12 @@ def _abandon(sweep: SweepRun, exc: BaseException) -> None:
     log.error("sweep %s failed: %s", sweep.parent, exc)
     try:
         sweep.executor.abort()
-        kill_running_children(sweep.client, sweep.experiment_id, sweep.parent)
-        run = sweep.client.get_run(sweep.parent)
+        # A local server that went away: its store is still here, close the runs there.
+        client = tracking.fallback_client(sweep.settings, sweep.client.tracking_uri) or sweep.client
+        kill_running_children(client, sweep.experiment_id, sweep.parent)
+        run = client.get_run(sweep.parent)
         if run.info.status == "RUNNING":
-            sweep.client.set_tag(sweep.parent, "error", f"{type(exc).__name__}: {exc}"[:5000])
-            sweep.client.set_terminated(sweep.parent, "FAILED")
+            client.set_tag(sweep.parent, "error", f"{type(exc).__name__}: {exc}"[:5000])
+            client.set_terminated(sweep.parent, "FAILED")
     except Exception:  # noqa: BLE001 - the original error matters more
         log.error("could not close sweep %s cleanly", sweep.parent, exc_info=True)

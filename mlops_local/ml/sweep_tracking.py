@@ -30,6 +30,7 @@ from mlops_local.ml.sweep_types import (
     TrialOutcome,
 )
 from mlops_local.ml.types import TAG_DATASET, TAG_MODEL, TAG_SOURCE
+from mlops_local.owner import owner_tags
 from mlops_local.settings import Settings
 
 TAG_NOTE = "mlflow.note.content"  # the run's description in MLflow's UI
@@ -54,6 +55,7 @@ def create_parent(client: MlflowClient, experiment_id: str, spec: SweepSpec, spa
             TAG_SCORE_METRIC: score_metric, TAG_GOAL: goal, TAG_STATE: "running",
             "sweep_strategy": spec.strategy, "mlflow.source.name": "mlops-local",
             "mlflow.source.type": "LOCAL"}
+    tags.update(owner_tags())  # the reaper closes the parent if this process dies holding it
     run = client.create_run(experiment_id, tags=tags,
                             run_name=f"sweep-{spec.strategy}-{spec.model}-{dataset}")
     params: dict[str, object] = {

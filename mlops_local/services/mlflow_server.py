@@ -8,12 +8,16 @@ More workers or the job runner need MLflow's own supervisor: then `mlflow server
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import uuid
+from pathlib import Path
 
+from mlops_local.errors import StoreCorrupt
 from mlops_local.services.process import child_env, ensure_port_free, run_foreground
 from mlops_local.settings import Settings
 
@@ -86,11 +90,24 @@ def serve_in_process(settings: Settings) -> int:
                 access_log=False)
     log.info("mlflow stopped")
     return 0
+def check_store(db: Path) -> None:
+    """Raise StoreCorrupt (one line: how to recover) when the SQLite store exists but is no database;
+    MLflow would print a traceback and exit. Reads its schema only: start-up stays fast."""
+    if not db.exists():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as con:
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        if "locked" in str(exc):  # busy, not broken: MLflow waits for it
+            return
+        raise StoreCorrupt(db) from exc
 
 
 def serve(settings: Settings, workers: int = 1, job_execution: bool = False) -> int:
     """Run the tracking server in the foreground until SIGTERM/SIGINT."""
     ensure_port_free(settings.host, settings.mlflow_port, "MLOPS_MLFLOW_PORT")
+    check_store(settings.mlflow_db)
     settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
     if workers == 1 and not job_execution:
         os.chdir(settings.mlflow_dir)

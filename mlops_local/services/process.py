@@ -16,7 +16,8 @@ from mlops_local.errors import PortInUse
 
 log = logging.getLogger(__name__)
 
-STOP_GRACE_SECONDS = 10.0
+# Below honcho's 5 s: honcho SIGKILLs our group after that, which would orphan the child's group.
+STOP_GRACE_SECONDS = 4.0
 
 
 def ensure_port_free(host: str, port: int, env: str) -> None:
@@ -43,23 +44,32 @@ def run_foreground(
     """Run ``cmd`` in its own process group until it exits or we get SIGTERM/SIGINT.
 
     On a signal the whole group gets SIGTERM, then SIGKILL after a grace period, so servers that
-    fork workers (MLflow's uvicorn, Prometheus) leave nothing behind.
+    fork workers (MLflow's uvicorn, Prometheus) leave nothing behind. The handlers are installed
+    before the child exists and a stop that came while it was being started is acted on as soon as
+    it does: a stop at any point of start-up leaves no orphan (honcho cannot reach the child's
+    group, only ours).
     """
-    log.info("starting %s: %s", name, " ".join(cmd))
-    proc = subprocess.Popen(
-        list(cmd), env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
-        stdout=sys.stdout, stderr=sys.stderr,
-    )
+    proc: subprocess.Popen | None = None
     stopping: list[float] = []  # monotonic time of the first stop signal
 
     def forward(signum: int, _frame: object) -> None:
         if not stopping:
-            log.info("stopping %s (signal %d)", name, signum)
             stopping.append(time.monotonic())
-        _signal_group(proc, signal.SIGTERM)
+        if proc is not None:
+            _signal_group(proc, signal.SIGTERM)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
+        if stopping:  # stopped before anything was started
+            log.info("%s not started: stop requested", name)
+            return 0
+        log.info("starting %s: %s", name, " ".join(cmd))
+        proc = subprocess.Popen(
+            list(cmd), env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
+            stdout=sys.stdout, stderr=sys.stderr,
+        )
+        if stopping:  # the signal came while Popen ran, before ``proc`` was set: forward it now
+            _signal_group(proc, signal.SIGTERM)
         while True:
             try:
                 code = proc.wait(timeout=0.5)
@@ -69,12 +79,14 @@ def run_foreground(
                     log.warning("%s did not stop in %.0f s; killing it", name, STOP_GRACE_SECONDS)
                     _signal_group(proc, signal.SIGKILL)
     finally:
+        if proc is not None:
+            # Reap stray children of the group (a worker the server forgot to stop) while our
+            # handlers still hold off a second signal.
+            _signal_group(proc, signal.SIGKILL)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        # Reap stray children of the group (a worker the server forgot to stop).
-        _signal_group(proc, signal.SIGKILL)
     if stopping:
-        log.info("%s stopped", name)
+        log.info("%s stopped (signal received)", name)
         return 0
     log.info("%s exited with code %s", name, code)
     return code
