@@ -20,7 +20,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from mlops_local.errors import UserError
-from mlops_local.ml.sweep_types import TAG_BEST_RUN, TAG_PARENT, TAG_ROLE, TAG_SCORE_METRIC
+from mlops_local.ml.sweep_types import TAG_BEST_RUN, TAG_PARENT, TAG_ROLE, TAG_SCORE_METRIC, TAG_TRIAL
 from mlops_local.ml.types import TAG_DATASET, TAG_MODEL, TAG_SOURCE
 
 log = logging.getLogger(__name__)
@@ -30,9 +30,10 @@ METRIC_ORDER = ("r2", "rmse", "mae", "cv_r2_mean", "cv_r2_std", "cv_rmse_mean", 
                 "fit_s", "predict_s")
 # Direction of "better" for the metrics a card compares.
 HIGHER_IS_BETTER = {"r2": True, "rmse": False, "mae": False, "cv_r2_mean": True, "cv_rmse_mean": False}
-# parent_run_id: the sweep a trial belongs to; best_run_id: a sweep's best trial; trials: a sweep's count.
+# parent_run_id, trial: the sweep a trial belongs to, its number; best_run_id, trials: a sweep's best
+# trial and its count of trials.
 BASE_COLUMNS = ("run_id", "run_name", "start_time", "status", TAG_DATASET, TAG_MODEL, TAG_SOURCE,
-                "parent_run_id", "best_run_id", "score_metric", "trials")
+                "parent_run_id", "trial", "best_run_id", "score_metric", "trials")
 # A sweep parent logs its best trial's metrics as best_<metric> and these counters of its own.
 _SWEEP_COUNTERS = ("trials_done", "trials_finished", "trials_failed", "trials_killed", "trial_score",
                    "best_score", "duration_s")
@@ -129,6 +130,7 @@ def runs_to_frame(runs: Sequence[Run]) -> RunsPage:
             TAG_MODEL: data.tags.get(TAG_MODEL, ""),
             TAG_SOURCE: data.tags.get(TAG_SOURCE, ""),
             "parent_run_id": data.tags.get(TAG_PARENT),
+            "trial": int(data.tags[TAG_TRIAL]) if data.tags.get(TAG_TRIAL, "").isdigit() else None,
             "best_run_id": data.tags.get(TAG_BEST_RUN),
             "score_metric": data.tags.get(TAG_SCORE_METRIC),
             "trials": None,

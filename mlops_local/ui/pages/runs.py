@@ -66,32 +66,40 @@ def _keep_selection(key: str, run_ids: list[str]) -> None:
     st.session_state[ids_key] = run_ids
 
 
+def _shown_name(name: str, trials: object, trial: object) -> str:
+    """A run's name in the table: '<n> trials · name' for a sweep, 'trial <k> · name' for a trial."""
+    if pd.notna(trials):
+        return f"{int(trials)} trials · {name}"  # type: ignore[call-overload]
+    if pd.notna(trial):
+        return f"trial {int(trial)} · {name}"  # type: ignore[call-overload]
+    return name
+
+
 def _selectable_table(frame: pd.DataFrame, key: str, exp_id: str, sort_by: str) -> list[str]:
     """The runs as a table whose rows can be ticked; the ticked runs' ids."""
     run_ids = list(frame["run_id"])
     _keep_selection(key, run_ids)
-    table = frame.assign(mlflow=[common.mlflow_run_url(exp_id, rid) for rid in run_ids])
+    # The name column says what a row is (a sweep and its trial count, a trial's number): one column
+    # less keeps the table within 1440 px.
+    names = [_shown_name(name, n, t)
+             for name, n, t in zip(frame["run_name"], frame["trials"], frame["trial"], strict=True)]
+    table = frame.assign(run_name=names, mlflow=[common.mlflow_run_url(exp_id, rid) for rid in run_ids])
     metrics = [m for m in (*SHOWN_METRICS, sort_by) if m in frame.columns and m != NEWEST]
     metrics = list(dict.fromkeys(metrics))
-    columns = ["run_name", "mlflow", *metrics]
-    if frame["trials"].notna().any():
-        columns.append("trials")
-    columns += [TAG_MODEL, TAG_DATASET, TAG_SOURCE, "status", "start_time"]
     event = st.dataframe(
         table, key=key, hide_index=True, on_select="rerun", selection_mode="multi-row",
-        column_order=columns,
+        column_order=["run_name", "mlflow", *metrics, TAG_MODEL, TAG_DATASET, TAG_SOURCE, "status",
+                      "start_time"],
         column_config={
-            "run_name": st.column_config.TextColumn("run", width=260, pinned=True),
-            "mlflow": st.column_config.LinkColumn("MLflow", display_text="open", width=70),
-            "trials": st.column_config.NumberColumn(
-                "trials", format="%d", width=60, help="Trials of the sweep (its metrics: the best trial)"),
-            TAG_MODEL: st.column_config.TextColumn("model", width=130),
-            TAG_DATASET: st.column_config.TextColumn("dataset", width=150),
-            TAG_SOURCE: st.column_config.TextColumn("source", width=70),
-            "status": st.column_config.TextColumn("status", width=90),
-            "start_time": st.column_config.DatetimeColumn("started (UTC)", format="YYYY-MM-DD HH:mm",
-                                                          width=140),
-            **{m: st.column_config.NumberColumn(m, format="%.4f", width=80) for m in metrics},
+            "run_name": st.column_config.TextColumn("run", width=230, pinned=True,
+                                                    help="A sweep's metrics are its best trial's"),
+            "mlflow": st.column_config.LinkColumn("MLflow", display_text="open", width=55),
+            TAG_MODEL: st.column_config.TextColumn("model", width=105),
+            TAG_DATASET: st.column_config.TextColumn("dataset", width=110),
+            TAG_SOURCE: st.column_config.TextColumn("source", width=58),
+            "status": st.column_config.TextColumn("status", width=78),
+            "start_time": st.column_config.DatetimeColumn("started (UTC)", format="MMM D, HH:mm", width=100),
+            **{m: st.column_config.NumberColumn(m, format="%.4f", width=70) for m in metrics},
         },
     )
     return [run_ids[i] for i in event.selection.rows if i < len(run_ids)]
@@ -174,7 +182,7 @@ with common.user_errors():
     experiment = st.selectbox("Experiment", names, index=default_exp, key="runs_experiment")
 
     seen: set[str] = st.session_state.setdefault(SEEN_KEY, set())
-    filters = st.columns([2, 2, 1.3, 2.6, 1.6, 1.1, 1])
+    filters = st.columns([2, 2, 1.3, 2.8, 1.6, 1])
     dataset_options = [ALL, *sorted(set(BUILTINS) | seen)]
     dataset = filters[0].selectbox("Dataset", dataset_options, key="runs_dataset", accept_new_options=True)
     model = filters[1].selectbox("Model", [ALL, *CATALOG], key="runs_model")
@@ -184,11 +192,12 @@ with common.user_errors():
     sort_options = [NEWEST, *runs.METRIC_ORDER, *sorted(seen_metrics - set(runs.METRIC_ORDER))]
     sort_by = filters[4].selectbox("Sort by", sort_options, key="runs_sort",
                                    format_func=lambda s: "start time" if s == NEWEST else s)
-    ascending = filters[5].toggle("Ascending", key="runs_ascending")
-    limit = filters[6].selectbox("Per page", runs.PAGE_SIZES, key="runs_limit")
-    show_trials = st.toggle("Show sweep trials", key="runs_show_trials",
-                            help="Off: each sweep is one row with its best trial's metrics; tick it to see "
-                                 "its trials.")
+    limit = filters[5].selectbox("Per page", runs.PAGE_SIZES, key="runs_limit")
+    toggles = st.columns([1, 1.6, 3.4])
+    ascending = toggles[0].toggle("Ascending", key="runs_ascending")
+    show_trials = toggles[1].toggle("Show sweep trials", key="runs_show_trials",
+                                    help="Off: each sweep is one row with its best trial's metrics; tick it "
+                                         "to see its trials.")
     since, until = _day_bounds(dates)
     query = {"dataset": None if dataset == ALL else dataset, "model": None if model == ALL else model,
              "source": None if source == ALL else source, "trials": show_trials,
