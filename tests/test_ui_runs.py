@@ -186,6 +186,14 @@ def test_register_name_follows_the_ticked_run_until_edited(
     at.text_input(key="runs_register_name").set_value("my-model").run()
     tick(at, logged_runs["trained"])
     assert at.text_input(key="runs_register_name").value == "my-model"
+    tick(at)  # nothing ticked: the field is gone, the typed name is kept
+    assert not at.text_input
+    tick(at, diabetes_run.run_id)
+    assert at.text_input(key="runs_register_name").value == "my-model"
+    at.text_input(key="runs_register_name").set_value("").run()  # cleared: it follows the runs again
+    assert at.text_input(key="runs_register_name").value == "diabetes-ridge"
+    tick(at, logged_runs["trained"])
+    assert at.text_input(key="runs_register_name").value == "co2_canada-random_forest"
 
 
 def test_register_again_names_the_version_and_the_alias_move(

@@ -28,6 +28,7 @@ TABLE_KEY = "runs_table"
 TRIALS_KEY = "runs_trials_table"
 NAME_KEY = "runs_register_name"
 AUTO_NAME_KEY = "runs_register_auto_name"  # the name last filled in for the user (not typed by them)
+TYPED_NAME_KEY = "runs_register_typed_name"  # the name the user typed, if any
 SHOWN_METRICS = ("r2", "rmse", "mae")
 
 st.title("Runs")
@@ -49,11 +50,18 @@ def _registry_name(row: dict) -> str:
 
 
 def _follow_run(suggested: str) -> None:
-    """The name field shows ``suggested`` (the chosen run's name) until the user types their own."""
+    """The name field shows ``suggested`` (the chosen run's name) until the user types their own.
+
+    What the user typed is kept apart from the widget: Streamlit forgets a widget's value while no run
+    is ticked (the field is not shown). Clearing the field makes it follow the runs again.
+    """
     current = st.session_state.get(NAME_KEY)
-    if current is None or current == st.session_state.get(AUTO_NAME_KEY):
-        st.session_state[NAME_KEY] = suggested
-        st.session_state[AUTO_NAME_KEY] = suggested
+    if current is not None and current != st.session_state.get(AUTO_NAME_KEY):
+        st.session_state[TYPED_NAME_KEY] = current
+    value = st.session_state.get(TYPED_NAME_KEY) or suggested
+    if current != value:
+        st.session_state[NAME_KEY] = value
+    st.session_state[AUTO_NAME_KEY] = suggested
 
 
 def _keep_selection(key: str, run_ids: list[str]) -> None:
