@@ -189,10 +189,13 @@ def runs_page(
 
 
 def run_label(row: Mapping[str, object]) -> str:
-    """Short readable name of a run: its name (else model · dataset) · first 8 characters of the id."""
+    """Short name of a run: [trial n ·] its name (else model · dataset) · its id's first 8 characters."""
     name = row.get("run_name")
     if not isinstance(name, str) or not name:
         name = f"{row.get(TAG_MODEL) or '?'} · {row.get(TAG_DATASET) or '?'}"
+    trial = row.get("trial")
+    if trial is not None and pd.notna(trial):  # a sweep's trials share their run name
+        name = f"trial {int(trial)} · {name}"  # type: ignore[call-overload]
     return f"{name} · {str(row['run_id'])[:8]}"
 
 
