@@ -20,6 +20,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from mlops_local.errors import UserError
+from mlops_local.ml.sweep_types import TAG_BEST_RUN, TAG_PARENT, TAG_ROLE, TAG_SCORE_METRIC, TAG_TRIAL
 from mlops_local.ml.types import TAG_DATASET, TAG_MODEL, TAG_SOURCE
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,13 @@ METRIC_ORDER = ("r2", "rmse", "mae", "cv_r2_mean", "cv_r2_std", "cv_rmse_mean", 
                 "fit_s", "predict_s")
 # Direction of "better" for the metrics a card compares.
 HIGHER_IS_BETTER = {"r2": True, "rmse": False, "mae": False, "cv_r2_mean": True, "cv_rmse_mean": False}
-BASE_COLUMNS = ("run_id", "run_name", "start_time", "status", TAG_DATASET, TAG_MODEL, TAG_SOURCE)
+# parent_run_id, trial: the sweep a trial belongs to, its number; best_run_id, trials: a sweep's best
+# trial and its count of trials.
+BASE_COLUMNS = ("run_id", "run_name", "start_time", "status", TAG_DATASET, TAG_MODEL, TAG_SOURCE,
+                "parent_run_id", "trial", "best_run_id", "score_metric", "trials")
+# A sweep parent logs its best trial's metrics as best_<metric> and these counters of its own.
+_SWEEP_COUNTERS = ("trials_done", "trials_finished", "trials_failed", "trials_killed", "trial_score",
+                   "best_score", "duration_s")
 PAGE_SIZES = (100, 250, 500, 1000)
 _ALIAS_RE = re.compile(r"^[\w\-]+$")
 _VERSION_ALIAS_RE = re.compile(r"^[vV]\d+$")
@@ -60,13 +67,24 @@ def _ms(moment: datetime) -> int:
 
 
 def build_filter(dataset: str | None = None, model: str | None = None, since: datetime | None = None,
-                 until: datetime | None = None) -> str:
-    """MLflow filter string for the runs table (all parts optional, joined by AND)."""
+                 until: datetime | None = None, *, source: str | None = None, trials: bool = True,
+                 parent: str | None = None) -> str:
+    """MLflow filter string for the runs table (all parts optional, joined by AND).
+
+    ``trials=False`` leaves out sweep trials (their parent stands for them); ``parent`` keeps only the
+    trials of that sweep.
+    """
     parts = []
     if dataset:
         parts.append(f"tags.{TAG_DATASET} = {_quote(dataset)}")
     if model:
         parts.append(f"tags.{TAG_MODEL} = {_quote(model)}")
+    if source:
+        parts.append(f"tags.{TAG_SOURCE} = {_quote(source)}")
+    if parent:
+        parts.append(f"tags.`{TAG_PARENT}` = {_quote(parent)}")
+    elif not trials:
+        parts.append(f"tags.`{TAG_PARENT}` IS NULL")
     if since is not None:
         parts.append(f"attributes.start_time >= {_ms(since)}")
     if until is not None:
@@ -89,6 +107,15 @@ def metric_columns(columns: Iterable[str]) -> list[str]:
     return known + sorted(names - set(known))
 
 
+def _sweep_summary(metrics: Mapping[str, float]) -> dict[str, object]:
+    """A sweep parent's row values: its best trial's metrics under their own names, its trial count."""
+    out: dict[str, object] = {k[len("best_"):]: v for k, v in metrics.items()
+                              if k.startswith("best_") and k != "best_score"}
+    if "trials_done" in metrics:
+        out["trials"] = int(metrics["trials_done"])
+    return out
+
+
 def runs_to_frame(runs: Sequence[Run]) -> RunsPage:
     """Table of runs (one row each; metrics as columns) and their params."""
     rows, params = [], {}
@@ -102,12 +129,20 @@ def runs_to_frame(runs: Sequence[Run]) -> RunsPage:
             TAG_DATASET: data.tags.get(TAG_DATASET, ""),
             TAG_MODEL: data.tags.get(TAG_MODEL, ""),
             TAG_SOURCE: data.tags.get(TAG_SOURCE, ""),
+            "parent_run_id": data.tags.get(TAG_PARENT),
+            "trial": int(data.tags[TAG_TRIAL]) if data.tags.get(TAG_TRIAL, "").isdigit() else None,
+            "best_run_id": data.tags.get(TAG_BEST_RUN),
+            "score_metric": data.tags.get(TAG_SCORE_METRIC),
+            "trials": None,
         }
         row.update(data.metrics)
+        if data.tags.get(TAG_ROLE) == "parent":
+            row.update(_sweep_summary(data.metrics))
         rows.append(row)
         params[info.run_id] = dict(data.params)
     frame = pd.DataFrame(rows, columns=None if rows else list(BASE_COLUMNS))
-    metrics = metric_columns(c for c in frame.columns if c not in BASE_COLUMNS)
+    hidden = set(BASE_COLUMNS) | set(_SWEEP_COUNTERS)
+    metrics = metric_columns(c for c in frame.columns if c not in hidden and not c.startswith("best_"))
     frame = frame.reindex(columns=[*BASE_COLUMNS, *metrics])
     return RunsPage(frame=frame, params=params)
 
@@ -131,15 +166,19 @@ def runs_page(
     model: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    source: str | None = None,
+    trials: bool = True,
+    parent: str | None = None,
     sort_by: str = "start_time",
     ascending: bool = False,
     max_results: int = 100,
     page_token: str | None = None,
 ) -> RunsPage:
-    """One page of the experiment's runs, filtered and sorted by the server."""
+    """One page of the experiment's runs, filtered and sorted by the server (see build_filter)."""
     result = client.search_runs(
         [experiment_id],
-        filter_string=build_filter(dataset, model, since, until),
+        filter_string=build_filter(dataset, model, since, until, source=source, trials=trials,
+                                   parent=parent),
         order_by=order_clause(sort_by, ascending),
         max_results=max_results,
         page_token=page_token,
@@ -150,8 +189,14 @@ def runs_page(
 
 
 def run_label(row: Mapping[str, object]) -> str:
-    """Short readable name of a run: model · dataset · first 8 characters of the id."""
-    return f"{row.get(TAG_MODEL) or '?'} · {row.get(TAG_DATASET) or '?'} · {str(row['run_id'])[:8]}"
+    """Short name of a run: [trial n ·] its name (else model · dataset) · its id's first 8 characters."""
+    name = row.get("run_name")
+    if not isinstance(name, str) or not name:
+        name = f"{row.get(TAG_MODEL) or '?'} · {row.get(TAG_DATASET) or '?'}"
+    trial = row.get("trial")
+    if trial is not None and pd.notna(trial):  # a sweep's trials share their run name
+        name = f"trial {int(trial)} · {name}"  # type: ignore[call-overload]
+    return f"{name} · {str(row['run_id'])[:8]}"
 
 
 def best_earlier(
@@ -204,20 +249,30 @@ def params_diff(params: Mapping[str, Mapping[str, str]], labels: Mapping[str, st
     return table
 
 
+def shared_params(params: Mapping[str, Mapping[str, str]]) -> list[str]:
+    """Names of the params every run has and not all with the same value (the axes worth comparing)."""
+    if not params:
+        return []
+    common = set.intersection(*(set(p) for p in params.values()))
+    return sorted(n for n in common if len({p[n] for p in params.values()}) > 1)
+
+
 def parallel_frame(frame: pd.DataFrame, params: Mapping[str, Mapping[str, str]], run_ids: Sequence[str],
                    metrics: Sequence[str] = ("r2", "rmse", "mae")) -> pd.DataFrame:
-    """One row per selected run: its varying params (numbers where they parse) and its metrics."""
-    chosen = frame[frame["run_id"].isin(run_ids)].set_index("run_id")
-    labels = {rid: run_label({**chosen.loc[rid].to_dict(), "run_id": rid}) for rid in chosen.index}
-    diff = params_diff({rid: params.get(rid, {}) for rid in chosen.index}, labels)
-    out = diff.T
+    """One row per selected run: the params the runs share and that differ (numbers where they parse),
+    then its metrics."""
+    chosen = frame[frame["run_id"].isin(run_ids)].drop_duplicates("run_id").set_index("run_id")
+    chosen_params = {rid: params.get(rid, {}) for rid in chosen.index}
+    names = shared_params(chosen_params)
+    out = pd.DataFrame({n: [chosen_params[rid][n] for rid in chosen.index] for n in names},
+                       index=pd.Index([run_label({**chosen.loc[rid].to_dict(), "run_id": rid})
+                                       for rid in chosen.index], name="run"))
     for column in out.columns:
         numbers = pd.to_numeric(out[column], errors="coerce")
         out[column] = numbers if numbers.notna().all() else out[column].astype(str)
     for metric in metrics:
-        if metric in chosen.columns:
-            out[metric] = [chosen.loc[rid, metric] for rid in chosen.index]
-    out.index.name = "run"
+        if metric in chosen.columns and chosen[metric].notna().any():
+            out[metric] = chosen[metric].to_numpy()
     return out.reset_index()
 
 
@@ -263,22 +318,79 @@ def validate_registration(name: str, alias: str | None) -> None:
             raise UserError(f"alias {alias!r} is reserved (it looks like 'latest' or a version 'v1')")
 
 
-def register_model(client: MlflowClient, run_id: str, name: str, alias: str | None = None) -> ModelVersion:
-    """Register the run's model as a new version of ``name`` and point ``alias`` at it."""
+@dataclass(frozen=True)
+class Registration:
+    """What registering a run did: the version it is, whether it is new, where the alias was before."""
+
+    name: str
+    version: str
+    run_id: str
+    created: bool  # False: the run already was this version of the name, nothing was added
+    alias: str | None = None
+    alias_from: str | None = None  # the version the alias pointed at before it moved (None: it was new)
+    alias_moved: bool = False
+
+    def message(self) -> str:
+        """One sentence for the user: what was created or found, and what the alias did."""
+        if self.created:
+            text = f"Registered run {self.run_id[:8]} as {self.name} version {self.version}"
+        else:
+            text = (f"Run {self.run_id[:8]} is already {self.name} version {self.version}: "
+                    "no new version was added")
+        if self.alias and self.alias_moved:
+            text += (f"; @{self.alias} moved from version {self.alias_from} to version {self.version}"
+                     if self.alias_from else f"; @{self.alias} now points at version {self.version}")
+        elif self.alias:
+            text += f"; @{self.alias} already points at version {self.version}"
+        return text + "."
+
+
+def _versions_of_run(client: MlflowClient, name: str, run_id: str) -> list[ModelVersion]:
+    """Versions of registered model ``name`` made from ``run_id`` (none when the name does not exist)."""
+    return list(client.search_model_versions(f"name = {_quote(name)} and run_id = '{run_id}'"))
+
+
+def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version ``name@alias`` points at, or None when the alias (or the name) does not exist."""
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def register_model(client: MlflowClient, run_id: str, name: str, alias: str | None = None) -> Registration:
+    """Register the run's model under ``name`` (unless it already is a version of it); point ``alias`` at it.
+
+    Registering the same run twice finds its version instead of adding a duplicate, so re-clicking
+    Register never moves an alias onto a copy.
+    """
     name, alias = name.strip(), (alias or "").strip() or None
     validate_registration(name, alias)
-    model = run_model(client, run_id)
-    try:
-        client.create_registered_model(name)
-    except MlflowException as exc:
-        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
-            raise UserError(f"cannot create registered model {name!r}: {exc.message}") from None
-    version = client.create_model_version(name, model.source, run_id=run_id, model_id=model.model_id,
-                                          await_creation_for=30)
-    if alias:
-        client.set_registered_model_alias(name, alias, version.version)
-    log.info("registered run %s as %s version %s (alias %s)", run_id, name, version.version, alias)
-    return version
+    previous = _alias_version(client, name, alias) if alias else None
+    existing = _versions_of_run(client, name, run_id)
+    if existing:
+        same = [v for v in existing if str(v.version) == previous]
+        version = str((same or sorted(existing, key=lambda v: int(v.version)))[-1].version)
+        created = False
+    else:
+        model = run_model(client, run_id)
+        try:
+            client.create_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise UserError(f"cannot create registered model {name!r}: {exc.message}") from None
+        version = str(client.create_model_version(name, model.source, run_id=run_id, model_id=model.model_id,
+                                                  await_creation_for=30).version)
+        created = True
+    moved = bool(alias) and previous != version
+    if moved:
+        client.set_registered_model_alias(name, alias, version)
+    log.info("run %s is %s version %s (%s; alias %s%s)", run_id, name, version,
+             "new" if created else "already registered", alias, f" moved from {previous}" if moved else "")
+    return Registration(name=name, version=version, run_id=run_id, created=created, alias=alias,
+                        alias_from=previous if moved else None, alias_moved=moved)
 
 
 def registered_choices(client: MlflowClient, max_results: int = 200) -> list[str]:

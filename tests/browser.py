@@ -112,3 +112,45 @@ def screenshot(page, name: str) -> Path:  # noqa: ANN001
     page.screenshot(path=str(path), full_page=True)
     page.set_viewport_size(size)
     return path
+
+
+DATAFRAME_ROW_PX = 35  # Streamlit's default dataframe row height (the header row has the same)
+
+
+def wait_script_done(page, timeout_ms: int = TIMEOUT_MS) -> None:  # noqa: ANN001
+    """Wait until no script run is in progress: this Streamlit shows a "Stop" button, not "Running"."""
+    wait_idle(page, timeout_ms)
+    page.wait_for_function(
+        """() => { const w = document.querySelector('[data-testid="stStatusWidget"]');
+                   return !w || !/Stop|Running|Connecting/i.test(w.innerText); }""", timeout=timeout_ms)
+
+
+def tick_row(page, name: str, row: int, attempts: int = 3) -> None:  # noqa: ANN001
+    """Click the selection checkbox of ``row`` (0 = first data row) of the dataframe with ``key=name``.
+
+    The grid is drawn on a canvas: the checkbox is found by its position, and the click is checked on
+    the grid's accessibility table (its row's aria-selected flips). A grid being redrawn after a rerun
+    can drop a click: it is then clicked again, at most ``attempts`` times.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    wait_script_done(page)
+    grid = page.locator(key(name)).locator('[data-testid="stDataFrame"]')
+    grid.scroll_into_view_if_needed()  # clicking a button further down scrolls the grid out of view
+    selected_js = """([sel, row]) => { const r = document.querySelectorAll(sel + ' tbody tr')[row];
+                                        return r ? r.getAttribute('aria-selected') : null; }"""
+    before = page.evaluate(selected_js, [key(name), row])
+    for _ in range(attempts):
+        box = grid.bounding_box()
+        x, y = box["x"] + 16, box["y"] + DATAFRAME_ROW_PX * (row + 1.5)
+        page.mouse.move(x, y, steps=3)  # as a hand does: the grid tracks the pointer to know the cell
+        page.mouse.click(x, y)
+        try:
+            page.wait_for_function(f"(arg) => ({selected_js})(arg) !== {before!r}".replace("None", "null"),
+                                   arg=[key(name), row], timeout=10_000)
+            break
+        except PlaywrightTimeout:
+            continue
+    else:
+        raise AssertionError(f"row {row} of {name} did not toggle after {attempts} clicks")
+    wait_script_done(page)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import choose, key, metric_value, open_page, screenshot, selected, wait_idle
+from tests.browser import choose, key, metric_value, open_page, screenshot, selected, tick_row, wait_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 TARGET = "CO2 Emissions(g/km)"
@@ -57,17 +57,19 @@ def test_upload_train_register_predict_monitor_export(honcho_stack: dict[str, st
     assert 0.9 < r2 <= 1.0
     screenshot(page, "e2e-1-train")
 
-    # Runs: the run is listed; register it with the alias champion.
+    # Runs: the run is listed first; tick it and register it with the alias champion.
     open_page(page, "Runs")
+    page.locator(key("runs_table")).wait_for()
+    tick_row(page, "runs_table", 0)
     page.locator(key("runs_action_run")).wait_for()
     assert run_id[:8] in selected(page, "runs_action_run")
-    assert co2_csv.name in selected(page, "runs_action_run")
     name = page.locator(key("runs_register_name")).locator("input")
+    assert name.input_value() == "co2_emissions_canada-csv-random_forest"
     name.fill("e2e-co2")
     name.press("Enter")
     wait_idle(page)
     page.locator(key("runs_register_button")).locator("button").click()
-    page.get_by_text("Registered as e2e-co2 version 1 with alias @champion").wait_for()
+    page.get_by_text("as e2e-co2 version 1; @champion now points at version 1").wait_for()
     screenshot(page, "e2e-2-runs")
 
     # Predict: e2e-co2@champion, one row with the training defaults.

@@ -56,6 +56,41 @@ def test_parallel_frame_numbers_and_text() -> None:
     assert list(kernel.ticktext) == ["rbf", "linear"]
 
 
+def test_parallel_coordinates_only_over_shared_params() -> None:
+    frame = pd.DataFrame({"run_id": ["a", "b", "c"], "run_name": ["ridge", "forest", "forest"],
+                          "r2": [0.5, 0.7, 0.8], "rmse": [9.0, 7.0, 6.0]})
+    params = {"a": {"alpha": "0.1", "seed": "42", "test_size": "0.2"},
+              "b": {"n_estimators": "10", "min_samples_leaf_fraction_of_rows": "1", "seed": "42",
+                    "test_size": "0.3"},
+              "c": {"n_estimators": "50", "min_samples_leaf_fraction_of_rows": "2", "seed": "42",
+                    "test_size": "0.2"}}
+    out = runs.parallel_frame(frame, params, ["a", "b", "c"])
+    # alpha and n_estimators are not every run's; seed is the same everywhere
+    assert list(out.columns) == ["run", "test_size", "r2", "rmse"]
+    two = runs.parallel_frame(frame, params, ["b", "c"])
+    assert list(two.columns) == ["run", "min_samples_leaf_fraction_of_rows", "n_estimators", "test_size",
+                                 "r2", "rmse"]
+    labels = [d.label for d in charts.parallel_coordinates(two).data[0].dimensions]
+    assert max(len(label) for label in labels) <= 18 and labels[1:] == ["n_estimators", "test_size", "r2",
+                                                                        "rmse"]
+
+
+def test_metric_bars_one_chart_per_metric_each_on_its_own_axis() -> None:
+    long = pd.DataFrame({"run": ["A", "B"] * 3, "metric": ["r2"] * 2 + ["rmse"] * 2 + ["mae"] * 2,
+                         "value": [0.98, 0.99, 25.0, 20.0, 15.0, 12.0]})
+    fig = charts.metric_bars(long)
+    layout = fig.to_plotly_json()["layout"]
+    y_axes = sorted(k for k in layout if k.startswith("yaxis"))
+    assert len(y_axes) == 3
+    assert all(layout[k].get("matches") is None for k in y_axes)  # R² is not drawn on RMSE's scale
+    titles = sorted(a["text"] for a in layout["annotations"])
+    assert titles == ["mae", "r2", "rmse"]
+    values_per_axis: dict[str, set[float]] = {}
+    for trace in fig.data:
+        values_per_axis.setdefault(trace.yaxis, set()).update(float(v) for v in trace.y)
+    assert sorted(map(sorted, values_per_axis.values())) == [[0.98, 0.99], [12.0, 15.0], [20.0, 25.0]]
+
+
 @pytest.mark.parametrize(("name", "alias", "message"), [
     ("", None, "name is empty"), ("a/b", None, "must not contain"), ("ok", "latest", "reserved"),
     ("ok", "V3", "reserved"), ("ok", "a b", "may only contain"),

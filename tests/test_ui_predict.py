@@ -76,18 +76,46 @@ def test_model_from_a_run(ui_env: dict[str, str], ui_trained_run: TrainResult) -
 def test_batch_csv_with_extra_column(ui_env: dict[str, str], registered: str, co2_csv: Path,
                                      reference_model) -> None:  # noqa: ANN001
     model, fields = reference_model
-    rows = pd.read_csv(co2_csv).head(25)
+    rows = pd.read_csv(co2_csv).head(25).assign(Notes="x")
     at = with_model(registered)
     at.file_uploader(key="predict_upload").upload("cars.csv", rows.to_csv(index=False).encode(), "text/csv")
     at.run()
     assert not at.exception, at.exception
-    assert any(TARGET in w.value for w in at.warning)  # the target column is extra: named, then ignored
+    # the extra column is named, then ignored; the target column is not "ignored": it scores the batch
+    assert [w.value for w in at.warning] == ["Ignored 1 column(s) the model does not use: Notes"]
     out = next(d.value for d in at.dataframe if predict.PREDICTION_COLUMN in d.value.columns)
     expected, _ = predict.predict_table(model, rows, fields)
     assert len(out) == 25
     assert out[predict.PREDICTION_COLUMN].tolist() == pytest.approx(
         expected[predict.PREDICTION_COLUMN].tolist())
     assert at.get("download_button")
+
+
+def test_batch_prediction_first_summary_and_scores(ui_env: dict[str, str], registered: str, co2_csv: Path,
+                                                   reference_model) -> None:  # noqa: ANN001
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    model, fields = reference_model
+    rows = pd.read_csv(co2_csv).iloc[100:160]
+    at = _upload(with_model(registered), "cars.csv", rows.to_csv(index=False).encode())
+    assert not at.exception, at.exception
+    out = next(d.value for d in at.dataframe if predict.PREDICTION_COLUMN in d.value.columns)
+    assert list(out.columns)[0] == predict.PREDICTION_COLUMN
+    predicted = predict.predict_table(model, rows, fields)[0][predict.PREDICTION_COLUMN].to_numpy()
+    actual = rows[TARGET].to_numpy(dtype=float)
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Rows"] == "60"
+    assert shown["Mean prediction"] == f"{predicted.mean():.4g}"
+    assert shown["Min prediction"] == f"{predicted.min():.4g}"
+    assert shown["Max prediction"] == f"{predicted.max():.4g}"
+    assert shown["Batch R²"] == f"{r2_score(actual, predicted):.4f}"
+    assert shown["Batch RMSE"] == f"{mean_squared_error(actual, predicted) ** 0.5:.4f}"
+    assert shown["Batch MAE"] == f"{mean_absolute_error(actual, predicted):.4f}"
+
+    # without the target column: the summary, no score
+    at = _upload(with_model(registered), "cars.csv", rows.drop(columns=[TARGET]).to_csv(index=False).encode())
+    shown = {m.label for m in at.metric}
+    assert "Rows" in shown and not any(label.startswith("Batch") for label in shown)
 
 
 def _upload(at: AppTest, name: str, data: bytes) -> AppTest:

@@ -1,4 +1,5 @@
-"""AppTest of the Runs page against the real MLflow server: filter, sort, compare, register, errors."""
+"""AppTest of the Runs page against the real MLflow server: filter, sort, fold sweeps, tick rows to compare
+and register, errors."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from streamlit.testing.v1 import AppTest
 
-from mlops_local.ml.types import TrainResult
+from mlops_local import runs
+from mlops_local.ml.sweep import run_sweep
+from mlops_local.ml.sweep_types import SweepSpec
+from mlops_local.ml.training import train
+from mlops_local.ml.types import DatasetSpec, TrainRequest, TrainResult
+from mlops_local.settings import Settings
 from tests.apptest import open_app
 
 EXPERIMENT = "ui-tests"
@@ -19,6 +25,20 @@ EXPERIMENT = "ui-tests"
 def open_runs(experiment: str = EXPERIMENT) -> AppTest:
     at = open_app("runs")
     at.selectbox(key="runs_experiment").set_value(experiment).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def table(at: AppTest, key: str = "runs_table"):  # noqa: ANN201
+    """The run table with ``key`` as the page shows it (every column, in the frame's order)."""
+    return next(d for d in at.dataframe if d.key == key)
+
+
+def tick(at: AppTest, *run_ids: str, key: str = "runs_table") -> AppTest:
+    """Tick the rows of ``run_ids`` in the table (as a click on their checkboxes does) and rerun."""
+    ids = list(table(at, key).value["run_id"])
+    at.session_state[key] = {"selection": {"rows": [ids.index(r) for r in run_ids]}}
+    at.run()
     assert not at.exception, at.exception
     return at
 
@@ -43,20 +63,37 @@ def logged_runs(ui_trained_run: TrainResult, mlflow_env: dict[str, str]) -> dict
     return ids
 
 
+@pytest.fixture(scope="module")
+def diabetes_run(mlflow_env: dict[str, str]) -> TrainResult:
+    """A second real training with a model, on another dataset and model than the forest."""
+    request = TrainRequest(DatasetSpec("diabetes"), "ridge", experiment=EXPERIMENT, source="cli",
+                           log_plots=False)
+    return train(request, Settings.from_env(mlflow_env))
+
+
+@pytest.fixture(scope="module")
+def sweep(mlflow_env: dict[str, str], logged_runs: dict[str, str]):  # noqa: ANN201
+    """A real sweep of 3 ridge trials on diabetes in the same experiment (after the other runs)."""
+    spec = SweepSpec(DatasetSpec("diabetes"), "ridge", strategy="random", trials=3, jobs=1, seed=3,
+                     experiment=EXPERIMENT, models="none")
+    result = run_sweep(spec, Settings.from_env(mlflow_env))
+    assert result.status == "FINISHED", result
+    return result
+
+
 def test_filter_and_sort(ui_env: dict[str, str], logged_runs: dict[str, str]) -> None:
     at = open_runs()
     assert len(at.dataframe) >= 1
     at.selectbox(key="runs_model").set_value("random_forest").run()
     at.selectbox(key="runs_sort").set_value("r2").run()
     assert not at.exception, at.exception
-    options = at.multiselect(key="runs_compare").options
     # newest-first is replaced by best R² first; ridge is filtered out
-    frame = at.dataframe[0].value
+    frame = table(at).value
     assert list(frame["model"].unique()) == ["random_forest"]
     assert list(frame["r2"]) == sorted(frame["r2"], reverse=True)
-    assert len(options) == len(frame) >= 2
+    assert len(frame) >= 2
     at.toggle(key="runs_ascending").set_value(True).run()
-    assert list(at.dataframe[0].value["r2"]) == sorted(frame["r2"])
+    assert list(table(at).value["r2"]) == sorted(frame["r2"])
 
     tomorrow = date.today() + timedelta(days=2)
     at.date_input(key="runs_dates").set_value((tomorrow, tomorrow + timedelta(days=1))).run()
@@ -64,21 +101,71 @@ def test_filter_and_sort(ui_env: dict[str, str], logged_runs: dict[str, str]) ->
     assert any("No runs match" in i.value for i in at.info)
 
 
-def test_compare_shows_bars_params_diff_and_parallel_coordinates(
-        ui_env: dict[str, str], logged_runs: dict[str, str]) -> None:
+def test_source_filter(ui_env: dict[str, str], logged_runs: dict[str, str]) -> None:
     at = open_runs()
-    at.multiselect(key="runs_compare").set_value([logged_runs["trained"], logged_runs["ridge"]]).run()
+    assert {"ui", "cli"} <= set(table(at).value["source"])
+    at.selectbox(key="runs_source").set_value("cli").run()
     assert not at.exception, at.exception
+    frame = table(at).value
+    assert set(frame["source"]) == {"cli"} and logged_runs["trained"] not in set(frame["run_id"])
+    at.selectbox(key="runs_source").set_value("ui").run()
+    assert list(table(at).value["run_id"]) == [logged_runs["trained"]]
+
+
+def test_metric_and_link_columns_come_first(ui_env: dict[str, str], logged_runs: dict[str, str]) -> None:
+    at = open_runs()
+    order = list(table(at).proto.column_order)
+    assert order[:5] == ["run_name", "mlflow", "r2", "rmse", "mae"], order
+    assert "run_id" not in order and "parent_run_id" not in order
+
+
+def test_sweep_folded_under_its_parent(ui_env: dict[str, str], sweep) -> None:  # noqa: ANN001
+    at = open_runs()
+    frame = table(at).value
+    trial_ids = {t.run_id for t in sweep.trials}
+    assert not trial_ids & set(frame["run_id"])  # folded
+    parent = frame.set_index("run_id").loc[sweep.parent_run_id]
+    assert parent["trials"] == 3
+    assert parent["r2"] == pytest.approx(sweep.best.metrics["r2"])  # the best trial's, not None
+    assert parent["rmse"] == pytest.approx(sweep.best.metrics["rmse"])
+
+    # ticking the sweep lists its trials, best first; ticking trials there compares them
+    tick(at, sweep.parent_run_id)
+    trials = table(at, "runs_trials_table").value
+    assert set(trials["run_id"]) == trial_ids
+    assert list(trials["r2"]) == sorted(trials["r2"], reverse=True)
+    tick(at, *list(trials["run_id"])[:2], key="runs_trials_table")
+    assert len(at.get("plotly_chart")) == 2  # compare: metric charts + parallel coordinates
+
+    at.toggle(key="runs_show_trials").set_value(True).run()
+    assert not at.exception, at.exception
+    assert trial_ids <= set(table(at).value["run_id"])
+
+
+def test_ticked_sweep_registers_its_best_trial(ui_env: dict[str, str], sweep) -> None:  # noqa: ANN001
+    at = tick(open_runs(), sweep.parent_run_id)
+    assert at.selectbox(key="runs_action_run").value == sweep.best.run_id
+
+
+def test_ticked_rows_drive_compare(ui_env: dict[str, str], logged_runs: dict[str, str]) -> None:
+    at = open_runs()
+    assert not at.get("plotly_chart") and not at.get("multiselect") or \
+        all(m.key != "runs_compare" for m in at.multiselect)
+    tick(at, logged_runs["trained"], logged_runs["ridge"])
     charts = at.get("plotly_chart")
-    assert len(charts) == 2  # metric bars + parallel coordinates
+    assert len(charts) == 2  # metric charts + parallel coordinates
     diff = next(d.value for d in at.dataframe if d.value.index.name == "param")  # dataframes carry no key
     assert "alpha" in diff.index and "n_estimators" in diff.index
     assert "seed" not in diff.index or diff.loc["seed"].nunique() > 1
+    # the registration offers the ticked finished runs only
+    assert set(at.selectbox(key="runs_action_run").options) == {
+        runs.run_label({"run_name": n, "run_id": r}) for n, r in
+        ((table(at).value.set_index("run_id").loc[r, "run_name"], r)
+         for r in (logged_runs["trained"], logged_runs["ridge"]))}
 
 
 def test_register_and_alias(ui_env: dict[str, str], logged_runs: dict[str, str]) -> None:
-    at = open_runs()
-    at.selectbox(key="runs_action_run").set_value(logged_runs["trained"]).run()
+    at = tick(open_runs(), logged_runs["trained"])
     at.text_input(key="runs_register_name").set_value("ui-runs-co2").run()
     at.text_input(key="runs_register_alias").set_value("champion").run()
     at.button(key="runs_register_button").click().run()
@@ -90,6 +177,50 @@ def test_register_and_alias(ui_env: dict[str, str], logged_runs: dict[str, str])
     assert version.run_id == logged_runs["trained"]
 
 
+def test_register_name_follows_the_ticked_run_until_edited(
+        ui_env: dict[str, str], logged_runs: dict[str, str], diabetes_run: TrainResult) -> None:
+    at = tick(open_runs(), logged_runs["trained"])
+    assert at.text_input(key="runs_register_name").value == "co2_canada-random_forest"
+    tick(at, diabetes_run.run_id)
+    assert at.text_input(key="runs_register_name").value == "diabetes-ridge"
+    at.text_input(key="runs_register_name").set_value("my-model").run()
+    tick(at, logged_runs["trained"])
+    assert at.text_input(key="runs_register_name").value == "my-model"
+    tick(at)  # nothing ticked: the field is gone, the typed name is kept
+    assert not at.text_input
+    tick(at, diabetes_run.run_id)
+    assert at.text_input(key="runs_register_name").value == "my-model"
+    at.text_input(key="runs_register_name").set_value("").run()  # cleared: it follows the runs again
+    assert at.text_input(key="runs_register_name").value == "diabetes-ridge"
+    tick(at, logged_runs["trained"])
+    assert at.text_input(key="runs_register_name").value == "co2_canada-random_forest"
+
+
+def test_register_again_names_the_version_and_the_alias_move(
+        ui_env: dict[str, str], logged_runs: dict[str, str], diabetes_run: TrainResult) -> None:
+    client = MlflowClient(ui_env["MLFLOW_TRACKING_URI"])
+    name = "ui-runs-twice"
+
+    def register(run_id: str) -> str:
+        at = tick(open_runs(), run_id)
+        at.text_input(key="runs_register_name").set_value(name).run()
+        at.button(key="runs_register_button").click().run()
+        assert not at.exception, at.exception
+        assert not at.error, [e.value for e in at.error]
+        return " ".join(m.value for m in [*at.success, *at.info])
+
+    assert "as ui-runs-twice version 1" in register(logged_runs["trained"])
+    again = register(logged_runs["trained"])
+    assert "already ui-runs-twice version 1" in again and "no new version" in again
+    assert len(client.search_model_versions(f"name = '{name}'")) == 1
+    moved = register(diabetes_run.run_id)
+    assert "version 2" in moved and "@champion moved from version 1 to version 2" in moved
+    back = register(logged_runs["trained"])
+    assert "already ui-runs-twice version 1" in back and "@champion moved from version 2 to version 1" in back
+    assert len(client.search_model_versions(f"name = '{name}'")) == 2
+    assert client.get_model_version_by_alias(name, "champion").run_id == logged_runs["trained"]
+
+
 @pytest.mark.parametrize(("run", "alias", "message"), [
     ("trained", "v1", "reserved"),
     ("trained", "bad alias!", "may only contain"),
@@ -97,8 +228,7 @@ def test_register_and_alias(ui_env: dict[str, str], logged_runs: dict[str, str])
 ])
 def test_register_errors(ui_env: dict[str, str], logged_runs: dict[str, str], run: str, alias: str,
                          message: str) -> None:
-    at = open_runs()
-    at.selectbox(key="runs_action_run").set_value(logged_runs[run]).run()
+    at = tick(open_runs(), logged_runs[run])
     at.text_input(key="runs_register_alias").set_value(alias).run()
     at.button(key="runs_register_button").click().run()
     assert not at.exception, at.exception

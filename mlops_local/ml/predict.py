@@ -11,7 +11,7 @@ import logging
 import re
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -303,15 +303,47 @@ def predict_frame(model: PyFuncModel, frame: pd.DataFrame) -> pd.DataFrame:
 
 def predict_table(model: PyFuncModel, frame: pd.DataFrame,
                   fields: Sequence[InputField]) -> tuple[pd.DataFrame, list[str]]:
-    """(the uploaded table with a prediction column, the extra columns the model ignored)."""
+    """(the uploaded table with the prediction as its first column, the extra columns the model ignored)."""
     checked, extra = check_batch(frame, fields)
     predicted = predict_frame(model, checked)
     out = frame.rename(columns=str).reset_index(drop=True)
     column = predicted.columns[-1]
     while column in out.columns:
         column += "_"
-    out[column] = predicted.iloc[:, -1].to_numpy()
+    out.insert(0, column, predicted.iloc[:, -1].to_numpy())
     return out, extra
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """A batch's predictions in numbers and, when its target column came along, how good they were."""
+
+    rows: int
+    mean: float
+    min: float
+    max: float
+    target: str | None = None  # the target column scored against (None: not in the table)
+    scored_rows: int = 0  # rows with a numeric target value
+    metrics: dict[str, float] = field(default_factory=dict)  # r2, rmse, mae over the scored rows
+    note: str = ""  # why the target column could not be scored
+
+
+def batch_summary(out: pd.DataFrame, target: str | None) -> BatchSummary:
+    """Rows, mean/min/max prediction of a predict_table result; R²/RMSE/MAE when ``target`` is a column."""
+    from mlops_local.ml.evaluation import regression_metrics
+
+    predicted = out.iloc[:, 0].to_numpy(dtype=float)
+    base = {"rows": len(out), "mean": float(np.mean(predicted)), "min": float(np.min(predicted)),
+            "max": float(np.max(predicted))}
+    if not target or target not in out.columns:
+        return BatchSummary(**base)
+    actual = pd.to_numeric(out[target], errors="coerce").to_numpy(dtype=float)
+    known = np.isfinite(actual) & np.isfinite(predicted)
+    if known.sum() < 2:
+        return BatchSummary(**base, target=target, scored_rows=int(known.sum()),
+                            note=f"column {target!r} has fewer than 2 numbers: the batch is not scored")
+    return BatchSummary(**base, target=target, scored_rows=int(known.sum()),
+                        metrics=regression_metrics(actual[known], predicted[known]))
 
 
 def to_csv_bytes(frame: pd.DataFrame) -> bytes:

@@ -50,31 +50,49 @@ def feature_importance(importance: pd.Series, top: int = 15) -> go.Figure:
 
 
 def metric_bars(long: pd.DataFrame) -> go.Figure:
-    """Grouped bars: one group per metric, one bar per run (input: run, metric, value)."""
-    fig = px.bar(long, x="metric", y="value", color="run", barmode="group", title="Metrics")
-    fig.update_layout(height=_HEIGHT, legend_title_text="")
+    """One small bar chart per metric, each on its own y axis (R² is not drawn on RMSE's scale);
+    one colour per run (input: run, metric, value)."""
+    metrics = list(dict.fromkeys(long["metric"]))
+    wrap = min(len(metrics), 4)
+    fig = px.bar(long, x="run", y="value", color="run", facet_col="metric", facet_col_wrap=wrap,
+                 category_orders={"metric": metrics}, facet_col_spacing=0.06, facet_row_spacing=0.12,
+                 title="Metrics (one chart per metric, each on its own scale)")
+    fig.update_yaxes(matches=None, showticklabels=True, title_text="")
+    fig.update_xaxes(showticklabels=False, title_text="")
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=", 1)[-1], font={"size": 14}))
+    rows = -(-len(metrics) // wrap)
+    fig.update_layout(height=80 + 240 * rows, legend_title_text="",
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.04, "x": 0})
     return fig
 
 
+def _axis_label(name: str, limit: int = 18) -> str:
+    """A parallel-coordinates axis title short enough not to run into its neighbours."""
+    return name if len(name) <= limit else name[:limit - 1] + "…"
+
+
 def parallel_coordinates(frame: pd.DataFrame, color: str = "r2") -> go.Figure:
-    """One line per run across its varying params and its metrics; text params become ticks."""
+    """One line per run across the params its runs share and its metrics; text params become ticks."""
     dimensions = []
     for column in frame.columns:
         if column == "run":
             continue
         values = frame[column]
+        label = _axis_label(str(column))
         if pd.api.types.is_numeric_dtype(values):
-            dimensions.append({"label": column, "values": values.astype(float).to_numpy()})
+            dimensions.append({"label": label, "values": values.astype(float).to_numpy()})
         else:
             codes, uniques = pd.factorize(values.astype(str))
-            dimensions.append({"label": column, "values": codes, "tickvals": list(range(len(uniques))),
+            dimensions.append({"label": label, "values": codes, "tickvals": list(range(len(uniques))),
                                "ticktext": list(uniques)})
     line: dict[str, object] = {}
     if color in frame.columns and pd.api.types.is_numeric_dtype(frame[color]):
         line = {"color": frame[color].astype(float).to_numpy(), "colorscale": "Viridis", "showscale": True,
                 "colorbar": {"title": {"text": color}}}
-    fig = go.Figure(go.Parcoords(line=line, dimensions=dimensions))
-    fig.update_layout(height=_HEIGHT + 40, title="Parallel coordinates")
+    fig = go.Figure(go.Parcoords(line=line, dimensions=dimensions, labelangle=-20, labelside="top",
+                                 labelfont={"size": 13}, tickfont={"size": 11}))
+    fig.update_layout(height=_HEIGHT + 60, title="Parallel coordinates (params the runs share, metrics)",
+                      margin={"t": 130, "l": 60, "r": 40, "b": 30})
     return fig
 
 

@@ -84,6 +84,23 @@ def _form(model: object, fields: list[predict.InputField]) -> None:
             st.session_state["predict_last_row"] = out
 
 
+def _summary(summary: predict.BatchSummary) -> None:
+    """The batch in numbers above its table; its R², RMSE and MAE when the target column came along."""
+    cols = st.columns(4)
+    cols[0].metric("Rows", f"{summary.rows:,}")
+    cols[1].metric("Mean prediction", f"{summary.mean:.4g}")
+    cols[2].metric("Min prediction", f"{summary.min:.4g}")
+    cols[3].metric("Max prediction", f"{summary.max:.4g}")
+    if summary.metrics:
+        st.caption(f"Scored against the target column `{summary.target}` ({summary.scored_rows:,} rows "
+                   "with a value): how the model does on this data")
+        cols = st.columns(4)
+        for col, (name, label) in zip(cols, (("r2", "R²"), ("rmse", "RMSE"), ("mae", "MAE")), strict=False):
+            col.metric(f"Batch {label}", f"{summary.metrics[name]:.4f}")
+    elif summary.note:
+        st.caption(summary.note)
+
+
 def _batch(model: object, fields: list[predict.InputField], pinned: str) -> None:
     st.caption("Columns the model takes: " + ", ".join(f.name for f in fields))
     uploaded = st.file_uploader(f"CSV or Parquet file (at most {settings.upload_limit_mb} MB)",
@@ -99,10 +116,14 @@ def _batch(model: object, fields: list[predict.InputField], pinned: str) -> None
             out, extra = predict.predict_table(model, frame, fields)  # type: ignore[arg-type]
             st.session_state[BATCH_KEY] = cached = (batch_id, out, extra)
         _, out, extra = cached
-        if extra:
-            st.warning(f"Ignored {len(extra)} column(s) the model does not use: {', '.join(extra)}")
-        st.success(f"{len(out):,} prediction(s).")
-        st.dataframe(out, key="predict_batch_table", hide_index=True)
+        target = predict.model_hints(model).get("target")  # type: ignore[arg-type]
+        summary = predict.batch_summary(out, target if isinstance(target, str) else None)
+        ignored = [c for c in extra if c != summary.target]
+        if ignored:
+            st.warning(f"Ignored {len(ignored)} column(s) the model does not use: {', '.join(ignored)}")
+        _summary(summary)
+        first = st.column_config.NumberColumn(format="%.4f", pinned=True)
+        st.dataframe(out, key="predict_batch_table", hide_index=True, column_config={out.columns[0]: first})
         st.download_button("Download predictions (CSV)", predict.to_csv_bytes(out),
                            file_name=f"predictions-{Path(uploaded.name).stem}.csv", mime="text/csv",
                            key="predict_download", on_click="ignore")

@@ -1,16 +1,21 @@
-"""Runs: the MLflow runs of an experiment, filtered and sorted by the server; compare; register."""
+"""Runs: an experiment's MLflow runs, filtered and sorted by the server; tick rows to compare or register.
+
+Sweep trials are folded under their sweep (its row shows the best trial's metrics); ticking one sweep
+lists its trials, or "Show sweep trials" puts every trial in the table.
+"""
 
 from __future__ import annotations
 
 import re
 from datetime import datetime, time, timedelta, timezone
 
+import pandas as pd
 import streamlit as st
 
 from mlops_local import runs
 from mlops_local.ml.catalog import CATALOG
 from mlops_local.ml.datasets import BUILTINS
-from mlops_local.ml.types import DEFAULT_EXPERIMENT, TAG_DATASET, TAG_MODEL
+from mlops_local.ml.types import DEFAULT_EXPERIMENT, SOURCES, TAG_DATASET, TAG_MODEL, TAG_SOURCE
 from mlops_local.ui import charts, common
 
 ALL = "(all)"
@@ -19,6 +24,12 @@ TOKENS_KEY = "runs_page_tokens"
 FILTERS_KEY = "runs_page_filters"
 SEEN_KEY = "runs_seen_datasets"
 SEEN_METRICS_KEY = "runs_seen_metrics"
+TABLE_KEY = "runs_table"
+TRIALS_KEY = "runs_trials_table"
+NAME_KEY = "runs_register_name"
+AUTO_NAME_KEY = "runs_register_auto_name"  # the name last filled in for the user (not typed by them)
+TYPED_NAME_KEY = "runs_register_typed_name"  # the name the user typed, if any
+SHOWN_METRICS = ("r2", "rmse", "mae")
 
 st.title("Runs")
 uri = common.settings().effective_tracking_uri
@@ -38,27 +49,78 @@ def _registry_name(row: dict) -> str:
     return re.sub(r"[^\w\-]+", "-", text).strip("-")
 
 
-def _register(run_id: str, name: str, alias: str) -> None:
-    with common.user_errors("Registration failed"):
-        version = runs.register_model(common.client(), run_id, name, alias or None)
-        common.clear_run_caches()
-        message = f"Registered as {version.name} version {version.version}"
-        if alias:
-            message += f" with alias @{alias}: predict with `{version.name}@{alias}`"
-        st.success(message + ".")
-        st.link_button("Open the model version in MLflow",
-                       common.mlflow_model_url(version.name, version.version))
+def _follow_run(suggested: str) -> None:
+    """The name field shows ``suggested`` (the chosen run's name) until the user types their own.
+
+    What the user typed is kept apart from the widget: Streamlit forgets a widget's value while no run
+    is ticked (the field is not shown). Clearing the field makes it follow the runs again.
+    """
+    current = st.session_state.get(NAME_KEY)
+    if current is not None and current != st.session_state.get(AUTO_NAME_KEY):
+        st.session_state[TYPED_NAME_KEY] = current
+    value = st.session_state.get(TYPED_NAME_KEY) or suggested
+    if current != value:
+        st.session_state[NAME_KEY] = value
+    st.session_state[AUTO_NAME_KEY] = suggested
 
 
-def _compare(page: runs.RunsPage, selected: list[str]) -> None:
-    frame = page.frame
-    labels = {rid: runs.run_label(row) for rid, row in frame.set_index("run_id", drop=False).iterrows()
-              if rid in selected}
+def _keep_selection(key: str, run_ids: list[str]) -> None:
+    """Keep a table's ticked rows on the same runs when its rows changed (a new run, another page)."""
+    ids_key = f"{key}_ids"
+    before, state = st.session_state.get(ids_key), st.session_state.get(key)
+    if before is not None and before != run_ids and state is not None:
+        chosen = {before[i] for i in state["selection"]["rows"] if i < len(before)}
+        st.session_state[key] = {"selection": {"rows": [i for i, r in enumerate(run_ids) if r in chosen]}}
+    st.session_state[ids_key] = run_ids
+
+
+def _shown_name(name: str, trials: object, trial: object) -> str:
+    """A run's name in the table: '<n> trials · name' for a sweep, 'trial <k> · name' for a trial."""
+    if pd.notna(trials):
+        return f"{int(trials)} trials · {name}"  # type: ignore[call-overload]
+    if pd.notna(trial):
+        return f"trial {int(trial)} · {name}"  # type: ignore[call-overload]
+    return name
+
+
+def _selectable_table(frame: pd.DataFrame, key: str, exp_id: str, sort_by: str) -> list[str]:
+    """The runs as a table whose rows can be ticked; the ticked runs' ids."""
+    run_ids = list(frame["run_id"])
+    _keep_selection(key, run_ids)
+    # The name column says what a row is (a sweep and its trial count, a trial's number): one column
+    # less keeps the table within 1440 px.
+    names = [_shown_name(name, n, t)
+             for name, n, t in zip(frame["run_name"], frame["trials"], frame["trial"], strict=True)]
+    table = frame.assign(run_name=names, mlflow=[common.mlflow_run_url(exp_id, rid) for rid in run_ids])
+    metrics = [m for m in (*SHOWN_METRICS, sort_by) if m in frame.columns and m != NEWEST]
+    metrics = list(dict.fromkeys(metrics))
+    event = st.dataframe(
+        table, key=key, hide_index=True, on_select="rerun", selection_mode="multi-row",
+        column_order=["run_name", "mlflow", *metrics, TAG_MODEL, TAG_DATASET, TAG_SOURCE, "status",
+                      "start_time"],
+        column_config={
+            "run_name": st.column_config.TextColumn("run", width=230, pinned=True,
+                                                    help="A sweep's metrics are its best trial's"),
+            "mlflow": st.column_config.LinkColumn("MLflow", display_text="open", width=55),
+            TAG_MODEL: st.column_config.TextColumn("model", width=105),
+            TAG_DATASET: st.column_config.TextColumn("dataset", width=110),
+            TAG_SOURCE: st.column_config.TextColumn("source", width=58),
+            "status": st.column_config.TextColumn("status", width=78),
+            "start_time": st.column_config.DatetimeColumn("started (UTC)", format="MMM D, HH:mm", width=100),
+            **{m: st.column_config.NumberColumn(m, format="%.4f", width=70) for m in metrics},
+        },
+    )
+    return [run_ids[i] for i in event.selection.rows if i < len(run_ids)]
+
+
+def _compare(frame: pd.DataFrame, params: dict[str, dict[str, str]], selected: list[str]) -> None:
+    chosen = frame[frame["run_id"].isin(selected)]
+    labels = {row["run_id"]: runs.run_label(row) for row in chosen.to_dict("records")}
     metrics = [m for m in runs.metric_columns(frame.columns[len(runs.BASE_COLUMNS):])
-               if frame.loc[frame["run_id"].isin(selected), m].notna().any()]
+               if chosen[m].notna().any()]
     tabs = st.tabs(["Metrics", "Params diff", "Parallel coordinates"])
     with tabs[0]:
-        shown = st.multiselect("Metrics", metrics, default=[m for m in ("r2", "rmse", "mae") if m in metrics],
+        shown = st.multiselect("Metrics", metrics, default=[m for m in SHOWN_METRICS if m in metrics],
                                key="runs_compare_metrics")
         long = runs.metrics_long(frame, selected, shown)
         if long.empty:
@@ -67,15 +129,56 @@ def _compare(page: runs.RunsPage, selected: list[str]) -> None:
             st.plotly_chart(charts.metric_bars(long), key="runs_chart_metrics")
     with tabs[1]:
         show_all = st.checkbox("Show params that are equal too", key="runs_params_all")
-        diff = runs.params_diff({rid: page.params.get(rid, {}) for rid in selected}, labels,
+        diff = runs.params_diff({rid: params.get(rid, {}) for rid in selected}, labels,
                                 only_different=not show_all)
         if diff.empty:
             st.info("The selected runs have the same params.")
         else:
             st.dataframe(diff, key="runs_params_table")
     with tabs[2]:
-        parallel = runs.parallel_frame(frame, page.params, selected)
-        st.plotly_chart(charts.parallel_coordinates(parallel), key="runs_chart_parallel")
+        parallel = runs.parallel_frame(frame, params, selected)
+        if len(parallel.columns) <= 1:
+            st.info("The selected runs share no parameter that differs and have no metric to plot.")
+        else:
+            st.plotly_chart(charts.parallel_coordinates(parallel), key="runs_chart_parallel")
+
+
+def _register(run_id: str, name: str, alias: str) -> None:
+    with common.user_errors("Registration failed"):
+        done = runs.register_model(common.client(), run_id, name, alias or None)
+        common.clear_run_caches()
+        message = done.message()
+        if done.alias:
+            message += f" Predict with `{done.name}@{done.alias}`."
+        (st.success if done.created or done.alias_moved else st.info)(message)
+        st.link_button("Open the model version in MLflow", common.mlflow_model_url(done.name, done.version))
+
+
+def _register_section(frame: pd.DataFrame, selected: list[str]) -> None:
+    """Register the ticked run (a ticked sweep registers its best trial)."""
+    st.subheader("Register a model")
+    rows = {row["run_id"]: row for row in frame.to_dict("records")}
+    targets: dict[str, str] = {}  # run to register -> label
+    for rid in selected:
+        row = rows[rid]
+        if isinstance(row.get("best_run_id"), str):
+            targets[row["best_run_id"]] = f"best trial of {runs.run_label(row)}"
+        elif row["status"] == "FINISHED":
+            targets[rid] = runs.run_label(row)
+    if not targets:
+        st.info("Tick a finished run in the table to register its model." if not selected
+                else "None of the ticked runs finished: tick a finished run to register its model.")
+        return
+    run_id = st.selectbox("Run", list(targets), key="runs_action_run", format_func=targets.__getitem__)
+    source_row = rows.get(run_id) or next(r for r in rows.values() if r.get("best_run_id") == run_id)
+    _follow_run(_registry_name(source_row))
+    cols = st.columns([3, 2, 1], vertical_alignment="bottom")
+    name = cols[0].text_input("Registered model name", key=NAME_KEY,
+                              help="Follows the chosen run until you type your own name.")
+    alias = cols[1].text_input("Alias", "champion", key="runs_register_alias",
+                               help="Letters, digits, '_' and '-', e.g. champion or challenger.")
+    if cols[2].button("Register", key="runs_register_button", type="primary"):
+        _register(run_id, name, alias.strip())
 
 
 with common.user_errors():
@@ -87,19 +190,25 @@ with common.user_errors():
     experiment = st.selectbox("Experiment", names, index=default_exp, key="runs_experiment")
 
     seen: set[str] = st.session_state.setdefault(SEEN_KEY, set())
-    filters = st.columns([2, 2, 3, 2, 1, 1])
+    filters = st.columns([2, 2, 1.3, 2.8, 1.6, 1])
     dataset_options = [ALL, *sorted(set(BUILTINS) | seen)]
     dataset = filters[0].selectbox("Dataset", dataset_options, key="runs_dataset", accept_new_options=True)
     model = filters[1].selectbox("Model", [ALL, *CATALOG], key="runs_model")
-    dates = filters[2].date_input("Started (UTC, from - to)", value=(), key="runs_dates")
+    source = filters[2].selectbox("Source", [ALL, *SOURCES], key="runs_source")
+    dates = filters[3].date_input("Started (UTC, from - to)", value=(), key="runs_dates")
     seen_metrics: set[str] = st.session_state.setdefault(SEEN_METRICS_KEY, set())
     sort_options = [NEWEST, *runs.METRIC_ORDER, *sorted(seen_metrics - set(runs.METRIC_ORDER))]
-    sort_by = filters[3].selectbox("Sort by", sort_options, key="runs_sort",
+    sort_by = filters[4].selectbox("Sort by", sort_options, key="runs_sort",
                                    format_func=lambda s: "start time" if s == NEWEST else s)
-    ascending = filters[4].toggle("Ascending", key="runs_ascending")
     limit = filters[5].selectbox("Per page", runs.PAGE_SIZES, key="runs_limit")
+    toggles = st.columns([1, 1.6, 3.4])
+    ascending = toggles[0].toggle("Ascending", key="runs_ascending")
+    show_trials = toggles[1].toggle("Show sweep trials", key="runs_show_trials",
+                                    help="Off: each sweep is one row with its best trial's metrics; tick it "
+                                         "to see its trials.")
     since, until = _day_bounds(dates)
     query = {"dataset": None if dataset == ALL else dataset, "model": None if model == ALL else model,
+             "source": None if source == ALL else source, "trials": show_trials,
              "since": since, "until": until, "sort_by": sort_by, "ascending": ascending, "max_results": limit}
 
     # Pagination: a stack of page tokens, reset whenever the query changes.
@@ -115,18 +224,12 @@ with common.user_errors():
 
     if frame.empty:
         st.info("No runs match these filters." if len(tokens) == 1 else "No more runs.")
-    exp_id = runs.experiment_id(common.client(), experiment) if not frame.empty else None
-    table = frame.drop(columns=["run_id"]).assign(
-        mlflow=[common.mlflow_run_url(exp_id or "0", rid) for rid in frame["run_id"]])
-    metric_cols = list(frame.columns[len(runs.BASE_COLUMNS):])
-    st.dataframe(
-        table, key="runs_table", hide_index=True,
-        column_config={
-            "start_time": st.column_config.DatetimeColumn("started (UTC)", format="YYYY-MM-DD HH:mm:ss"),
-            "mlflow": st.column_config.LinkColumn("MLflow", display_text="open"),
-            **{m: st.column_config.NumberColumn(m, format="%.4f") for m in metric_cols},
-        },
-    )
+        if len(tokens) > 1 and st.button("First page", key="runs_first_page"):
+            st.session_state[TOKENS_KEY] = [None]
+            st.rerun()
+        st.stop()
+    exp_id = runs.experiment_id(common.client(), experiment) or "0"
+    selected = _selectable_table(frame, TABLE_KEY, exp_id, sort_by)
     nav = st.columns([1, 1, 6])
     if nav[0].button("First page", key="runs_first_page", disabled=len(tokens) == 1):
         st.session_state[TOKENS_KEY] = [None]
@@ -135,34 +238,29 @@ with common.user_errors():
         tokens.append(page.next_token)
         st.rerun()
     nav[2].caption(f"Page {len(tokens)} · {len(frame)} run(s)"
-                   + (" · more on the next page" if page.next_token else ""))
+                   + (" · more on the next page" if page.next_token else "")
+                   + " · tick rows to compare or register them")
 
-    if not frame.empty:
-        run_ids = list(frame["run_id"])
-        records = frame.to_dict("records")
-        label_of = {rid: runs.run_label(row) for rid, row in zip(run_ids, records, strict=True)}
-        st.subheader("Compare")
-        selected = st.multiselect("Runs to compare (two or more)", run_ids, key="runs_compare",
-                                  format_func=lambda rid: label_of.get(rid, rid))
-        if len(selected) >= 2:
-            _compare(page, selected)
-        elif selected:
-            st.caption("Select at least one more run to compare.")
+    params = dict(page.params)
+    sweeps = frame[frame["run_id"].isin(selected) & frame["trials"].notna()]
+    if len(sweeps) == 1:
+        sweep = sweeps.iloc[0]
+        metric = sweep["score_metric"] if isinstance(sweep["score_metric"], str) else NEWEST
+        trials = common.runs_page(uri, experiment, parent=sweep["run_id"], sort_by=metric,
+                                  ascending=not runs.HIGHER_IS_BETTER.get(metric, True), max_results=1000)
+        st.subheader(f"Trials of {sweep['run_name']}")
+        st.caption(f"{len(trials.frame)} trial(s), best {metric} first · tick trials to compare or "
+                   "register them")
+        if not trials.frame.empty:
+            selected += _selectable_table(trials.frame, TRIALS_KEY, exp_id, metric)
+            frame = pd.concat([frame, trials.frame], ignore_index=True).drop_duplicates("run_id")
+            params.update(trials.params)
+    elif len(sweeps) > 1:
+        st.caption("Tick a single sweep to list its trials.")
 
-        st.subheader("Register a model")
-        finished = [rid for rid, status in zip(run_ids, frame["status"], strict=True) if status == "FINISHED"]
-        if not finished:
-            st.info("No finished run on this page.")
-        else:
-            default_run = selected[0] if selected and selected[0] in finished else finished[0]
-            run_id = st.selectbox("Run", finished, index=finished.index(default_run), key="runs_action_run",
-                                  format_func=lambda rid: label_of.get(rid, rid))
-            row = frame.set_index("run_id").loc[run_id].to_dict()
-            st.link_button("Open this run in MLflow", common.mlflow_run_url(exp_id or "0", run_id))
-            cols = st.columns([3, 2, 1])
-            name = cols[0].text_input("Registered model name", _registry_name(row), key="runs_register_name")
-            alias = cols[1].text_input("Alias", "champion", key="runs_register_alias",
-                                       help="Letters, digits, '_' and '-', e.g. champion or challenger.")
-            cols[2].write("")
-            if cols[2].button("Register", key="runs_register_button", type="primary"):
-                _register(run_id, name, alias.strip())
+    st.subheader("Compare")
+    if len(selected) >= 2:
+        _compare(frame, params, selected)
+    else:
+        st.caption("Tick two or more rows to compare them.")
+    _register_section(frame, selected)
