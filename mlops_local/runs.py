@@ -11,7 +11,7 @@ import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 from mlflow import MlflowClient
@@ -62,7 +62,7 @@ def _quote(value: str) -> str:
 
 def _ms(moment: datetime) -> int:
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
 
 
@@ -209,7 +209,7 @@ def best_earlier(
     metrics: Sequence[str] = ("r2", "rmse", "mae"),
 ) -> dict[str, float]:
     """Best value of each metric among the finished runs on ``dataset`` started before ``before``."""
-    parts = [build_filter(dataset=dataset, until=datetime.fromtimestamp(before, tz=timezone.utc)),
+    parts = [build_filter(dataset=dataset, until=datetime.fromtimestamp(before, tz=UTC)),
              "attributes.status = 'FINISHED'"]
     if exclude_run_id:
         parts.append(f"attributes.run_id != '{exclude_run_id}'")

@@ -13,9 +13,10 @@ from mlops_local import cli
 from mlops_local.grafana import DASHBOARD_FILE, DATASOURCE_UID
 from mlops_local.metrics.panels import PANELS, VARIABLES
 
-pytest.importorskip("grafana_foundation_sdk", reason="grafana-foundation-sdk is not installed (the test extra has it)")
+pytest.importorskip("grafana_foundation_sdk",
+                    reason="grafana-foundation-sdk is not installed (the test extra has it)")
 
-from mlops_local.grafana.dashboard import (  # noqa: E402  (after the skip on Python 3.10)
+from mlops_local.grafana.dashboard import (  # noqa: E402  (after the skip without the SDK)
     dashboard_drift,
     render_dashboard,
     validate_dashboard,

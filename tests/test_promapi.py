@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from datetime import UTC
 
 import pytest
 
@@ -82,8 +83,8 @@ def test_something_else_on_the_port_is_not_mistaken_for_prometheus(prometheus_st
 
 
 def test_timestamps_accept_datetimes_and_numbers() -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    assert to_timestamp(datetime(2026, 11, 27, 5, 0, tzinfo=timezone.utc)) == 1795755600.0
+    assert to_timestamp(datetime(2026, 11, 27, 5, 0, tzinfo=UTC)) == 1795755600.0
     assert to_timestamp(datetime(2026, 11, 27, 5, 0)) == 1795755600.0  # naive = UTC
     assert to_timestamp(12) == 12.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,7 @@ from mlops_local.ui import charts, jobs
 # -- runs ------------------------------------------------------------------------------------------
 
 def test_build_filter_quotes_and_dates() -> None:
-    since = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    since = datetime(2026, 1, 2, tzinfo=UTC)
     text = runs.build_filter(dataset="it's.csv", model="ridge", since=since)
     assert text == ("tags.dataset = \"it's.csv\" and tags.model = 'ridge' and "
                     f"attributes.start_time >= {int(since.timestamp() * 1000)}")

@@ -14,7 +14,7 @@ import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
@@ -71,7 +71,7 @@ def parse_duration(text: str, name: str = "duration") -> timedelta:
 
 def iso_utc(timestamp: float) -> str:
     """ISO 8601 in UTC with a Z, e.g. 2026-11-27T05:00:00Z (milliseconds only when non-zero)."""
-    moment = datetime.fromtimestamp(round(timestamp, 3), tz=timezone.utc)
+    moment = datetime.fromtimestamp(round(timestamp, 3), tz=UTC)
     text = moment.isoformat(timespec="milliseconds" if moment.microsecond else "seconds")
     return text.replace("+00:00", "Z")
 
@@ -155,7 +155,7 @@ def write_atomic(path: Path, frame: pd.DataFrame,
 def default_path(settings: Settings, start: float, end: float) -> Path:
     """exports/mlops-metrics-<start>-<end>.csv (UTC, to the second)."""
     def stamp(ts: float) -> str:
-        return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y%m%dT%H%M%SZ")
     return settings.exports_dir / f"mlops-metrics-{stamp(start)}-{stamp(end)}.csv"
 
 

@@ -11,7 +11,7 @@ import math
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import requests
 
@@ -57,7 +57,7 @@ def to_timestamp(value: TimeLike) -> float:
     """Epoch seconds for a datetime (naive means UTC) or a number."""
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value.timestamp()
     return float(value)
 

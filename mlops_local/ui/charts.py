@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -99,7 +99,7 @@ def parallel_coordinates(frame: pd.DataFrame, color: str = "r2") -> go.Figure:
 def range_frame(panel: Panel, series: Sequence[RangeSeries]) -> pd.DataFrame:
     """Long frame (time UTC, series name from the panel's legend, value) of a range query."""
     rows = [
-        (datetime.fromtimestamp(t, tz=timezone.utc), render_legend(panel, s.labels) or panel.title, v)
+        (datetime.fromtimestamp(t, tz=UTC), render_legend(panel, s.labels) or panel.title, v)
         for s in series for t, v in s.points
     ]
     return pd.DataFrame(rows, columns=["time", "series", "value"])
@@ -112,6 +112,6 @@ def timeseries(frame: pd.DataFrame, title: str, start: float | None = None,
     fig.update_layout(height=_HEIGHT, legend_title_text="", xaxis_title="time (UTC)", yaxis_title="",
                       legend={"orientation": "h", "yanchor": "top", "y": -0.25})
     if start is not None and end is not None:
-        fig.update_xaxes(range=[datetime.fromtimestamp(start, tz=timezone.utc),
-                                datetime.fromtimestamp(end, tz=timezone.utc)])
+        fig.update_xaxes(range=[datetime.fromtimestamp(start, tz=UTC),
+                                datetime.fromtimestamp(end, tz=UTC)])
     return fig

@@ -7,7 +7,7 @@ lists its trials, or "Show sweep trials" puts every trial in the table.
 from __future__ import annotations
 
 import re
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 
 import pandas as pd
 import streamlit as st
@@ -39,9 +39,9 @@ def _day_bounds(dates: object) -> tuple[datetime | None, datetime | None]:
     """(since, until) in UTC from the date range widget (until is the end of the last day)."""
     if not isinstance(dates, (tuple, list)) or not dates:
         return None, None
-    since = datetime.combine(dates[0], time.min, tzinfo=timezone.utc)
+    since = datetime.combine(dates[0], time.min, tzinfo=UTC)
     last = dates[1] if len(dates) > 1 else dates[0]
-    return since, datetime.combine(last, time.min, tzinfo=timezone.utc) + timedelta(days=1)
+    return since, datetime.combine(last, time.min, tzinfo=UTC) + timedelta(days=1)
 
 
 def _registry_name(row: dict) -> str:
