@@ -49,17 +49,20 @@ def test_split_credentials_gives_the_plain_url_and_a_basic_auth_header() -> None
     assert split_credentials("http://127.0.0.1:5000/health") == ("http://127.0.0.1:5000/health", None)
 
 
-def test_log_lines_never_carry_the_password(capsys: pytest.CaptureFixture[str]) -> None:
-    configure_logging("INFO")
+@pytest.mark.parametrize("verbose", [False, True])
+def test_log_lines_never_carry_the_password(verbose: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO", verbose=verbose)  # one line per record, or tracebacks with --verbose
     log = logging.getLogger("mlops_local.test")
     uri = with_credentials("http://127.0.0.1:5000")
     log.info("syncing from %s", uri)
     try:
         raise RuntimeError(f"API request to {uri}/api failed")
     except RuntimeError:
-        log.exception("sync failed")
+        log.exception("sync failed: %s", uri)
     err = capsys.readouterr().err
-    assert "syncing from http://alice:***@127.0.0.1:5000" in err and "Traceback" in err
+    assert "syncing from http://alice:***@127.0.0.1:5000" in err
+    assert "sync failed: http://alice:***@127.0.0.1:5000" in err
+    assert ("Traceback" in err and "API request to http://alice:***@" in err) == verbose
     assert not secret_shown(err)
 
 
