@@ -194,3 +194,56 @@ def test_training_error_is_a_message(ui_env: dict[str, str]) -> None:
     assert job.error is not None and job.result is None
     assert at.error and at.error[0].value == job.error
     assert not at.metric
+
+
+def test_features_follow_the_target_and_the_run_logs_what_the_chips_show(
+        ui_env: dict[str, str], co2_csv: Path) -> None:
+    at = open_app(timeout=TIMEOUT)
+    at.radio(key="train_source").set_value("Upload a file").run()
+    at.file_uploader(key="train_upload").upload(co2_csv.name, co2_csv.read_bytes(), "text/csv").run()
+    columns = list(at.selectbox(key="train_target").options)
+    old_target = at.selectbox(key="train_target").value
+    at.selectbox(key="train_target").set_value("Cylinders").run()
+    assert not at.exception, at.exception
+    chips = at.multiselect(key="train_features")
+    every_other = [c for c in columns if c != "Cylinders"]
+    assert chips.value == every_other  # the old target is back, the new one is gone
+    assert old_target in chips.options and "Cylinders" not in chips.options
+    # A browser keeps its own chips for the same widget unless the server sends the value itself.
+    assert chips.proto.set_value and list(chips.proto.raw_values) == every_other
+    at.number_input(key="train_param_random_forest_n_estimators").set_value(5)
+    at.text_input(key="train_experiment").set_value("ui-features")
+    at.button(key="train_button").click().run()
+    job = finish(at)
+    assert job.error is None, job.error
+    run = MlflowClient(ui_env["MLFLOW_TRACKING_URI"]).get_run(job.result.run_id)
+    assert run.data.params["target"] == "Cylinders"
+    assert run.data.params["features"] == ", ".join(every_other)
+
+
+def test_an_edited_feature_list_survives_a_target_change_without_the_new_target(
+        ui_env: dict[str, str], co2_csv: Path) -> None:
+    at = open_app(timeout=TIMEOUT)
+    at.radio(key="train_source").set_value("Upload a file").run()
+    at.file_uploader(key="train_upload").upload(co2_csv.name, co2_csv.read_bytes(), "text/csv").run()
+    at.multiselect(key="train_features").set_value(["Engine Size(L)", "Cylinders", "Fuel Type"]).run()
+    at.selectbox(key="train_target").set_value("Cylinders").run()
+    assert not at.exception, at.exception
+    assert at.multiselect(key="train_features").value == ["Engine Size(L)", "Fuel Type"]
+
+
+def test_an_out_of_range_hyperparameter_names_its_range_and_blocks_train(ui_env: dict[str, str]) -> None:
+    at = open_app(timeout=TIMEOUT)
+    trees = at.number_input(key="train_param_random_forest_n_estimators")
+    trees.set_value(0).run()
+    assert not at.exception, at.exception
+    assert at.number_input(key="train_param_random_forest_n_estimators").value == 0  # as typed, not reset
+    messages = [e.value for e in at.error]
+    assert any("n_estimators" in m and "between 1 and" in m for m in messages), messages
+    button = at.button(key="train_button")
+    assert button.disabled
+    button.proto.disabled = False  # a click forged past the disabled button trains nothing
+    button.click().run()
+    assert "train_job" not in at.session_state
+    at.number_input(key="train_param_random_forest_n_estimators").set_value(3).run()
+    assert not at.error and not at.button(key="train_button").disabled
