@@ -69,6 +69,12 @@ def test_first_click_trains_and_shows_cards(ui_env: dict[str, str]) -> None:
     assert any(f"/runs/{job.result.run_id}" in url for url in links)
     assert any("g0.expr=mlops_model_r2" in url for url in links)
 
+    # MLflow 3.17's UI opens a GenAI view (Assistant, traces) unless the link asks for the ML one.
+    mlflow_links = [url for url in links if "/#/" in url]
+    assert mlflow_links and all(url.endswith("?workflowType=machine_learning") for url in mlflow_links)
+    experiment = MlflowClient(ui_env["MLFLOW_TRACKING_URI"]).get_experiment(job.result.experiment_id)
+    assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"
+
 
 @pytest.fixture
 def gated_training(monkeypatch: pytest.MonkeyPatch) -> threading.Event:

@@ -134,7 +134,7 @@ def mlflow_model_url(name: str, version: str | int) -> str:
     current = settings()
     uri = current.effective_tracking_uri
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else current.mlflow_url
-    return f"{base}/#/models/{urllib.parse.quote(name, safe='')}/versions/{version}"
+    return f"{base}/#/models/{urllib.parse.quote(name, safe='')}/versions/{version}{tracking.UI_VIEW_QUERY}"
 
 
 def prometheus_graph_url(expr: str, range_input: str = "1h") -> str:
