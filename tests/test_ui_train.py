@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -253,3 +254,48 @@ def test_an_out_of_range_hyperparameter_names_its_range_and_blocks_train(ui_env:
     assert "train_job" not in at.session_state
     at.number_input(key="train_param_random_forest_n_estimators").set_value(3).run()
     assert not at.error and not at.button(key="train_button").disabled
+
+
+class _GrafanaHealth(BaseHTTPRequestHandler):
+    """Answers /api/health as Grafana does (Grafana is not installed on every machine that runs tests)."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.send_response(200 if self.path == "/api/health" else 404)
+        self.end_headers()
+        self.wfile.write(b'{"database": "ok"}')
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_grafana_link_only_when_grafana_answers(
+        ui_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlops_local.services import grafana as grafana_service
+    from mlops_local.ui import common
+
+    monkeypatch.setattr(grafana_service, "find_grafana", lambda *args, **kwargs: None)  # not installed
+    common.service_statuses.clear()  # statuses are cached for a few seconds
+    at = open_app(timeout=TIMEOUT)
+    # (AppTest keeps the sidebar of a session's first run only: sidebars are checked on fresh sessions.)
+    assert not any("[grafana](" in m.value for m in at.sidebar.markdown)
+    assert common.GRAFANA_MISSING in [c.value for c in at.sidebar.caption]
+    at.number_input(key="train_param_random_forest_n_estimators").set_value(5)
+    at.text_input(key="train_experiment").set_value("ui-grafana")
+    at.button(key="train_button").click().run()
+    assert finish(at).error is None
+    assert "Grafana dashboard" not in [b.proto.label for b in at.get("link_button")]
+    assert common.GRAFANA_MISSING in [c.value for c in at.main.caption]
+
+    server = ThreadingHTTPServer(("127.0.0.1", int(ui_env["MLOPS_GRAFANA_PORT"])), _GrafanaHealth)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        common.service_statuses.clear()
+        at.run()
+        assert not at.exception, at.exception
+        assert "Grafana dashboard" in [b.proto.label for b in at.get("link_button")]
+        assert common.GRAFANA_MISSING not in [c.value for c in at.main.caption]
+        assert any("[grafana](" in m.value for m in open_app(timeout=TIMEOUT).sidebar.markdown)
+    finally:
+        server.shutdown()
+        server.server_close()
+        common.service_statuses.clear()

@@ -208,7 +208,11 @@ def _results(done: jobs.TrainingJob, with_charts: bool = True) -> None:
                          width="stretch")
     links[1].link_button("R² in Prometheus", common.prometheus_graph_url(
         render_expr(get_panel("r2_over_time"), labels)), width="stretch")
-    links[2].link_button("Grafana dashboard", common.grafana_dashboard_url(labels), width="stretch")
+    grafana = common.grafana_status()
+    if grafana.up:
+        links[2].link_button("Grafana dashboard", common.grafana_dashboard_url(labels), width="stretch")
+    else:
+        links[2].caption(common.grafana_note(grafana))
     if with_charts and result.y_test is not None and result.y_pred is not None:
         tabs = st.tabs(["Predicted vs actual", "Residuals", "Feature importance"])
         with tabs[0]:
