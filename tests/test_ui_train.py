@@ -110,7 +110,7 @@ def test_double_click_starts_one_run_and_other_tabs_stay_live(
     button = at.button(key="train_button")
     assert button.disabled
     assert any(m.value.startswith("**Training random_forest on co2_canada") for m in at.markdown)
-    assert any("⏳ Fit model" in m.value for m in at.markdown)
+    assert any(":material/pending: Fit model" in m.value for m in at.markdown)
 
     # A second click forged past the disabled button (Streamlit discards it server-side; the session's
     # job guard would refuse it anyway, see test_ui_jobs): still the same single job.

@@ -28,6 +28,9 @@ POLL_SECONDS = 1.0
 LONG_POLL_SECONDS = 0.9
 BUILTIN, UPLOAD = "Built-in", "Upload a file"
 METRIC_CARDS = (("r2", "R²"), ("rmse", "RMSE"), ("mae", "MAE"))
+# Material icons ship with Streamlit: emoji need a font many Linux desktops lack.
+STEP_MARKS = {"done": ":green[:material/check_circle:]", "running": ":blue[:material/pending:]",
+              "waiting": ":gray[:material/radio_button_unchecked:]", "failed": ":red[:material/error:]"}
 
 st.title("Train")
 settings = common.settings()
@@ -140,7 +143,7 @@ def _new_job(request: TrainRequest, frame: pd.DataFrame | None) -> jobs.Training
 def _draw_progress(current: jobs.TrainingJob) -> None:
     request = current.request
     title = f"{request.model} on {request.dataset.name}"
-    marks = {"done": "✅", "running": "⏳", "waiting": "▫️", "failed": "❌"}
+    marks = STEP_MARKS
     lines = "  \n".join(f"{marks[s.state]} {s.label}"
                         + (f" · {s.seconds:.2f} s" if s.seconds is not None else "") for s in current.steps())
     if current.running:
@@ -177,6 +180,12 @@ def _job_panel(poll: bool) -> None:
         if poll:
             st.session_state[SHOWN_KEY] = current
             common.clear_run_caches()
+
+
+def _target(request: TrainRequest) -> str:
+    """The name of the column the request predicts (a built-in dataset's own target by default)."""
+    builtin = datasets.BUILTINS.get(request.dataset.name)
+    return request.dataset.target or (builtin.target if builtin is not None else "target")
 
 
 def _results(done: jobs.TrainingJob, with_charts: bool = True) -> None:
@@ -216,7 +225,8 @@ def _results(done: jobs.TrainingJob, with_charts: bool = True) -> None:
     if with_charts and result.y_test is not None and result.y_pred is not None:
         tabs = st.tabs(["Predicted vs actual", "Residuals", "Feature importance"])
         with tabs[0]:
-            st.plotly_chart(charts.predicted_vs_actual(result.y_test, result.y_pred), key="train_chart_pva")
+            st.plotly_chart(charts.predicted_vs_actual(result.y_test, result.y_pred, _target(done.request)),
+                            key="train_chart_pva")
         with tabs[1]:
             st.plotly_chart(charts.residuals(result.y_test, result.y_pred), key="train_chart_residuals")
         with tabs[2]:
