@@ -79,7 +79,9 @@ def _upload_spec() -> tuple[DatasetSpec | None, pd.DataFrame | None]:
         st.session_state["train_target"] = columns[-1]  # a new file: its last column, as most files have it
     target = st.selectbox("Target column (what to predict)", columns, key="train_target")
     _sync_features(file_id, columns, target)
-    features = st.multiselect("Feature columns", [c for c in columns if c != target], key="train_features")
+    # wrap: every chip visible (in a column they would otherwise scroll in one row, most of them hidden).
+    features = st.multiselect("Feature columns", [c for c in columns if c != target], key="train_features",
+                              wrap=True)
     info = datasets.profile(frame, target)
     with st.expander(f"Profile: {info['rows']:,} rows, {len(columns)} columns", expanded=False):
         st.dataframe(pd.DataFrame({"type": info["dtypes"], "missing": info["missing"]}),
