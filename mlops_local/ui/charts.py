@@ -25,15 +25,17 @@ def predicted_vs_actual(y_true: Sequence[float], y_pred: Sequence[float],
     fig = px.scatter(x=actual, y=predicted, opacity=0.5,
                      labels={"x": f"actual {target}", "y": f"predicted {target}"},
                      title="Predicted vs actual (test set)")
-    low = float(np.nanmin([actual.min(initial=0), predicted.min(initial=0)]))
-    high = float(np.nanmax([actual.max(initial=1), predicted.max(initial=1)]))
+    both = np.concatenate([actual, predicted])
+    both = both[np.isfinite(both)]
+    # The data's own range (not from 0: a target of 100 to 500 would fill a fifth of the square).
+    low, high = (float(both.min()), float(both.max())) if both.size else (0.0, 1.0)
     fig.add_trace(go.Scatter(x=[low, high], y=[low, high], mode="lines", name="y = x",
                              line={"dash": "dash", "color": "grey"}))
     # Square: one unit is as long on both axes over the same range, so y = x is the diagonal.
     pad = (high - low) * 0.03 or 1.0
     fig.update_xaxes(range=[low - pad, high + pad], constrain="domain")
     fig.update_yaxes(range=[low - pad, high + pad], scaleanchor="x", scaleratio=1, constrain="domain")
-    fig.update_layout(height=_HEIGHT + 80, showlegend=False)
+    fig.update_layout(height=_HEIGHT + 160, showlegend=False)
     return fig
 
 

@@ -82,6 +82,7 @@ def _upload_spec() -> tuple[DatasetSpec | None, pd.DataFrame | None]:
     # wrap: every chip visible (in a column they would otherwise scroll in one row, most of them hidden).
     features = st.multiselect("Feature columns", [c for c in columns if c != target], key="train_features",
                               wrap=True)
+    st.caption(f"{len(features)} of {len(columns) - 1} columns as features.")
     info = datasets.profile(frame, target)
     with st.expander(f"Profile: {info['rows']:,} rows, {len(columns)} columns", expanded=False):
         st.dataframe(pd.DataFrame({"type": info["dtypes"], "missing": info["missing"]}),
