@@ -77,10 +77,18 @@ def test_first_click_trains_and_shows_cards(ui_env: dict[str, str]) -> None:
     assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"
 
 
+class _Gate(threading.Event):
+    """Set it to let a gated training fit; ``at_fit`` is set once a training waits at its fit step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at_fit = threading.Event()
+
+
 @pytest.fixture
-def gated_training(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+def gated_training(monkeypatch: pytest.MonkeyPatch) -> _Gate:
     """Real trainings that pause at the fit step until the returned event is set (injected delay)."""
-    gate = threading.Event()
+    gate = _Gate()
     real = training.train
 
     def gated(request, settings, *, progress=None, **kwargs):  # noqa: ANN001, ANN202
@@ -88,6 +96,7 @@ def gated_training(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
             if progress is not None:
                 progress(step, elapsed)
             if step == "fit":
+                gate.at_fit.set()
                 gate.wait(TIMEOUT)
         return real(request, settings, progress=report, **kwargs)
 
@@ -97,7 +106,7 @@ def gated_training(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
 
 
 def test_double_click_starts_one_run_and_other_tabs_stay_live(
-        ui_env: dict[str, str], gated_training: threading.Event) -> None:
+        ui_env: dict[str, str], gated_training: _Gate) -> None:
     experiment = "ui-double-click"
     at = open_app(timeout=TIMEOUT)
     at.number_input(key="train_param_random_forest_n_estimators").set_value(5)
@@ -110,7 +119,10 @@ def test_double_click_starts_one_run_and_other_tabs_stay_live(
     button = at.button(key="train_button")
     assert button.disabled
     assert any(m.value.startswith("**Training random_forest on co2_canada") for m in at.markdown)
-    assert any(":material/pending: Fit model" in m.value for m in at.markdown)
+    # The page may be drawn before the worker reaches the fit step (a loaded machine): wait for it.
+    assert gated_training.at_fit.wait(TIMEOUT)
+    at.run()
+    assert any(":blue[:material/pending:] Fit model" in m.value for m in at.markdown)  # no emoji font needed
 
     # A second click forged past the disabled button (Streamlit discards it server-side; the session's
     # job guard would refuse it anyway, see test_ui_jobs): still the same single job.
