@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 
 ARTIFACTS_SCHEME = "mlflow-artifacts:"
 _HEALTH_TIMEOUT_CAP = 2.0
+# MLflow 3's UI shows an experiment as a GenAI one (traces, Assistant) unless told otherwise: the tag
+# marks ours as model training, and links carry the UI's own workflowType parameter, which in MLflow
+# 3.17 decides the view (its default is genai).
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+UI_VIEW_QUERY = "?workflowType=machine_learning"
 
 
 def bounded_client_env(settings: Settings | None = None) -> dict[str, str]:
@@ -147,7 +152,7 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | 
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return client.create_experiment(name, artifact_location=artifact_location)
+            return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_TAGS)
         except Exception:  # created concurrently by another process: use theirs
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
@@ -208,4 +213,4 @@ def run_url(settings: Settings, experiment_id: str, run_id: str) -> str:
     """Link to the run in the MLflow UI (a password in the tracking URI masked)."""
     uri = mask_credentials(settings.effective_tracking_uri)
     base = uri.rstrip("/") if _is_http(uri) else settings.mlflow_url
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}{UI_VIEW_QUERY}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -69,11 +70,25 @@ def test_first_click_trains_and_shows_cards(ui_env: dict[str, str]) -> None:
     assert any(f"/runs/{job.result.run_id}" in url for url in links)
     assert any("g0.expr=mlops_model_r2" in url for url in links)
 
+    # MLflow 3.17's UI opens a GenAI view (Assistant, traces) unless the link asks for the ML one.
+    mlflow_links = [url for url in links if "/#/" in url]
+    assert mlflow_links and all(url.endswith("?workflowType=machine_learning") for url in mlflow_links)
+    experiment = MlflowClient(ui_env["MLFLOW_TRACKING_URI"]).get_experiment(job.result.experiment_id)
+    assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"
+
+
+class _Gate(threading.Event):
+    """Set it to let a gated training fit; ``at_fit`` is set once a training waits at its fit step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at_fit = threading.Event()
+
 
 @pytest.fixture
-def gated_training(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+def gated_training(monkeypatch: pytest.MonkeyPatch) -> _Gate:
     """Real trainings that pause at the fit step until the returned event is set (injected delay)."""
-    gate = threading.Event()
+    gate = _Gate()
     real = training.train
 
     def gated(request, settings, *, progress=None, **kwargs):  # noqa: ANN001, ANN202
@@ -81,6 +96,7 @@ def gated_training(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
             if progress is not None:
                 progress(step, elapsed)
             if step == "fit":
+                gate.at_fit.set()
                 gate.wait(TIMEOUT)
         return real(request, settings, progress=report, **kwargs)
 
@@ -90,7 +106,7 @@ def gated_training(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
 
 
 def test_double_click_starts_one_run_and_other_tabs_stay_live(
-        ui_env: dict[str, str], gated_training: threading.Event) -> None:
+        ui_env: dict[str, str], gated_training: _Gate) -> None:
     experiment = "ui-double-click"
     at = open_app(timeout=TIMEOUT)
     at.number_input(key="train_param_random_forest_n_estimators").set_value(5)
@@ -103,7 +119,10 @@ def test_double_click_starts_one_run_and_other_tabs_stay_live(
     button = at.button(key="train_button")
     assert button.disabled
     assert any(m.value.startswith("**Training random_forest on co2_canada") for m in at.markdown)
-    assert any("⏳ Fit model" in m.value for m in at.markdown)
+    # The page may be drawn before the worker reaches the fit step (a loaded machine): wait for it.
+    assert gated_training.at_fit.wait(TIMEOUT)
+    at.run()
+    assert any(":blue[:material/pending:] Fit model" in m.value for m in at.markdown)  # no emoji font needed
 
     # A second click forged past the disabled button (Streamlit discards it server-side; the session's
     # job guard would refuse it anyway, see test_ui_jobs): still the same single job.
@@ -194,3 +213,101 @@ def test_training_error_is_a_message(ui_env: dict[str, str]) -> None:
     assert job.error is not None and job.result is None
     assert at.error and at.error[0].value == job.error
     assert not at.metric
+
+
+def test_features_follow_the_target_and_the_run_logs_what_the_chips_show(
+        ui_env: dict[str, str], co2_csv: Path) -> None:
+    at = open_app(timeout=TIMEOUT)
+    at.radio(key="train_source").set_value("Upload a file").run()
+    at.file_uploader(key="train_upload").upload(co2_csv.name, co2_csv.read_bytes(), "text/csv").run()
+    columns = list(at.selectbox(key="train_target").options)
+    old_target = at.selectbox(key="train_target").value
+    at.selectbox(key="train_target").set_value("Cylinders").run()
+    assert not at.exception, at.exception
+    chips = at.multiselect(key="train_features")
+    every_other = [c for c in columns if c != "Cylinders"]
+    assert chips.value == every_other  # the old target is back, the new one is gone
+    assert old_target in chips.options and "Cylinders" not in chips.options
+    # A browser keeps its own chips for the same widget unless the server sends the value itself.
+    assert chips.proto.set_value and list(chips.proto.raw_values) == every_other
+    at.number_input(key="train_param_random_forest_n_estimators").set_value(5)
+    at.text_input(key="train_experiment").set_value("ui-features")
+    at.button(key="train_button").click().run()
+    job = finish(at)
+    assert job.error is None, job.error
+    run = MlflowClient(ui_env["MLFLOW_TRACKING_URI"]).get_run(job.result.run_id)
+    assert run.data.params["target"] == "Cylinders"
+    assert run.data.params["features"] == ", ".join(every_other)
+
+
+def test_an_edited_feature_list_survives_a_target_change_without_the_new_target(
+        ui_env: dict[str, str], co2_csv: Path) -> None:
+    at = open_app(timeout=TIMEOUT)
+    at.radio(key="train_source").set_value("Upload a file").run()
+    at.file_uploader(key="train_upload").upload(co2_csv.name, co2_csv.read_bytes(), "text/csv").run()
+    at.multiselect(key="train_features").set_value(["Engine Size(L)", "Cylinders", "Fuel Type"]).run()
+    at.selectbox(key="train_target").set_value("Cylinders").run()
+    assert not at.exception, at.exception
+    assert at.multiselect(key="train_features").value == ["Engine Size(L)", "Fuel Type"]
+
+
+def test_an_out_of_range_hyperparameter_names_its_range_and_blocks_train(ui_env: dict[str, str]) -> None:
+    at = open_app(timeout=TIMEOUT)
+    trees = at.number_input(key="train_param_random_forest_n_estimators")
+    trees.set_value(0).run()
+    assert not at.exception, at.exception
+    assert at.number_input(key="train_param_random_forest_n_estimators").value == 0  # as typed, not reset
+    messages = [e.value for e in at.error]
+    assert any("n_estimators" in m and "between 1 and" in m for m in messages), messages
+    button = at.button(key="train_button")
+    assert button.disabled
+    button.proto.disabled = False  # a click forged past the disabled button trains nothing
+    button.click().run()
+    assert "train_job" not in at.session_state
+    at.number_input(key="train_param_random_forest_n_estimators").set_value(3).run()
+    assert not at.error and not at.button(key="train_button").disabled
+
+
+class _GrafanaHealth(BaseHTTPRequestHandler):
+    """Answers /api/health as Grafana does (Grafana is not installed on every machine that runs tests)."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.send_response(200 if self.path == "/api/health" else 404)
+        self.end_headers()
+        self.wfile.write(b'{"database": "ok"}')
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_grafana_link_only_when_grafana_answers(
+        ui_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlops_local.services import grafana as grafana_service
+    from mlops_local.ui import common
+
+    monkeypatch.setattr(grafana_service, "find_grafana", lambda *args, **kwargs: None)  # not installed
+    common.service_statuses.clear()  # statuses are cached for a few seconds
+    at = open_app(timeout=TIMEOUT)
+    # (AppTest keeps the sidebar of a session's first run only: sidebars are checked on fresh sessions.)
+    assert not any("[grafana](" in m.value for m in at.sidebar.markdown)
+    assert common.GRAFANA_MISSING in [c.value for c in at.sidebar.caption]
+    at.number_input(key="train_param_random_forest_n_estimators").set_value(5)
+    at.text_input(key="train_experiment").set_value("ui-grafana")
+    at.button(key="train_button").click().run()
+    assert finish(at).error is None
+    assert "Grafana dashboard" not in [b.proto.label for b in at.get("link_button")]
+    assert common.GRAFANA_MISSING in [c.value for c in at.main.caption]
+
+    server = ThreadingHTTPServer(("127.0.0.1", int(ui_env["MLOPS_GRAFANA_PORT"])), _GrafanaHealth)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        common.service_statuses.clear()
+        at.run()
+        assert not at.exception, at.exception
+        assert "Grafana dashboard" in [b.proto.label for b in at.get("link_button")]
+        assert common.GRAFANA_MISSING not in [c.value for c in at.main.caption]
+        assert any("[grafana](" in m.value for m in open_app(timeout=TIMEOUT).sidebar.markdown)
+    finally:
+        server.shutdown()
+        server.server_close()
+        common.service_statuses.clear()

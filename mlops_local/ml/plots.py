@@ -22,6 +22,7 @@ _MAX_POINTS = 2000  # a scatter of more points looks the same and only grows the
 _W, _H = 420, 360
 _LEFT, _RIGHT, _TOP, _BOTTOM = 62, 16, 30, 46
 _DOT = "#1f77b4"
+_SQUARE = 320  # side of the predicted-vs-actual plot area
 
 
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
@@ -204,8 +205,9 @@ def predicted_vs_actual_svg(y_true: np.ndarray, y_pred: np.ndarray, target: str)
     """Scatter of predicted against actual with the y = x line."""
     lo = float(min(y_true.min(), y_pred.min()))
     hi = float(max(y_true.max(), y_pred.max()))
-    frame = _Frame((lo, hi), (lo, hi))
-    frame.axes("Predicted vs actual (test set)", f"actual {target}", "predicted")
+    # A square plot area over equal ranges: the y = x line is the diagonal and errors read the same both ways.
+    frame = _Frame((lo, hi), (lo, hi), width=_LEFT + _RIGHT + _SQUARE, height=_TOP + _BOTTOM + _SQUARE)
+    frame.axes("Predicted vs actual (test set)", f"actual {target}", f"predicted {target}")
     frame.scatter(*_sample(y_true, y_pred))
     frame.line((lo, hi), (lo, hi))
     return frame.svg()

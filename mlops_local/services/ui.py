@@ -26,6 +26,7 @@ def streamlit_args(settings: Settings) -> list[str]:
         "--server.maxUploadSize", str(settings.max_upload_mb),
         "--server.fileWatcherType", "none",
         "--theme.base", "light",
+        "--client.toolbarMode", "minimal",  # no "Deploy" button: this is a local workbench
     ]
 
 

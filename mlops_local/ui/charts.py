@@ -14,19 +14,28 @@ from mlops_local.metrics.panels import Panel, render_legend
 from mlops_local.metrics.promapi import RangeSeries
 
 _HEIGHT = 360
+# Distinct hues (Okabe-Ito, readable with colour blindness); no two shades of one colour.
+SERIES_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442"]
 
 
 def predicted_vs_actual(y_true: Sequence[float], y_pred: Sequence[float],
                         target: str = "target") -> go.Figure:
     """Scatter of predictions against the truth, with the y = x line a perfect model would sit on."""
     actual, predicted = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
-    fig = px.scatter(x=actual, y=predicted, opacity=0.5, labels={"x": f"actual {target}", "y": "predicted"},
+    fig = px.scatter(x=actual, y=predicted, opacity=0.5,
+                     labels={"x": f"actual {target}", "y": f"predicted {target}"},
                      title="Predicted vs actual (test set)")
-    low = float(np.nanmin([actual.min(initial=0), predicted.min(initial=0)]))
-    high = float(np.nanmax([actual.max(initial=1), predicted.max(initial=1)]))
+    both = np.concatenate([actual, predicted])
+    both = both[np.isfinite(both)]
+    # The data's own range (not from 0: a target of 100 to 500 would fill a fifth of the square).
+    low, high = (float(both.min()), float(both.max())) if both.size else (0.0, 1.0)
     fig.add_trace(go.Scatter(x=[low, high], y=[low, high], mode="lines", name="y = x",
                              line={"dash": "dash", "color": "grey"}))
-    fig.update_layout(height=_HEIGHT, showlegend=False)
+    # Square: one unit is as long on both axes over the same range, so y = x is the diagonal.
+    pad = (high - low) * 0.03 or 1.0
+    fig.update_xaxes(range=[low - pad, high + pad], constrain="domain")
+    fig.update_yaxes(range=[low - pad, high + pad], scaleanchor="x", scaleratio=1, constrain="domain")
+    fig.update_layout(height=_HEIGHT + 160, showlegend=False)
     return fig
 
 
@@ -108,9 +117,13 @@ def range_frame(panel: Panel, series: Sequence[RangeSeries]) -> pd.DataFrame:
 def timeseries(frame: pd.DataFrame, title: str, start: float | None = None,
                end: float | None = None) -> go.Figure:
     """Lines over time, one per series, over the whole queried range [start, end] (epoch seconds)."""
-    fig = px.line(frame, x="time", y="value", color="series", title=title, markers=len(frame) < 60)
-    fig.update_layout(height=_HEIGHT, legend_title_text="", xaxis_title="time (UTC)", yaxis_title="",
-                      legend={"orientation": "h", "yanchor": "top", "y": -0.25})
+    # Explicit colours: Streamlit's theme otherwise pairs dark and light shades of one hue. The legend
+    # sits above the plot, clear of the time axis title (below the plot it overlapped it).
+    fig = px.line(frame, x="time", y="value", color="series", title=title, markers=len(frame) < 60,
+                  color_discrete_sequence=SERIES_COLOURS)
+    fig.update_layout(height=_HEIGHT + 40, legend_title_text="", xaxis_title="time (UTC)", yaxis_title="",
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "left", "x": 0},
+                      title={"y": 0.97, "yanchor": "top"}, margin={"t": 110})
     if start is not None and end is not None:
         fig.update_xaxes(range=[datetime.fromtimestamp(start, tz=UTC),
                                 datetime.fromtimestamp(end, tz=UTC)])

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # Material icons and badges ship with Streamlit: they render without emoji fonts.
 STATE_BADGE = {"up": "green", "down": "orange", "not installed": "gray"}
 UPLOAD_TYPES = ["csv", "tsv", "txt", "parquet"]
+GRAFANA_MISSING = "Grafana is not installed (see README)"
 
 
 def settings() -> Settings:
@@ -80,13 +81,35 @@ def service_statuses(_settings: Settings) -> list[ServiceStatus]:
     return check(_settings, timeout=0.5)
 
 
+def grafana_status() -> ServiceStatus:
+    """Grafana's health from the cached probe (a link to it is shown only when it is up)."""
+    return next(s for s in service_statuses(settings()) if s.name == "grafana")
+
+
+def grafana_note(status: ServiceStatus) -> str:
+    """The one line shown instead of a Grafana link when Grafana does not answer."""
+    if status.state == "not installed":
+        return GRAFANA_MISSING
+    return f"Grafana is not answering at {status.url}: start it with `mlops-local serve grafana`."
+
+
+def _service_link(status: ServiceStatus) -> str:
+    # MLflow's home page opens its GenAI view; its experiments list in the ML view is what we track.
+    return f"{status.url}/#/experiments{tracking.UI_VIEW_QUERY}" if status.name == "mlflow" else status.url
+
+
 def sidebar_status(statuses: list[ServiceStatus]) -> None:
-    """Live service status with links, shown on every page."""
+    """Live service status, shown on every page; a link only to a service that answers (no dead links)."""
     with st.sidebar:
         st.caption("Services")
         for s in statuses:
+            if s.name == "grafana" and not s.up:
+                st.caption(grafana_note(s))
+                continue
             label = "starting" if (s.state == "down" and s.required) else s.state
-            st.markdown(f"[{s.name}]({s.url}) :{STATE_BADGE.get(s.state, 'gray')}-badge[{label}]")
+            name = f"[{s.name}]({_service_link(s)})" if s.up else s.name
+            st.markdown(f"{name} :{STATE_BADGE.get(s.state, 'gray')}-badge[{label}]",
+                        help=None if s.up else f"{s.url}: {s.detail}")
 
 
 @st.cache_resource(ttl=30, show_spinner=False)
@@ -134,7 +157,7 @@ def mlflow_model_url(name: str, version: str | int) -> str:
     current = settings()
     uri = current.effective_tracking_uri
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else current.mlflow_url
-    return f"{base}/#/models/{urllib.parse.quote(name, safe='')}/versions/{version}"
+    return f"{base}/#/models/{urllib.parse.quote(name, safe='')}/versions/{version}{tracking.UI_VIEW_QUERY}"
 
 
 def prometheus_graph_url(expr: str, range_input: str = "1h") -> str:

@@ -20,6 +20,7 @@ JOB_KEY = "train_job"
 FRAME_KEY = "train_upload_frame"
 CHECK_KEY = "train_upload_check"
 SHOWN_KEY = "train_job_shown"
+CHIPS_FOR_KEY = "train_features_for"  # (file id, target) the feature chips were last set for
 # The browser redraws on every fragment run, which on a 2-core laptop slowed a 3 s fit to 9 s when
 # polling 4 times a second; so a poll starts once a second and lasts 0.9 s, sleeping on the job: the
 # steps show with a second's resolution and the end at once.
@@ -27,6 +28,9 @@ POLL_SECONDS = 1.0
 LONG_POLL_SECONDS = 0.9
 BUILTIN, UPLOAD = "Built-in", "Upload a file"
 METRIC_CARDS = (("r2", "R²"), ("rmse", "RMSE"), ("mae", "MAE"))
+# Material icons ship with Streamlit: emoji need a font many Linux desktops lack.
+STEP_MARKS = {"done": ":green[:material/check_circle:]", "running": ":blue[:material/pending:]",
+              "waiting": ":gray[:material/radio_button_unchecked:]", "failed": ":red[:material/error:]"}
 
 st.title("Train")
 settings = common.settings()
@@ -34,8 +38,25 @@ job: jobs.TrainingJob | None = st.session_state.get(JOB_KEY)
 running = job is not None and job.running
 
 
-def _reset_features() -> None:
-    st.session_state.pop("train_features", None)
+def _sync_features(file_id: str, columns: list[str], target: str) -> None:
+    """Set the feature chips to every column but the target, keeping a user's own edit.
+
+    Set through session state, not a widget default: Streamlit keys a widget by its key alone, so a
+    browser keeps showing its old chips when only the options or the default change, while the server
+    silently drops the chips that are no longer options (the run then trained on other features).
+    """
+    drawn_for = st.session_state.get(CHIPS_FOR_KEY)
+    current = st.session_state.get("train_features")
+    if drawn_for == (file_id, target) and current is not None:
+        return
+    every_other = [c for c in columns if c != target]
+    if drawn_for is None or drawn_for[0] != file_id or current is None \
+            or list(current) == [c for c in columns if c != drawn_for[1]]:
+        chips = every_other  # not edited: follow the target, the old target comes back
+    else:
+        chips = [c for c in current if c != target]
+    st.session_state["train_features"] = chips
+    st.session_state[CHIPS_FOR_KEY] = (file_id, target)
 
 
 def _upload_spec() -> tuple[DatasetSpec | None, pd.DataFrame | None]:
@@ -52,10 +73,16 @@ def _upload_spec() -> tuple[DatasetSpec | None, pd.DataFrame | None]:
     if frame is None:
         return None, None
     columns = [str(c) for c in frame.columns]
-    target = st.selectbox("Target column (what to predict)", columns, index=len(columns) - 1,
-                          key="train_target", on_change=_reset_features)
-    others = [c for c in columns if c != target]
-    features = st.multiselect("Feature columns", others, default=others, key="train_features")
+    file_id = st.session_state[FRAME_KEY][0]
+    drawn_for = st.session_state.get(CHIPS_FOR_KEY)
+    if "train_target" not in st.session_state or drawn_for is None or drawn_for[0] != file_id:
+        st.session_state["train_target"] = columns[-1]  # a new file: its last column, as most files have it
+    target = st.selectbox("Target column (what to predict)", columns, key="train_target")
+    _sync_features(file_id, columns, target)
+    # wrap: every chip visible (in a column they would otherwise scroll in one row, most of them hidden).
+    features = st.multiselect("Feature columns", [c for c in columns if c != target], key="train_features",
+                              wrap=True)
+    st.caption(f"{len(features)} of {len(columns) - 1} columns as features.")
     info = datasets.profile(frame, target)
     with st.expander(f"Profile: {info['rows']:,} rows, {len(columns)} columns", expanded=False):
         st.dataframe(pd.DataFrame({"type": info["dtypes"], "missing": info["missing"]}),
@@ -69,7 +96,7 @@ def _upload_spec() -> tuple[DatasetSpec | None, pd.DataFrame | None]:
                 st.bar_chart(numbers.value_counts(bins=30, sort=False).rename(lambda i: f"{i.mid:.4g}"),
                              height=160)
     spec = DatasetSpec(name=uploaded.name, target=target, features=tuple(features) or None)
-    check_id = (st.session_state[FRAME_KEY][0], target, tuple(features))
+    check_id = (file_id, target, tuple(features))
     previous = st.session_state.get(CHECK_KEY)
     if previous is None or previous[0] != check_id:
         message = None
@@ -119,7 +146,7 @@ def _new_job(request: TrainRequest, frame: pd.DataFrame | None) -> jobs.Training
 def _draw_progress(current: jobs.TrainingJob) -> None:
     request = current.request
     title = f"{request.model} on {request.dataset.name}"
-    marks = {"done": "✅", "running": "⏳", "waiting": "▫️", "failed": "❌"}
+    marks = STEP_MARKS
     lines = "  \n".join(f"{marks[s.state]} {s.label}"
                         + (f" · {s.seconds:.2f} s" if s.seconds is not None else "") for s in current.steps())
     if current.running:
@@ -158,6 +185,12 @@ def _job_panel(poll: bool) -> None:
             common.clear_run_caches()
 
 
+def _target(request: TrainRequest) -> str:
+    """The name of the column the request predicts (a built-in dataset's own target by default)."""
+    builtin = datasets.BUILTINS.get(request.dataset.name)
+    return request.dataset.target or (builtin.target if builtin is not None else "target")
+
+
 def _results(done: jobs.TrainingJob, with_charts: bool = True) -> None:
     if done.error:
         st.error(done.error)
@@ -187,11 +220,16 @@ def _results(done: jobs.TrainingJob, with_charts: bool = True) -> None:
                          width="stretch")
     links[1].link_button("R² in Prometheus", common.prometheus_graph_url(
         render_expr(get_panel("r2_over_time"), labels)), width="stretch")
-    links[2].link_button("Grafana dashboard", common.grafana_dashboard_url(labels), width="stretch")
+    grafana = common.grafana_status()
+    if grafana.up:
+        links[2].link_button("Grafana dashboard", common.grafana_dashboard_url(labels), width="stretch")
+    else:
+        links[2].caption(common.grafana_note(grafana))
     if with_charts and result.y_test is not None and result.y_pred is not None:
         tabs = st.tabs(["Predicted vs actual", "Residuals", "Feature importance"])
         with tabs[0]:
-            st.plotly_chart(charts.predicted_vs_actual(result.y_test, result.y_pred), key="train_chart_pva")
+            st.plotly_chart(charts.predicted_vs_actual(result.y_test, result.y_pred, _target(done.request)),
+                            key="train_chart_pva")
         with tabs[1]:
             st.plotly_chart(charts.residuals(result.y_test, result.y_pred), key="train_chart_residuals")
         with tabs[2]:
@@ -212,6 +250,7 @@ with model_col:
     model_name = st.selectbox("Model", model_names, index=model_names.index(DEFAULT_MODEL), key="train_model",
                               format_func=lambda n: f"{CATALOG[n].label} ({n})")
     params = widgets.param_inputs(CATALOG[model_name])
+    param_errors = widgets.invalid_params(CATALOG[model_name], params)
     with st.expander("Split, seed, cross-validation, experiment"):
         test_size = st.slider("Test size", 0.05, 0.5, 0.2, 0.05, key="train_test_size",
                               help="Share of the rows held out for the R², RMSE and MAE.")
@@ -220,7 +259,7 @@ with model_col:
                                    help="k-fold CV on the training part, reported as mean and std.")
         experiment = st.text_input("MLflow experiment", DEFAULT_EXPERIMENT, key="train_experiment").strip()
 
-ready = spec is not None and bool(experiment)
+ready = spec is not None and bool(experiment) and not param_errors
 # The click is read before the button is drawn: the run that starts the training draws the button
 # already disabled (no extra rerun) and builds the request from this very run's widget values.
 if st.session_state.get("train_button") and spec is not None and ready:
@@ -232,7 +271,7 @@ if st.session_state.get("train_button") and spec is not None and ready:
                                experiment=experiment or DEFAULT_EXPERIMENT, source="ui")
         job, _ = jobs.start_job(st.session_state, JOB_KEY, lambda: _new_job(request, frame))
         running = job.running
-st.button("Train", key="train_button", type="primary", disabled=running or not ready,
-          help="A training is running in this tab" if running else None)
+why_not = "A training is running in this tab" if running else (param_errors[0] if param_errors else None)
+st.button("Train", key="train_button", type="primary", disabled=running or not ready, help=why_not)
 if job is not None:
     st.fragment(_job_panel, run_every=POLL_SECONDS if running else None)(running)
