@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from mlops_local.errors import ServiceUnavailable, UserError
 from mlops_local.health import probe
 from mlops_local.settings import Settings
-from mlops_local.uris import mask_credentials
+from mlops_local.uris import link_base, mask_credentials
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ def log_artifacts(client: MlflowClient, settings: Settings, artifact_uri: str, l
 
 
 def run_url(settings: Settings, experiment_id: str, run_id: str) -> str:
-    """Link to the run in the MLflow UI (a password in the tracking URI masked)."""
-    uri = mask_credentials(settings.effective_tracking_uri)
+    """Link to the run in the MLflow UI (no user:password from the tracking URI in it)."""
+    uri = link_base(settings.effective_tracking_uri)
     base = uri.rstrip("/") if _is_http(uri) else settings.mlflow_url
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}{UI_VIEW_QUERY}"

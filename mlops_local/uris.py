@@ -17,6 +17,12 @@ def mask_credentials(text: str) -> str:
     return _CREDENTIALS.sub(rf"\g<head>:{MASK}@", text)
 
 
+def link_base(uri: str) -> str:
+    """``uri`` for a link a person clicks: no user:password (the browser asks for them; a masked
+    password in a link would only fail to log in)."""
+    return split_credentials(uri)[0]
+
+
 def split_credentials(url: str) -> tuple[str, str | None]:
     """(``url`` without user:password, the HTTP basic Authorization header value or None)."""
     parts = urllib.parse.urlsplit(url)

@@ -109,6 +109,19 @@ def test_size_cap_comes_from_the_setting_for_paths_and_uploads(tmp_path: Path, s
         read_table(handle, filename="upload.csv")
 
 
+def test_train_and_sweep_uploads_are_capped_by_the_dataset_setting_too(settings_env) -> None:  # noqa: ANN001
+    """The Train and Sweep pages read uploads through common.read_upload: the smaller cap applies."""
+    from types import SimpleNamespace
+
+    from mlops_local.ui import common
+
+    settings_env(MLOPS_MAX_UPLOAD_MB="200", MLOPS_MAX_DATASET_MB="1")
+    upload = SimpleNamespace(name="cars.csv", size=2 * 1024 * 1024, file_id="x",
+                             getvalue=lambda: pytest.fail("a file over the cap was read"))
+    with pytest.raises(UserError, match=r"cars.csv is 2\.0 MB, more than the 1 MB allowed"):
+        common.read_upload(upload, "test_upload_frame")
+
+
 def _secret_files(root: Path) -> dict[str, tuple[Path, str]]:
     """Files holding SECRET where an error message could quote it: name -> (path, target)."""
     def write(name: str, text: str) -> Path:

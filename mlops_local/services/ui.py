@@ -23,7 +23,7 @@ def streamlit_args(settings: Settings) -> list[str]:
         "--server.port", str(settings.ui_port),
         "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
-        "--server.maxUploadSize", str(settings.max_upload_mb),
+        "--server.maxUploadSize", str(settings.upload_limit_mb),
         "--server.fileWatcherType", "none",
         "--theme.base", "light",
         "--client.toolbarMode", "minimal",  # no "Deploy" button: this is a local workbench

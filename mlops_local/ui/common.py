@@ -21,6 +21,7 @@ from mlops_local.health import ServiceStatus, check
 from mlops_local.metrics.promapi import PrometheusClient
 from mlops_local.runtime import Runtime, ensure_runtime
 from mlops_local.settings import Settings, get_settings
+from mlops_local.uris import link_base, mask_credentials
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,7 @@ def user_errors(what: str = "") -> Iterator[None]:
         if message.startswith("API request") or "Max retries" in message:
             message = (f"MLflow is not reachable at {settings().effective_tracking_uri}; start it with "
                        "`mlops-local serve mlflow` (or `bin/start`). Detail: " + message[:300])
+        message = mask_credentials(message)
         st.error(f"{what}{': ' if what else ''}{message}")
         log.warning("MLflow error on a page: %s", message)
 
@@ -155,7 +157,7 @@ def mlflow_run_url(experiment_id: str, run_id: str) -> str:
 def mlflow_model_url(name: str, version: str | int) -> str:
     """A registered model version's page in the MLflow UI."""
     current = settings()
-    uri = current.effective_tracking_uri
+    uri = link_base(current.effective_tracking_uri)
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else current.mlflow_url
     return f"{base}/#/models/{urllib.parse.quote(name, safe='')}/versions/{version}{tracking.UI_VIEW_QUERY}"
 
@@ -178,12 +180,12 @@ def read_upload(uploaded: object, state_key: str) -> pd.DataFrame:
     """The uploaded file as a table, read once per upload and kept in this session; UserError otherwise."""
     from mlops_local.ml.datasets import read_table
 
-    limit_mb = settings().max_upload_mb
+    limit_mb = settings().upload_limit_mb
     size = getattr(uploaded, "size", 0)
     name = getattr(uploaded, "name", "upload")
     if size > limit_mb * 1024 * 1024:
         raise UserError(f"{name} is {size / 1024 / 1024:.1f} MB, more than the {limit_mb} MB allowed "
-                        "(MLOPS_MAX_UPLOAD_MB)")
+                        "(MLOPS_MAX_UPLOAD_MB, MLOPS_MAX_DATASET_MB)")
     file_id = getattr(uploaded, "file_id", None) or f"{name}:{size}"
     cached = st.session_state.get(state_key)
     if isinstance(cached, tuple) and cached[0] == file_id:

@@ -36,7 +36,7 @@ def _dataset() -> tuple[DatasetSpec | None, pd.DataFrame | None]:
     source = st.radio("Dataset source", [BUILTIN, UPLOAD], key="sweep_source", horizontal=True)
     if source == UPLOAD:
         uploaded = st.file_uploader("CSV or Parquet file", type=common.UPLOAD_TYPES, key="sweep_upload",
-                                    max_upload_size=settings.max_upload_mb)
+                                    max_upload_size=settings.upload_limit_mb)
         if uploaded is None:
             return None, None
         with common.user_errors():
@@ -202,7 +202,7 @@ def _results(done: SweepJob) -> None:
     links = st.columns(2)
     links[0].link_button("Sweep in MLflow", common.mlflow_run_url(result.experiment_id, result.parent_run_id),
                          width="stretch")
-    links[1].page_link("pages/runs.py", label="Compare trials on Runs", icon="📋")
+    links[1].page_link("pages/runs.py", label="Compare trials on Runs", icon=":material/table_rows:")
     if result.model_uri:
         st.caption(f"Best model: `{result.model_uri}`" + (f", registered as {done.spec.register} version "
                                                           f"{result.registered_version}"

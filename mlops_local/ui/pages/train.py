@@ -61,9 +61,9 @@ def _sync_features(file_id: str, columns: list[str], target: str) -> None:
 
 def _upload_spec() -> tuple[DatasetSpec | None, pd.DataFrame | None]:
     """Upload, target and feature pickers, quick profile; (spec, frame) when the data is usable."""
-    uploaded = st.file_uploader(f"CSV or Parquet file (at most {settings.max_upload_mb} MB)",
+    uploaded = st.file_uploader(f"CSV or Parquet file (at most {settings.upload_limit_mb} MB)",
                                 type=common.UPLOAD_TYPES, key="train_upload",
-                                max_upload_size=settings.max_upload_mb)
+                                max_upload_size=settings.upload_limit_mb)
     if uploaded is None:
         st.info("Upload a CSV or Parquet file, or pick a built-in dataset.")
         return None, None
