@@ -118,7 +118,8 @@ def test_train_and_sweep_uploads_are_capped_by_the_dataset_setting_too(settings_
     settings_env(MLOPS_MAX_UPLOAD_MB="200", MLOPS_MAX_DATASET_MB="1")
     upload = SimpleNamespace(name="cars.csv", size=2 * 1024 * 1024, file_id="x",
                              getvalue=lambda: pytest.fail("a file over the cap was read"))
-    with pytest.raises(UserError, match=r"cars.csv is 2\.0 MB, more than the 1 MB allowed"):
+    with pytest.raises(UserError, match=r"cars.csv is 2\.0 MB, more than the 1 MB allowed for a dataset "
+                                        r"\(MLOPS_MAX_DATASET_MB\)"):
         common.read_upload(upload, "test_upload_frame")
 
 

@@ -15,14 +15,19 @@ def _sidebar_text(at: AppTest) -> str:
     return "\n".join(md.value for md in at.sidebar.markdown)
 
 
+def _service_line(text: str, name: str) -> str:
+    """The sidebar's line for ``name``: ``name :badge[...]``, or ``[name](url) ...`` once it answers."""
+    return next(line for line in text.splitlines() if line.startswith((f"{name} ", f"[{name}]")))
+
+
 @pytest.mark.integration
 def test_ui_shows_starting_then_up_as_mlflow_comes_up_late(
     app_stack_env: dict[str, str], tmp_path: Path
 ) -> None:
     at = AppTest.from_file(str(APP), default_timeout=60).run()
     assert not at.exception
-    mlflow_line = next(line for line in _sidebar_text(at).splitlines() if "[mlflow]" in line)
-    assert "[starting]" in mlflow_line
+    mlflow_line = _service_line(_sidebar_text(at), "mlflow")
+    assert "[starting]" in mlflow_line and "](" not in mlflow_line  # no link to a service that is down
     service = start_service("mlflow", app_stack_env, tmp_path / "logs")
     try:
         from mlops_local.ui.common import service_statuses
@@ -33,8 +38,7 @@ def test_ui_shows_starting_then_up_as_mlflow_comes_up_late(
         at = AppTest.from_file(str(APP), default_timeout=60).run()
         assert not at.exception, at.exception
         text = _sidebar_text(at)
-        assert "[mlflow]" in text, text
-        mlflow_line = next(line for line in text.splitlines() if "[mlflow]" in line)
-        assert "[up]" in mlflow_line
+        mlflow_line = _service_line(text, "mlflow")
+        assert "[up]" in mlflow_line and mlflow_line.startswith("[mlflow](http://"), text
     finally:
         service.stop()

@@ -408,3 +408,4 @@ def test_stop_keeps_trials_whose_scores_were_logged_and_kills_only_the_interrupt
     assert client.get_run(runs[1]).info.status == "FINISHED"
     assert client.get_run(runs[2]).info.status == "KILLED"
     assert [r.info.run_id for r in running(client, experiment_id)] == [parent]  # the sweep closes it
+    client.set_terminated(parent, "KILLED")  # as the sweep would once stop() returned

@@ -81,15 +81,17 @@ class MlflowSync:
         self.watermark_ms: int | None = None  # None until the full read completed
 
     def sync_once(self, stop: threading.Event | None = None) -> SyncResult:
-        """The full read when none has completed yet, else an incremental read (orphans reaped first)."""
+        """The full read when none has completed yet, else an incremental read; then orphans are reaped.
+
+        Reaping comes after the read so that a start's first page reaches /metrics as early as before
+        (a scrape waits only briefly for it); a run the reaper closes is read by the next sync."""
+        result = self.full_read(stop) if self.watermark_ms is None else self.incremental(stop)
         self.reap()
-        if self.watermark_ms is None:
-            return self.full_read(stop)
-        return self.incremental(stop)
+        return result
 
     def reap(self) -> list[str]:
-        """Close runs whose owner process died (see :mod:`mlops_local.reaper`) before reading, so they
-        are read in the same sync. Its failures are left to the read that follows (MLflow down)."""
+        """Close runs whose owner process died (see :mod:`mlops_local.reaper`). Its failures are left to
+        the next read (MLflow down)."""
         if self.reaper is None:
             return []
         try:

@@ -180,12 +180,14 @@ def read_upload(uploaded: object, state_key: str) -> pd.DataFrame:
     """The uploaded file as a table, read once per upload and kept in this session; UserError otherwise."""
     from mlops_local.ml.datasets import read_table
 
-    limit_mb = settings().upload_limit_mb
+    current = settings()
+    limit_mb = current.upload_limit_mb
     size = getattr(uploaded, "size", 0)
     name = getattr(uploaded, "name", "upload")
     if size > limit_mb * 1024 * 1024:
-        raise UserError(f"{name} is {size / 1024 / 1024:.1f} MB, more than the {limit_mb} MB allowed "
-                        "(MLOPS_MAX_UPLOAD_MB, MLOPS_MAX_DATASET_MB)")
+        what = ("for a dataset (MLOPS_MAX_DATASET_MB)" if current.max_dataset_mb < current.max_upload_mb
+                else "for an upload (MLOPS_MAX_UPLOAD_MB)")  # the cap that binds
+        raise UserError(f"{name} is {size / 1024 / 1024:.1f} MB, more than the {limit_mb} MB allowed {what}")
     file_id = getattr(uploaded, "file_id", None) or f"{name}:{size}"
     cached = st.session_state.get(state_key)
     if isinstance(cached, tuple) and cached[0] == file_id:
