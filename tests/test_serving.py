@@ -180,7 +180,8 @@ def test_bad_requests_get_a_message_and_the_service_keeps_serving(served: Served
         ("no rows", json.dumps({"dataframe_records": []}).encode(), "application/json", 400, "no rows"),
         ("bad CSV", b"\x00\xff\xfe", "text/csv", 400, "UTF-8"),
         ("unknown type", b"x", "application/xml", 415, "not supported"),
-        ("over 10 MB", records_body(good.head(1), 40_000), "application/json", 413, "MLOPS_SERVE_MAX_BODY_MB"),
+        ("over 10 MB", records_body(good.head(1), 40_000), "application/json", 413,
+         "MLOPS_SERVE_MAX_BODY_MB"),
     ]
     for label, body, content_type, status, word in cases:
         got_status, got = call(url, body, content_type)
@@ -317,3 +318,14 @@ def test_prediction_buckets_follow_the_target_quantiles() -> None:
     assert buckets[0] == pytest.approx(110) and buckets[-1] == pytest.approx(290) and len(buckets) == 10
     assert prediction_buckets(None) == DEFAULT_PREDICTION_BUCKETS
     assert prediction_buckets([5.0, 5.0, 5.0]) == DEFAULT_PREDICTION_BUCKETS
+
+
+@pytest.mark.integration
+def test_the_procfile_stack_runs_the_model_service(honcho_stack: dict[str, str]) -> None:
+    """Under honcho with no model registered: the service is up, says so, and Prometheus scrapes it."""
+    status, body = call(f"http://127.0.0.1:{honcho_stack['MLOPS_SERVE_PORT']}/health")
+    assert status == 503 and body["status"] == "no model yet" and body["alias"] == "champion"
+    client = PrometheusClient.from_settings(Settings.from_env(honcho_stack))
+    wait_for(lambda: [s.value for s in client.query('up{job="mlops-serving"}')] == [1.0],
+             "Prometheus scraping the model service")
+    assert client.query('mlops_serving_requests_total') == []  # nothing served, nothing invented
