@@ -329,3 +329,38 @@ def test_the_procfile_stack_runs_the_model_service(honcho_stack: dict[str, str])
     wait_for(lambda: [s.value for s in client.query('up{job="mlops-serving"}')] == [1.0],
              "Prometheus scraping the model service")
     assert client.query('mlops_serving_requests_total') == []  # nothing served, nothing invented
+
+
+class AliasOnlyRegistry:
+    """The one registry call the holder makes for a named model: where the alias points now."""
+
+    def __init__(self) -> None:
+        self.version = "1"
+
+    def get_model_version_by_alias(self, name: str, alias: str) -> object:
+        return type("Version", (), {"version": self.version})()
+
+
+def test_a_refused_version_is_retried_only_after_the_alias_moved_away_and_back() -> None:
+    from mlops_local.ml.safeload import ModelRefused
+    from mlops_local.serving.holder import LoadedModel, ModelHolder
+
+    registry, calls = AliasOnlyRegistry(), []
+
+    def loader(_client: object, name: str, alias: str, version: str) -> LoadedModel:
+        calls.append(version)
+        if version == "2":
+            raise ModelRefused("its run has no recorded model checksum")
+        return LoadedModel(name, alias, version, "run", 1.0, object(), None, DEFAULT_PREDICTION_BUCKETS,
+                           "defaults")
+
+    holder = ModelHolder(registry, ServingMetrics(), "m", "champion", 1.0, loader=loader)
+    assert holder.check() and holder.current.version == "1"
+    registry.version = "2"
+    assert not holder.check() and not holder.check()  # refused once, not retried on every poll
+    assert calls == ["1", "2"] and holder.current.version == "1"
+    registry.version = "1"
+    assert not holder.check()  # already served: nothing loaded
+    registry.version = "2"
+    assert not holder.check()  # the alias moved again: tried again (perhaps the run was fixed)
+    assert calls == ["1", "2", "2"] and holder.current.version == "1"

@@ -121,10 +121,11 @@ class ModelHolder:
         except (MlflowException, OSError) as exc:
             self._problem(f"registry not reachable ({type(exc).__name__}): {str(exc).splitlines()[0][:200]}")
             return False
-        if target is None or target == self._attempted:
-            return False
         current = self.current
         if current is not None and (current.name, current.version) == target:
+            self._attempted = target  # back on the served version: a refused one is tried again if named
+            return False
+        if target is None or target == self._attempted:
             return False
         name, version = target
         try:
