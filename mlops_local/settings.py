@@ -64,6 +64,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("grafana_port", "MLOPS_GRAFANA_PORT", 3000, _port, "Grafana port (when Grafana is installed)."),
     Setting("metrics_port", "MLOPS_METRICS_PORT", 8001, _port,
             "/metrics endpoint served by a thread inside the UI process."),
+    Setting("serve_port", "MLOPS_SERVE_PORT", 8002, _port,
+            "`serve model`: model scoring service port (/invocations, /health, /version, /metrics)."),
+    Setting("serve_model", "MLOPS_SERVE_MODEL", None, str,
+            "`serve model`: registered model to serve. Default: the most recently updated registered "
+            "model that carries MLOPS_SERVE_ALIAS."),
+    Setting("serve_alias", "MLOPS_SERVE_ALIAS", "champion", str,
+            "`serve model`: alias served (models:/<name>@<alias>); moving it swaps the model live."),
+    Setting("serve_poll_interval", "MLOPS_SERVE_POLL_INTERVAL", 5.0, _positive_float,
+            "`serve model`: seconds between registry checks for a moved alias."),
+    Setting("serve_max_body_mb", "MLOPS_SERVE_MAX_BODY_MB", 10, _positive_int,
+            "`serve model`: largest request body accepted, in MB (larger: HTTP 413)."),
     Setting("tracking_uri", "MLFLOW_TRACKING_URI", None, str,
             "MLflow tracking URI. Default: the local server at MLOPS_HOST:MLOPS_MLFLOW_PORT."),
     Setting("grafana_admin_password", "MLOPS_GRAFANA_ADMIN_PASSWORD", None, str,
@@ -111,6 +122,11 @@ class Settings:
     prometheus_port: int = 9090
     grafana_port: int = 3000
     metrics_port: int = 8001
+    serve_port: int = 8002
+    serve_model: str | None = None
+    serve_alias: str = "champion"
+    serve_poll_interval: float = 5.0
+    serve_max_body_mb: int = 10
     tracking_uri: str | None = None
     grafana_admin_password: str | None = None
     scrape_interval: float = 5.0
@@ -218,6 +234,15 @@ class Settings:
         """host:port Prometheus scrapes."""
         return f"{_connect_host(self.host)}:{self.metrics_port}"
 
+    @property
+    def serve_url(self) -> str:
+        return self._url(self.serve_port)
+
+    @property
+    def serve_target(self) -> str:
+        """host:port Prometheus scrapes for the model service."""
+        return f"{_connect_host(self.host)}:{self.serve_port}"
+
     def describe(self) -> list[tuple[str, str, str]]:
         """(variable, effective value, source) rows for `mlops-local config`; secrets masked."""
         rows = []
@@ -227,6 +252,8 @@ class Settings:
             if setting.attr == "tracking_uri":
                 value = (mask_credentials(value) if value is not None
                          else f"{self.effective_tracking_uri} (local server)")
+            elif setting.attr == "serve_model" and value is None:
+                value = f"(most recently updated model with alias {self.serve_alias})"
             elif setting.secret:
                 value = "(set)" if value else "(generated on first Grafana start)"
             rows.append((setting.env, str(value), source))

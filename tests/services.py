@@ -48,6 +48,7 @@ def stack_env(home: Path, **overrides: object) -> dict[str, str]:
         "MLOPS_PROMETHEUS_PORT": str(free_port()),
         "MLOPS_GRAFANA_PORT": str(free_port()),
         "MLOPS_METRICS_PORT": str(free_port()),
+        "MLOPS_SERVE_PORT": str(free_port()),
         "MLOPS_SCRAPE_INTERVAL": "1",
         "MLOPS_SYNC_INTERVAL": "1",
         "PYTHONUNBUFFERED": "1",
@@ -148,6 +149,7 @@ HEALTH_PATHS = {
     "mlflow": ("MLOPS_MLFLOW_PORT", "/health"),
     "prometheus": ("MLOPS_PROMETHEUS_PORT", "/-/ready"),
     "ui": ("MLOPS_UI_PORT", "/_stcore/health"),
+    "model": ("MLOPS_SERVE_PORT", "/metrics"),  # /health is 503 until a model is registered
 }
 
 
@@ -155,11 +157,11 @@ def start_service(name: str, env: dict[str, str], log_dir: Path, wait: bool = Tr
                   timeout: float = 90.0) -> Service:
     """Run `mlops-local serve NAME` with ``env``; wait until its health URL answers."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{name}-{env['MLOPS_' + name.upper() + '_PORT'] if name != 'grafana' else 'g'}.log"
+    port_var, path = HEALTH_PATHS.get(name, ("MLOPS_GRAFANA_PORT", "/api/health"))
+    log_path = log_dir / f"{name}-{env[port_var] if name != 'grafana' else 'g'}.log"
     fh = log_path.open("wb")
     proc = subprocess.Popen([*MLOPS, "serve", name], env=env, stdout=fh, stderr=subprocess.STDOUT,
                             cwd=str(ROOT))
-    port_var, path = HEALTH_PATHS.get(name, ("MLOPS_GRAFANA_PORT", "/api/health"))
     url = f"http://127.0.0.1:{env[port_var]}"
     service = Service(name, proc, url, log_path)
     if wait:

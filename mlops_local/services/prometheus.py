@@ -39,7 +39,7 @@ DOWNLOAD_TIMEOUT = 10.0
 
 
 def render_config(settings: Settings) -> str:
-    """prometheus.yml for these settings: the mlops-local job and Prometheus itself."""
+    """prometheus.yml for these settings: the mlops-local job, the model service and Prometheus itself."""
     interval = f"{settings.scrape_interval:g}s"
     own = f"{settings.metrics_target.rsplit(':', 1)[0]}:{settings.prometheus_port}"
     return (
@@ -55,6 +55,11 @@ def render_config(settings: Settings) -> str:
         "    metrics_path: /metrics\n"
         "    static_configs:\n"
         f"      - targets: ['{settings.metrics_target}']\n"
+        "  - job_name: mlops-serving\n"
+        f"    scrape_interval: {interval}\n"
+        "    metrics_path: /metrics\n"
+        "    static_configs:\n"
+        f"      - targets: ['{settings.serve_target}']\n"
         "  - job_name: prometheus\n"
         "    static_configs:\n"
         f"      - targets: ['{own}']\n"

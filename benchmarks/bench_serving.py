@@ -1,0 +1,138 @@
+"""Requests/s and latency of `mlops-local serve model` against `mlflow models serve --env-manager local`.
+
+Same model (random_forest on co2_canada, skops, registered as name@champion), same machine, same
+client: a bounded load generator (``--connections`` keep-alive connections in threads, each sending
+one-row ``dataframe_split`` requests for ``--seconds``). The two servers take turns for ``--rounds``
+rounds; medians over rounds. Ours runs with its metrics on (as shipped).
+Run: .venv/bin/python -m benchmarks.bench_serving [--trees 100] [--seconds 60] [--connections 4] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from tests.services import Service, free_port, stack_env, start_service, wait_until_responds
+
+
+def one_row_body() -> bytes:
+    """A one-row dataframe_split request from the dataset the model was trained on."""
+    from mlops_local.ml.datasets import load_dataset
+    from mlops_local.ml.types import DatasetSpec
+
+    frame = load_dataset(DatasetSpec("co2_canada")).X.head(1)
+    return json.dumps({"dataframe_split": frame.to_dict(orient="split", index=False)}).encode()
+
+
+def load(port: int, body: bytes, seconds: float, connections: int) -> dict[str, float]:
+    """Drive ``port`` for ``seconds`` with ``connections`` clients; requests/s, p50/p99 ms, failures."""
+    latencies: list[list[float]] = [[] for _ in range(connections)]
+    failures = [0] * connections
+    deadline = time.monotonic() + seconds
+
+    def client(i: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        headers = {"Content-Type": "application/json"}
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            try:
+                conn.request("POST", "/invocations", body, headers)
+                resp = conn.getresponse()
+                resp.read()
+                ok = resp.status == 200
+            except (OSError, http.client.HTTPException):
+                ok = False
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            latencies[i].append(time.perf_counter() - started)
+            failures[i] += not ok
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(connections)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    every = sorted(x for per in latencies for x in per)
+    q = statistics.quantiles(every, n=100)
+    return {"rps": len(every) / elapsed, "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000,
+            "requests": len(every), "failures": sum(failures)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trees", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    from mlflow import MlflowClient
+
+    from mlops_local import runs
+    from mlops_local.ml.training import train
+    from mlops_local.ml.types import DatasetSpec, TrainRequest
+    from mlops_local.settings import Settings
+
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        home = Path(tmp)
+        env = stack_env(home / "home")
+        env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{env['MLOPS_MLFLOW_PORT']}"
+        started: list[Service] = []
+        try:
+            started.append(start_service("mlflow", env, home / "logs"))
+            client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+            request = TrainRequest(DatasetSpec("co2_canada"), "random_forest",
+                                   params={"n_estimators": args.trees}, experiment="bench-serving",
+                                   source="cli")
+            result = train(request, Settings.from_env(env))
+            runs.register_model(client, result.run_id, "bench-serving", "champion")
+            ours = start_service("model", env, home / "logs")
+            started.append(ours)
+            wait_until_responds(ours.url + "/health", timeout=120, proc=ours.proc)
+            port = free_port()
+            log_path = home / "logs" / "mlflow-models-serve.log"
+            command = [sys.executable, "-m", "mlflow", "models", "serve", "--env-manager", "local",
+                       "-m", "models:/bench-serving@champion", "-h", "127.0.0.1", "-p", str(port)]
+            proc = subprocess.Popen(command, env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+            theirs = Service("mlflow-models-serve", proc, f"http://127.0.0.1:{port}", log_path)
+            started.append(theirs)
+            wait_until_responds(theirs.url + "/health", timeout=180, proc=proc)
+            body = one_row_body()
+            ports = {"mlops-local serve model": int(env["MLOPS_SERVE_PORT"]), "mlflow models serve": port}
+            for p in ports.values():  # warm-up: first predictions, connection pools
+                load(p, body, 2.0, args.connections)
+            results: dict[str, list[dict[str, float]]] = {name: [] for name in ports}
+            for _ in range(args.rounds):
+                for name, p in ports.items():
+                    results[name].append(load(p, body, args.seconds, args.connections))
+        finally:
+            for service in reversed(started):
+                service.stop()
+
+    print(f"random_forest {args.trees} trees, batch size 1, {args.connections} connections, "
+          f"{args.seconds:g} s x {args.rounds} rounds (medians)")
+    medians = {name: {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+               for name, rows in results.items()}
+    for name, m in medians.items():
+        print(f"  {name:26s} {m['rps']:8.1f} req/s  p50 {m['p50_ms']:6.2f} ms  p99 {m['p99_ms']:6.2f} ms  "
+              f"failures {int(sum(r['failures'] for r in results[name]))}")
+    ours_m, theirs_m = medians["mlops-local serve model"], medians["mlflow models serve"]
+    print(f"  ratio: {ours_m['rps'] / theirs_m['rps']:.2f}x requests/s, "
+          f"p99 {ours_m['p99_ms'] / theirs_m['p99_ms']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,175 @@
+"""Which model version is served: resolve the alias in the registry, load safely, swap in one assignment.
+
+A request reads :attr:`ModelHolder.current` once and uses that object to the end, so replacing the
+reference (one assignment, atomic under the GIL) never tears a request: requests that started on the
+old version finish on it, the next ones get the new one. The reloader loads the new version beside
+the old in its own thread; the old one is freed when its last request returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from mlops_local.errors import UserError
+from mlops_local.ml.safeload import ModelRefused
+from mlops_local.serving.metrics import ServingMetrics, prediction_buckets
+
+log = logging.getLogger(__name__)
+
+SEARCH_PAGE = 100  # registered models looked at when no name is set (most recently updated first)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One loaded version and what /version and the metrics say about it."""
+
+    name: str
+    alias: str
+    version: str
+    run_id: str
+    loaded_at: float
+    model: object  # mlflow.pyfunc.PyFuncModel around the safely loaded pipeline
+    input_schema: object  # mlflow.types.Schema or None
+    buckets: tuple[float, ...]
+    buckets_source: str  # "training target quantiles (<dataset>)" or "defaults"
+
+    def describe(self) -> dict[str, object]:
+        """The /version body."""
+        return {"name": self.name, "alias": self.alias, "version": self.version, "run_id": self.run_id,
+                "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
+                "loaded_at_unix": self.loaded_at, "prediction_buckets": self.buckets_source}
+
+
+def resolve(client: MlflowClient, name: str | None, alias: str) -> tuple[str, str] | None:
+    """(name, version) that ``name@alias`` points at now; without a name, the most recently updated
+    registered model carrying ``alias``; None when there is none yet."""
+    if name:
+        try:
+            version = client.get_model_version_by_alias(name, alias)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
+        return name, str(version.version)
+    models = client.search_registered_models(max_results=SEARCH_PAGE,
+                                             order_by=["last_updated_timestamp DESC"])
+    for model in models:
+        aliases = getattr(model, "aliases", {}) or {}
+        if alias in aliases:
+            return model.name, str(aliases[alias])
+    return None
+
+
+def target_buckets(client: MlflowClient, run_id: str) -> tuple[tuple[float, ...], str]:
+    """Prediction buckets from the training target's quantiles when the run trained on a built-in
+    dataset (reloaded here, it is shipped with the package); the defaults otherwise."""
+    from mlops_local.ml.datasets import BUILTINS, load_dataset
+    from mlops_local.ml.types import DatasetSpec
+
+    try:
+        params = client.get_run(run_id).data.params
+        builtin = BUILTINS.get(params.get("dataset", ""))
+        if builtin is None or params.get("dataset_source") != "builtin":
+            return prediction_buckets(None), "defaults"
+        options = {key: type(default)(params[f"dataset_{key}"]) for key, default in builtin.options.items()
+                   if f"dataset_{key}" in params}
+        data = load_dataset(DatasetSpec(builtin.name, params.get("target") or None, options=options))
+    except (MlflowException, UserError, ValueError, TypeError, KeyError) as exc:
+        log.info("prediction buckets: defaults (training target not available: %s)", exc)
+        return prediction_buckets(None), "defaults"
+    return prediction_buckets(data.y.to_numpy()), f"training target quantiles ({builtin.name})"
+
+
+def load_version(client: MlflowClient, name: str, alias: str, version: str) -> LoadedModel:
+    """Download and load ``models:/name/version`` through the project's safe loader only."""
+    from mlops_local.ml.predict import load_model
+
+    run_id = client.get_model_version(name, version).run_id or ""
+    model = load_model(f"models:/{name}/{version}", client)  # skops, trusted types, checksum
+    buckets, source = target_buckets(client, run_id) if run_id else (prediction_buckets(None), "defaults")
+    return LoadedModel(name=name, alias=alias, version=version, run_id=run_id, loaded_at=time.time(),
+                       model=model, input_schema=model.metadata.get_input_schema(), buckets=buckets,
+                       buckets_source=source)
+
+
+class ModelHolder:
+    """The served model (None until one is registered) and the poller that swaps it when the alias moves."""
+
+    def __init__(self, client: MlflowClient, metrics: ServingMetrics, name: str | None, alias: str,
+                 poll_interval: float,
+                 loader: Callable[[MlflowClient, str, str, str], LoadedModel] = load_version) -> None:
+        self.client, self.metrics, self.name, self.alias = client, metrics, name, alias
+        self.poll_interval = poll_interval
+        self.loader = loader
+        self.current: LoadedModel | None = None
+        self._attempted: tuple[str, str] | None = None  # last (name, version) tried, loaded or refused
+        self._last_problem = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def check(self) -> bool:
+        """One poll: load and swap in the version the alias points at if it changed; True if swapped."""
+        try:
+            target = resolve(self.client, self.name, self.alias)
+        except (MlflowException, OSError) as exc:
+            self._problem(f"registry not reachable ({type(exc).__name__}): {str(exc).splitlines()[0][:200]}")
+            return False
+        current = self.current
+        if current is not None and (current.name, current.version) == target:
+            self._attempted = target  # back on the served version: a refused one is tried again if named
+            return False
+        if target is None or target == self._attempted:
+            return False
+        name, version = target
+        try:
+            loaded = self.loader(self.client, name, self.alias, version)
+        except ModelRefused as exc:
+            self._attempted = target  # not retried until the alias moves again
+            keeping = f"still serving version {current.version}" if current else "no model yet"
+            log.warning("%s@%s version %s %s; %s", name, self.alias, version, exc, keeping)
+            return False
+        except (UserError, MlflowException, OSError) as exc:
+            self._problem(f"cannot load {name} version {version} (will retry): "
+                          f"{str(exc).splitlines()[0][:300]}")
+            return False
+        self._attempted = target
+        self.current = loaded  # the swap: one reference assignment
+        self.metrics.served(loaded.name, loaded.alias, loaded.version, loaded.run_id, loaded.loaded_at,
+                            loaded.buckets)
+        self._last_problem = ""
+        was = f"version {current.version}" if current else "no model"
+        log.info("serving %s@%s version %s (run %s, was %s; prediction buckets: %s)", name, self.alias,
+                 version, loaded.run_id, was, loaded.buckets_source)
+        return True
+
+    def _problem(self, message: str) -> None:
+        """Log a poll problem once, not every few seconds while it lasts."""
+        if message != self._last_problem:
+            log.warning("%s", message)
+            self._last_problem = message
+
+    def start(self) -> None:
+        """Poll in a daemon thread (the first check at once) until :meth:`stop`."""
+        self._thread = threading.Thread(target=self._run, name="mlops-serve-reload", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.check()
+            except Exception:  # noqa: BLE001 - the poller must outlive any one bad poll
+                log.exception("model reload check failed")
+            self._stop.wait(self.poll_interval)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop polling and wait for an ongoing load."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
