@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -86,6 +87,19 @@ def test_rendered_prometheus_config_matches_the_repo_file_for_defaults(tmp_path:
     assert path == tmp_path / "prometheus" / "prometheus.yml"
     assert "127.0.0.1:18001" in path.read_text() and "scrape_interval: 1s" in path.read_text()
     assert "127.0.0.1:8001" in (ROOT / "prometheus.yml").read_text()  # the repo file is not edited
+
+
+@pytest.mark.parametrize("interval", [0.5, 1.0, 2.25])
+def test_a_fractional_scrape_interval_renders_a_config_promtool_accepts(interval: float,
+                                                                       tmp_path: Path) -> None:
+    settings = Settings.from_env({"MLOPS_HOME": str(tmp_path), "MLOPS_SCRAPE_INTERVAL": str(interval)})
+    path = tmp_path / "prometheus.yml"
+    path.write_text(prometheus.render_config(settings))
+    checked = subprocess.run([shutil.which("promtool") or "/usr/bin/promtool", "check", "config", str(path)],
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"scrape_interval: {prometheus.duration(interval)}" in path.read_text()
+    assert prometheus.lookback_delta(settings) == prometheus.duration(3 * interval)
 
 
 def test_port_in_use_gives_one_line_naming_port_and_variable(tmp_path: Path) -> None:

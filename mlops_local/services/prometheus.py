@@ -38,9 +38,16 @@ RELEASE_URL = (
 DOWNLOAD_TIMEOUT = 10.0
 
 
+def duration(seconds: float) -> str:
+    """A Prometheus duration: whole seconds as ``5s``, anything finer in milliseconds (``0.5s`` is
+    not a duration Prometheus accepts)."""
+    millis = round(seconds * 1000)
+    return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
+
+
 def render_config(settings: Settings) -> str:
     """prometheus.yml for these settings: the mlops-local job, the model service and Prometheus itself."""
-    interval = f"{settings.scrape_interval:g}s"
+    interval = duration(settings.scrape_interval)
     own = f"{settings.metrics_target.rsplit(':', 1)[0]}:{settings.prometheus_port}"
     return (
         "# Scrape config for mlops-local. `mlops-local serve prometheus` uses this file as is with\n"
@@ -193,7 +200,7 @@ def cors_origin_regex(settings: Settings) -> str:
 def lookback_delta(settings: Settings) -> str:
     """How far back an instant query looks for a sample: a few scrape intervals (Prometheus' default, 5
     minutes, would repeat the last value through an outage of Prometheus itself, e.g. a sleeping laptop)."""
-    return f"{round(LOOKBACK_INTERVALS * settings.scrape_interval * 1000)}ms"
+    return duration(LOOKBACK_INTERVALS * settings.scrape_interval)
 
 
 def command(settings: Settings, binary: Path) -> list[str]:
