@@ -80,7 +80,7 @@ def overhead(durations: dict[str, float]) -> float:
     return durations["total_s"] - durations["fit_s"] - durations["predict_s"]
 
 
-def _request(args: argparse.Namespace, params: dict, experiment: str):  # noqa: ANN202 - lazy import
+def _request(args: argparse.Namespace, params: dict, experiment: str):  # lazy import
     """One trial of the loop: everything logged (``--models all``), or params, metrics and tags only."""
     from mlops_local.ml.types import DatasetSpec, TrainRequest
 

@@ -41,7 +41,7 @@ def _median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def _new_card_run_id(page, previous: str | None, timeout_ms: int = 300_000) -> str:  # noqa: ANN001
+def _new_card_run_id(page, previous: str | None, timeout_ms: int = 300_000) -> str:
     """Wait until the result cards belong to a run other than ``previous``; its run id."""
     page.wait_for_function(
         """(previous) => { const a = Array.from(document.querySelectorAll('a'))
@@ -53,7 +53,7 @@ def _new_card_run_id(page, previous: str | None, timeout_ms: int = 300_000) -> s
     return re.search(r"/runs/([0-9a-f]{32})", href).group(1)
 
 
-def bench_train(page, ui_url: str, settings: Settings, rounds: int) -> tuple[list[float], list[float]]:  # noqa: ANN001
+def bench_train(page, ui_url: str, settings: Settings, rounds: int) -> tuple[list[float], list[float]]:
     """(UI click-to-cards seconds, plain-script seconds), alternating, one warm-up of each first."""
     page.goto(ui_url)
     page.get_by_role("heading", name="Train", exact=True).wait_for()
@@ -135,7 +135,7 @@ def naive_runs_table(client: MlflowClient, exp_id: str) -> float:
     return time.perf_counter() - t0
 
 
-def _open_runs(page, ui_url: str) -> None:  # noqa: ANN001
+def _open_runs(page, ui_url: str) -> None:
     """A new session on the Runs page, showing MLflow's empty ``Default`` experiment."""
     page.goto(ui_url)
     nav = page.locator('[data-testid="stSidebarNav"] a', has_text="Runs").first
@@ -148,13 +148,13 @@ def _open_runs(page, ui_url: str) -> None:  # noqa: ANN001
         choose(page, "runs_experiment", "Default")
 
 
-def _first_page_shown(page) -> None:  # noqa: ANN001
+def _first_page_shown(page) -> None:
     """Wait until the table and the caption of a non-empty first page are on screen."""
     page.get_by_text(re.compile(r"^Page 1 · [1-9]\d* ")).wait_for()
     page.locator('[data-testid="stDataFrame"]').first.wait_for()
 
 
-def bench_runs_page(page, ui_url: str, rounds: int) -> dict[str, list[float]]:  # noqa: ANN001
+def bench_runs_page(page, ui_url: str, rounds: int) -> dict[str, list[float]]:
     """Seconds to show the big experiment: 100 per page cold and warm, 1,000 at once (naive)."""
     times: dict[str, list[float]] = {"cold": [], "warm": [], "naive": []}
     for i in range(rounds):

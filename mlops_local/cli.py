@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mlops-local: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as exc:  # noqa: BLE001 - one line naming the cause; the traceback with --verbose
+    except Exception as exc:  # one line naming the cause; the traceback with --verbose
         log.debug("command failed", exc_info=True)
         print(f"mlops-local: {describe_failure(exc, settings)}", file=sys.stderr)
         return 1

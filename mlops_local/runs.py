@@ -195,7 +195,7 @@ def run_label(row: Mapping[str, object]) -> str:
         name = f"{row.get(TAG_MODEL) or '?'} · {row.get(TAG_DATASET) or '?'}"
     trial = row.get("trial")
     if trial is not None and pd.notna(trial):  # a sweep's trials share their run name
-        name = f"trial {int(trial)} · {name}"  # type: ignore[call-overload]
+        name = f"trial {int(trial)} · {name}"
     return f"{name} · {str(row['run_id'])[:8]}"
 
 

@@ -44,7 +44,7 @@ def chromium() -> Iterator[object]:
 
 
 @pytest.fixture
-def browser_page(chromium, request: pytest.FixtureRequest) -> Iterator[object]:  # noqa: ANN001
+def browser_page(chromium, request: pytest.FixtureRequest) -> Iterator[object]:
     """A fresh browser context and page (downloads allowed); a screenshot when the test failed."""
     context = chromium.new_context(viewport={"width": 1440, "height": 1000}, accept_downloads=True)
     context.set_default_timeout(TIMEOUT_MS)
@@ -64,7 +64,7 @@ def key(name: str) -> str:
     return ".st-key-" + re.sub(r"[^A-Za-z0-9_-]", "-", name)
 
 
-def wait_idle(page, timeout_ms: int = TIMEOUT_MS) -> None:  # noqa: ANN001
+def wait_idle(page, timeout_ms: int = TIMEOUT_MS) -> None:
     """Wait until Streamlit is connected and no script run is in progress."""
     page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
     page.wait_for_function(
@@ -72,19 +72,19 @@ def wait_idle(page, timeout_ms: int = TIMEOUT_MS) -> None:  # noqa: ANN001
                    return !w || !/Running|Connecting/i.test(w.innerText); }""", timeout=timeout_ms)
 
 
-def open_page(page, title: str) -> None:  # noqa: ANN001
+def open_page(page, title: str) -> None:
     """Click a page in the sidebar navigation (same session) and wait for its title."""
     page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
     page.get_by_role("heading", name=title, exact=True).wait_for()
     wait_idle(page)
 
 
-def selected(page, name: str) -> str:  # noqa: ANN001
+def selected(page, name: str) -> str:
     """The value a selectbox with ``key=name`` shows (a combobox input in this Streamlit)."""
     return page.locator(key(name)).locator('input[role="combobox"]').input_value()
 
 
-def choose(page, name: str, option: str) -> None:  # noqa: ANN001
+def choose(page, name: str, option: str) -> None:
     """Pick ``option`` in the selectbox with ``key=name``."""
     box = page.locator(key(name)).locator('input[role="combobox"]')
     box.click()
@@ -92,14 +92,14 @@ def choose(page, name: str, option: str) -> None:  # noqa: ANN001
     wait_idle(page)
 
 
-def metric_value(page, label: str) -> str:  # noqa: ANN001
+def metric_value(page, label: str) -> str:
     """The displayed value of the st.metric whose label is ``label``."""
     metric = page.locator('[data-testid="stMetric"]', has=page.locator(
         '[data-testid="stMetricLabel"]', has_text=label)).first
     return metric.locator('[data-testid="stMetricValue"]').inner_text().strip()
 
 
-def screenshot(page, name: str) -> Path:  # noqa: ANN001
+def screenshot(page, name: str) -> Path:
     """Full-page screenshot into test-artifacts/ (gitignored)."""
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
@@ -117,7 +117,7 @@ def screenshot(page, name: str) -> Path:  # noqa: ANN001
 DATAFRAME_ROW_PX = 35  # Streamlit's default dataframe row height (the header row has the same)
 
 
-def wait_script_done(page, timeout_ms: int = TIMEOUT_MS) -> None:  # noqa: ANN001
+def wait_script_done(page, timeout_ms: int = TIMEOUT_MS) -> None:
     """Wait until no script run is in progress: this Streamlit shows a "Stop" button, not "Running"."""
     wait_idle(page, timeout_ms)
     page.wait_for_function(
@@ -125,7 +125,7 @@ def wait_script_done(page, timeout_ms: int = TIMEOUT_MS) -> None:  # noqa: ANN00
                    return !w || !/Stop|Running|Connecting/i.test(w.innerText); }""", timeout=timeout_ms)
 
 
-def tick_row(page, name: str, row: int, attempts: int = 3) -> None:  # noqa: ANN001
+def tick_row(page, name: str, row: int, attempts: int = 3) -> None:
     """Click the selection checkbox of ``row`` (0 = first data row) of the dataframe with ``key=name``.
 
     The grid is drawn on a canvas: the checkbox is found by its position, and the click is checked on

@@ -27,7 +27,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def apply_stack_env(monkeypatch, env: Mapping[str, str]) -> None:  # noqa: ANN001 - pytest.MonkeyPatch
+def apply_stack_env(monkeypatch, env: Mapping[str, str]) -> None:  # pytest.MonkeyPatch
     """Point this process at ``env`` (its MLOPS_/MLFLOW_ variables) and make the settings re-read it."""
     from mlops_local.settings import get_settings
 
@@ -167,7 +167,7 @@ def start_service(name: str, env: dict[str, str], log_dir: Path, wait: bool = Tr
     if wait:
         try:
             wait_until_responds(url + path, timeout=timeout, proc=proc)
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever went wrong, stop it and show its log
             service.stop()
             raise RuntimeError(f"{name} did not start:\n{service.log()[-3000:]}") from None
     return service
@@ -207,7 +207,7 @@ def start_honcho(env: dict[str, str], log_dir: Path) -> HonchoStack:
 
 def required_health_urls(env: dict[str, str]) -> dict[str, str]:
     """Health URL of every required service of a stack started with ``env``."""
-    port = lambda var: env[var]  # noqa: E731
+    port = lambda var: env[var]
     return {
         "mlflow": f"http://127.0.0.1:{port('MLOPS_MLFLOW_PORT')}/health",
         "prometheus": f"http://127.0.0.1:{port('MLOPS_PROMETHEUS_PORT')}/-/ready",
@@ -221,7 +221,7 @@ def wait_stack_healthy(stack: HonchoStack, timeout: float = 120.0) -> None:
     try:
         for url in required_health_urls(stack.env).values():
             wait_until_responds(url, timeout=timeout, proc=stack.proc)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever went wrong, stop the stack and show its log
         stack.stop()
         raise RuntimeError(f"stack did not become healthy: {exc}\n{stack.log()[-4000:]}") from None
 

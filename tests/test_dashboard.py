@@ -16,7 +16,7 @@ from mlops_local.metrics.panels import PANELS, VARIABLES
 pytest.importorskip("grafana_foundation_sdk",
                     reason="grafana-foundation-sdk is not installed (the test extra has it)")
 
-from mlops_local.grafana.dashboard import (  # noqa: E402  (after the skip without the SDK)
+from mlops_local.grafana.dashboard import (  # after the skip without the SDK
     dashboard_drift,
     render_dashboard,
     validate_dashboard,

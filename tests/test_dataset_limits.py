@@ -57,7 +57,7 @@ def child_errors(paths: list[str], env: dict[str, str] | None = None) -> dict[st
 
 
 @pytest.fixture
-def settings_env(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+def settings_env(monkeypatch: pytest.MonkeyPatch):
     """Set environment variables for get_settings() within one test."""
     def apply(**values: str) -> None:
         for key, value in values.items():
@@ -95,7 +95,7 @@ def test_train_on_dev_zero_is_one_line_and_exit_2() -> None:
                                    "only CSV or Parquet files are read")
 
 
-def test_size_cap_comes_from_the_setting_for_paths_and_uploads(tmp_path: Path, settings_env) -> None:  # noqa: ANN001
+def test_size_cap_comes_from_the_setting_for_paths_and_uploads(tmp_path: Path, settings_env) -> None:
     path = tmp_path / "big.csv"
     path.write_text("a,y\n" + "".join(f"{i},{i % 7}\n" for i in range(300_000)))  # about 2.5 MB
     assert len(read_table(path)) == 300_000  # under the default cap
@@ -109,7 +109,7 @@ def test_size_cap_comes_from_the_setting_for_paths_and_uploads(tmp_path: Path, s
         read_table(handle, filename="upload.csv")
 
 
-def test_train_and_sweep_uploads_are_capped_by_the_dataset_setting_too(settings_env) -> None:  # noqa: ANN001
+def test_train_and_sweep_uploads_are_capped_by_the_dataset_setting_too(settings_env) -> None:
     """The Train and Sweep pages read uploads through common.read_upload: the smaller cap applies."""
     from types import SimpleNamespace
 
@@ -168,8 +168,8 @@ def test_column_names_of_a_real_table_are_still_listed(tmp_path: Path) -> None:
         load_dataset(DatasetSpec(str(path), target="y"))
 
 
-def test_predict_upload_is_capped_by_the_dataset_setting(ui_env: dict[str, str], ui_trained_run,  # noqa: ANN001
-                                                         settings_env) -> None:  # noqa: ANN001
+def test_predict_upload_is_capped_by_the_dataset_setting(ui_env: dict[str, str], ui_trained_run,
+                                                         settings_env) -> None:
     from tests.apptest import open_app
 
     settings_env(MLOPS_MAX_DATASET_MB="1", MLOPS_MAX_UPLOAD_MB="200")

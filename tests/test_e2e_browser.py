@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 TARGET = "CO2 Emissions(g/km)"
 
 
-def _train_on_upload(page, co2_csv: Path) -> tuple[float, str]:  # noqa: ANN001
+def _train_on_upload(page, co2_csv: Path) -> tuple[float, str]:
     """Upload the CSV, keep its CO2 target, train a small forest; (R² shown, run id from the MLflow link)."""
     page.locator(key("train_source")).get_by_text("Upload a file").click()
     wait_idle(page)
@@ -39,12 +39,12 @@ def _train_on_upload(page, co2_csv: Path) -> tuple[float, str]:  # noqa: ANN001
     return r2, run_id
 
 
-def _scraped(page) -> bool:  # noqa: ANN001
+def _scraped(page) -> bool:
     return page.locator("text=has no model metrics yet").count() == 0 and \
         page.locator(".js-plotly-plot").count() >= 2
 
 
-def test_upload_train_register_predict_monitor_export(honcho_stack: dict[str, str], browser_page,  # noqa: ANN001
+def test_upload_train_register_predict_monitor_export(honcho_stack: dict[str, str], browser_page,
                                                       co2_csv: Path, tmp_path: Path) -> None:
     page = browser_page
     ui = f"http://127.0.0.1:{honcho_stack['MLOPS_UI_PORT']}"

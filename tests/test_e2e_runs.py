@@ -24,12 +24,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 EXPERIMENT = "e2e-runs"
 
 
-def _name_is(page, expected: str) -> None:  # noqa: ANN001
+def _name_is(page, expected: str) -> None:
     """The registration's name field shows ``expected`` (once the rerun the last click started is done)."""
     expect(page.locator(key("runs_register_name")).locator("input")).to_have_value(expected, timeout=60_000)
 
 
-def _register(page, expected: str) -> str:  # noqa: ANN001
+def _register(page, expected: str) -> str:
     """Click Register; the message it shows, which must contain ``expected``."""
     wait_script_done(page)
     page.locator(key("runs_register_button")).locator("button").click()
@@ -38,7 +38,7 @@ def _register(page, expected: str) -> str:  # noqa: ANN001
     return message.inner_text()
 
 
-def _no_sideways_scroll(page) -> None:  # noqa: ANN001
+def _no_sideways_scroll(page) -> None:
     """Neither the page nor any table scrolls sideways at this width."""
     page.locator(".dvn-scroller").first.wait_for()  # the grid's scroll box, once the grid is drawn
     widths = page.evaluate("""() => ({page: [document.documentElement.scrollWidth, window.innerWidth],
@@ -48,7 +48,7 @@ def _no_sideways_scroll(page) -> None:  # noqa: ANN001
     assert widths["grids"] and all(scroll <= client + 1 for scroll, client in widths["grids"]), widths
 
 
-def test_tick_register_and_fold_sweeps(honcho_stack: dict[str, str], browser_page) -> None:  # noqa: ANN001
+def test_tick_register_and_fold_sweeps(honcho_stack: dict[str, str], browser_page) -> None:
     settings = Settings.from_env(honcho_stack)
     forest = train(TrainRequest(DatasetSpec("co2_canada"), "random_forest", params={"n_estimators": 10},
                                 experiment=EXPERIMENT, source="cli"), settings)

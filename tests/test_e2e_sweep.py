@@ -47,14 +47,14 @@ def _command(pid: int) -> str:
         return "?"
 
 
-def _set_number(page, name: str, value: int) -> None:  # noqa: ANN001
+def _set_number(page, name: str, value: int) -> None:
     field = page.locator(key(name)).locator("input")
     field.fill(str(value))
     field.press("Enter")
     wait_idle(page)
 
 
-def test_the_first_sweep_of_a_fresh_ui_runs_every_trial(fresh_ui, browser_page) -> None:  # noqa: ANN001
+def test_the_first_sweep_of_a_fresh_ui_runs_every_trial(fresh_ui, browser_page) -> None:
     env, ui = fresh_ui
     page = browser_page
     page.set_viewport_size({"width": 1440, "height": 900})

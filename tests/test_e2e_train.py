@@ -17,20 +17,20 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 TREES = "train_param_random_forest_n_estimators"
 
 
-def _open_train(page, stack: dict[str, str]) -> None:  # noqa: ANN001
+def _open_train(page, stack: dict[str, str]) -> None:
     page.goto(f"http://127.0.0.1:{stack['MLOPS_UI_PORT']}")
     page.get_by_role("heading", name="Train", exact=True).wait_for()
     wait_idle(page)
 
 
-def _type(page, widget: str, text: str) -> None:  # noqa: ANN001
+def _type(page, widget: str, text: str) -> None:
     field = page.locator(key(widget)).locator("input")
     field.fill(text)
     field.press("Enter")
     wait_idle(page)
 
 
-def _train(page) -> dict[str, str]:  # noqa: ANN001
+def _train(page) -> dict[str, str]:
     """Click Train, wait for the result cards; the run's logged params (run id from the MLflow link)."""
     page.locator(key("train_button")).locator("button").click()
     page.locator('[data-testid="stMetricLabel"]', has_text="R²").first.wait_for()
@@ -41,13 +41,13 @@ def _train(page) -> dict[str, str]:  # noqa: ANN001
     return page.context.mlflow.get_run(run_id).data.params
 
 
-def _chips(page) -> list[str]:  # noqa: ANN001
+def _chips(page) -> list[str]:
     tags = page.locator(key("train_features")).locator("[data-tag]")
     return [tags.nth(i).get_attribute("aria-label") for i in range(tags.count())]
 
 
 def test_feature_chips_follow_the_target_and_the_run_trains_on_them(
-        honcho_stack: dict[str, str], browser_page, co2_csv: Path) -> None:  # noqa: ANN001
+        honcho_stack: dict[str, str], browser_page, co2_csv: Path) -> None:
     page = browser_page
     page.context.mlflow = MlflowClient(honcho_stack["MLFLOW_TRACKING_URI"])
     with co2_csv.open(newline="") as fh:
@@ -75,7 +75,7 @@ def test_feature_chips_follow_the_target_and_the_run_trains_on_them(
 
 
 def test_out_of_range_hyperparameter_names_its_range_and_is_never_replaced(
-        honcho_stack: dict[str, str], browser_page) -> None:  # noqa: ANN001
+        honcho_stack: dict[str, str], browser_page) -> None:
     page = browser_page
     page.context.mlflow = MlflowClient(honcho_stack["MLFLOW_TRACKING_URI"])
     _open_train(page, honcho_stack)

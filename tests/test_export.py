@@ -38,7 +38,7 @@ class CountingClient(PrometheusClient):
         super().__init__(base_url, timeout=10)
         self.calls: list[tuple[float, float]] = []
 
-    def query_range(self, expr, start, end, step):  # type: ignore[override]
+    def query_range(self, expr, start, end, step):
         self.calls.append((start, end))
         return super().query_range(expr, start, end, step)
 

@@ -110,7 +110,7 @@ def test_generated_files_are_never_readable_by_others_while_written(stack_settin
     seen: dict[str, int] = {}
     real_open = io.open
 
-    def spying_open(file, mode="r", *args, **kwargs):  # noqa: ANN001, ANN202 - io.open's signature
+    def spying_open(file, mode="r", *args, **kwargs):  # io.open's signature
         handle = real_open(file, mode, *args, **kwargs)
         if any(flag in mode for flag in "wax+"):
             path = Path(os.readlink(f"/proc/self/fd/{handle.fileno()}"))

@@ -58,7 +58,7 @@ def good_dir(client: MlflowClient, ui_trained_run: TrainResult, tmp_path: Path) 
                                                     tracking_uri=client.tracking_uri))
 
 
-def edit_mlmodel(model_dir: Path, change) -> None:  # noqa: ANN001
+def edit_mlmodel(model_dir: Path, change) -> None:
     path = model_dir / "MLmodel"
     meta = yaml.safe_load(path.read_text())
     change(meta["flavors"])
@@ -84,14 +84,14 @@ def mlflow_loads(model_dir: Path) -> subprocess.CompletedProcess:
                           timeout=300, check=False)
 
 
-def open_on_predict(run_id: str):  # noqa: ANN201
+def open_on_predict(run_id: str):
     at = open_app("predict")
     at.text_input(key="predict_ref").set_value(run_id).run()
     assert not at.exception, at.exception
     return at
 
 
-def refusal(at) -> str:  # noqa: ANN001
+def refusal(at) -> str:
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and errors[0].startswith("model refused: "), errors
     assert "\n" not in errors[0]
@@ -179,7 +179,7 @@ def test_genuine_model_records_its_checksum_and_loads(client: MlflowClient, ui_t
     (lambda f: f["sklearn"].update(pickled_model="../model.skops"), "sklearn flavour points"),
     (lambda f: f.update(keras={"data": "x"}), "only scikit-learn models"),
 ])
-def test_mlmodel_pointing_anywhere_else_is_refused(good_dir: Path, change, reason: str) -> None:  # noqa: ANN001
+def test_mlmodel_pointing_anywhere_else_is_refused(good_dir: Path, change, reason: str) -> None:
     shutil.copy(good_dir / MODEL_FILE, good_dir / "python_model.pkl")
     checksum = file_sha256(good_dir / MODEL_FILE)
     assert load_local(good_dir, checksum) is not None

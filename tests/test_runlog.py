@@ -17,7 +17,7 @@ from mlops_local.ml.runlog import RunLogger
 pytestmark = pytest.mark.integration
 
 
-def test_concurrent_runs_logging_one_new_dataset_all_succeed(mlflow_settings) -> None:  # noqa: ANN001
+def test_concurrent_runs_logging_one_new_dataset_all_succeed(mlflow_settings) -> None:
     client = MlflowClient(mlflow_settings.effective_tracking_uri)
     experiment_id = tracking.ensure_experiment(client, f"runlog-race-{uuid.uuid4().hex[:8]}")
     frame = pd.DataFrame({"x": range(50), "y": range(50)})
@@ -57,11 +57,11 @@ class _FlakyClient:
         self._client.log_inputs(run_id, datasets=datasets)
 
 
-def test_a_lost_insert_race_is_retried(mlflow_settings) -> None:  # noqa: ANN001
+def test_a_lost_insert_race_is_retried(mlflow_settings) -> None:
     real = MlflowClient(mlflow_settings.effective_tracking_uri)
     flaky = _FlakyClient(real)
     experiment_id = tracking.ensure_experiment(real, "runlog-retry")
-    logger = RunLogger(flaky, mlflow_settings, experiment_id)  # type: ignore[arg-type]
+    logger = RunLogger(flaky, mlflow_settings, experiment_id)
     dataset = mlflow.data.from_pandas(pd.DataFrame({"a": [1.0]}), name="one", digest=uuid.uuid4().hex[:16])
     logger.open("retry", {}, {}, lambda: DatasetInput(dataset._to_mlflow_entity()))
     run_id = logger.run.info.run_id
@@ -79,17 +79,17 @@ class _CountingClient:
     def __getattr__(self, name: str) -> object:
         return getattr(self._client, name)
 
-    def log_batch(self, run_id: str, metrics=(), params=(), tags=()) -> None:  # noqa: ANN001
+    def log_batch(self, run_id: str, metrics=(), params=(), tags=()) -> None:
         self.batches.append(({m.key for m in metrics}, {p.key for p in params}))
         self._client.log_batch(run_id, metrics=metrics, params=params, tags=tags)
 
 
 @pytest.mark.parametrize("ending", ["finish", "fail"])
-def test_deferred_params_travel_with_the_metrics_and_are_never_lost(mlflow_settings, ending) -> None:  # noqa: ANN001
+def test_deferred_params_travel_with_the_metrics_and_are_never_lost(mlflow_settings, ending) -> None:
     real = MlflowClient(mlflow_settings.effective_tracking_uri)
     counting = _CountingClient(real)
     experiment_id = tracking.ensure_experiment(real, "runlog-deferred")
-    logger = RunLogger(counting, mlflow_settings, experiment_id)  # type: ignore[arg-type]
+    logger = RunLogger(counting, mlflow_settings, experiment_id)
     logger.open("child", {}, {"alpha": "0.5", "model": "ridge"}, defer_params=True)
     run_id = logger.run.info.run_id
     if ending == "finish":

@@ -51,7 +51,7 @@ def test_status_command_sees_the_stack_up(honcho_stack: dict[str, str]) -> None:
 
 
 @pytest.mark.browser
-def test_two_browser_tabs_share_one_metrics_thread(honcho_stack: dict[str, str], chromium) -> None:  # noqa: ANN001
+def test_two_browser_tabs_share_one_metrics_thread(honcho_stack: dict[str, str], chromium) -> None:
     ui = f"http://127.0.0.1:{honcho_stack['MLOPS_UI_PORT']}/"
     log = Path(honcho_stack["MLOPS_HOME"]) / "logs" / "honcho.log"
     contexts = [chromium.new_context() for _ in range(2)]

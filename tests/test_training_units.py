@@ -168,7 +168,7 @@ def test_cached_trusted_types_equal_skops_own_answer_on_every_call(model: str) -
 
 
 @pytest.mark.integration  # a real MLflow SQLite store: its schema migrations take seconds
-def test_experiments_on_another_sqlite_store_keep_artifacts_beside_it(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+def test_experiments_on_another_sqlite_store_keep_artifacts_beside_it(tmp_path, monkeypatch) -> None:
     """MLflow's default would be ./mlruns under whatever directory the process runs in."""
     from mlflow.tracking import MlflowClient
 

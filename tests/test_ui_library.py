@@ -150,8 +150,8 @@ def test_training_hints_from_a_fitted_pipeline() -> None:
 
 # -- training jobs -------------------------------------------------------------------------------
 
-def _gated_train(gate: threading.Event):  # noqa: ANN202
-    def gated(request, settings, *, progress=None, **kwargs):  # noqa: ANN001, ANN202
+def _gated_train(gate: threading.Event):
+    def gated(request, settings, *, progress=None, **kwargs):
         def report(step: str, elapsed: float) -> None:
             progress(step, elapsed)
             if step == "fit":

@@ -26,7 +26,7 @@ def open_monitoring() -> AppTest:
 
 
 @pytest.fixture
-def app_on_stack(prometheus_stack, ui_env: dict[str, str],  # noqa: ANN001
+def app_on_stack(prometheus_stack, ui_env: dict[str, str],
                  monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
     use_env(monkeypatch, prometheus_stack.env, MLFLOW_TRACKING_URI=ui_env["MLFLOW_TRACKING_URI"])
     yield prometheus_stack
@@ -47,7 +47,7 @@ def empty_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[
     service.stop()
 
 
-def test_health_latest_values_and_charts(app_on_stack) -> None:  # noqa: ANN001
+def test_health_latest_values_and_charts(app_on_stack) -> None:
     at = open_monitoring()
     assert not at.error, [e.value for e in at.error]
     assert any("is up" in s.value for s in at.success)
@@ -62,7 +62,7 @@ def test_health_latest_values_and_charts(app_on_stack) -> None:  # noqa: ANN001
     assert set(latest["model"]) == {"ridge"}
 
 
-def test_export_writes_the_file_and_offers_it(app_on_stack) -> None:  # noqa: ANN001
+def test_export_writes_the_file_and_offers_it(app_on_stack) -> None:
     settings = get_settings()
     before = set(settings.exports_dir.glob("mlops-metrics-*.csv"))  # the stack is shared with other tests
     at = open_monitoring()
@@ -81,7 +81,7 @@ def test_export_writes_the_file_and_offers_it(app_on_stack) -> None:  # noqa: AN
     assert at.get("download_button")
 
 
-def test_bad_step_is_a_message(app_on_stack) -> None:  # noqa: ANN001
+def test_bad_step_is_a_message(app_on_stack) -> None:
     at = open_monitoring()
     at.text_input(key="monitoring_export_step").set_value("soon")
     at.button(key="monitoring_export").click().run()

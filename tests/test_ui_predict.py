@@ -27,7 +27,7 @@ def registered(ui_trained_run: TrainResult, mlflow_env: dict[str, str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def reference_model(ui_trained_run: TrainResult, mlflow_env: dict[str, str]):  # noqa: ANN201
+def reference_model(ui_trained_run: TrainResult, mlflow_env: dict[str, str]):
     """The same model loaded outside the UI, to check the page's numbers."""
     model = predict.load_model(ui_trained_run.model_uri, MlflowClient(mlflow_env["MLFLOW_TRACKING_URI"]))
     return model, predict.input_fields(model)
@@ -47,7 +47,7 @@ def with_model(ref: str, typed: bool = False) -> AppTest:
     return at
 
 
-def test_one_row_from_registered_alias(ui_env: dict[str, str], registered: str, reference_model) -> None:  # noqa: ANN001
+def test_one_row_from_registered_alias(ui_env: dict[str, str], registered: str, reference_model) -> None:
     model, fields = reference_model
     at = with_model(registered)
     assert not at.error, [e.value for e in at.error]
@@ -74,7 +74,7 @@ def test_model_from_a_run(ui_env: dict[str, str], ui_trained_run: TrainResult) -
 
 
 def test_batch_csv_with_extra_column(ui_env: dict[str, str], registered: str, co2_csv: Path,
-                                     reference_model) -> None:  # noqa: ANN001
+                                     reference_model) -> None:
     model, fields = reference_model
     rows = pd.read_csv(co2_csv).head(25).assign(Notes="x")
     at = with_model(registered)
@@ -92,7 +92,7 @@ def test_batch_csv_with_extra_column(ui_env: dict[str, str], registered: str, co
 
 
 def test_batch_prediction_first_summary_and_scores(ui_env: dict[str, str], registered: str, co2_csv: Path,
-                                                   reference_model) -> None:  # noqa: ANN001
+                                                   reference_model) -> None:
     from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
     model, fields = reference_model
@@ -130,7 +130,7 @@ def _upload(at: AppTest, name: str, data: bytes) -> AppTest:
      "column 'Engine Size(L)' must hold numbers; row(s) 1"),
     ("empty.csv", lambda f: f.head(0), "no data rows"),
 ])
-def test_bad_batches(ui_env: dict[str, str], registered: str, co2_csv: Path, name: str, change,  # noqa: ANN001
+def test_bad_batches(ui_env: dict[str, str], registered: str, co2_csv: Path, name: str, change,
                      message: str) -> None:
     frame = change(pd.read_csv(co2_csv).head(5))
     buffer = io.StringIO()

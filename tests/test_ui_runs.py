@@ -29,7 +29,7 @@ def open_runs(experiment: str = EXPERIMENT) -> AppTest:
     return at
 
 
-def table(at: AppTest, key: str = "runs_table"):  # noqa: ANN201
+def table(at: AppTest, key: str = "runs_table"):
     """The run table with ``key`` as the page shows it (every column, in the frame's order)."""
     return next(d for d in at.dataframe if d.key == key)
 
@@ -72,7 +72,7 @@ def diabetes_run(mlflow_env: dict[str, str]) -> TrainResult:
 
 
 @pytest.fixture(scope="module")
-def sweep(mlflow_env: dict[str, str], logged_runs: dict[str, str]):  # noqa: ANN201
+def sweep(mlflow_env: dict[str, str], logged_runs: dict[str, str]):
     """A real sweep of 3 ridge trials on diabetes in the same experiment (after the other runs)."""
     spec = SweepSpec(DatasetSpec("diabetes"), "ridge", strategy="random", trials=3, jobs=1, seed=3,
                      experiment=EXPERIMENT, models="none")
@@ -124,7 +124,7 @@ def test_metric_and_link_columns_come_first(ui_env: dict[str, str], logged_runs:
     assert "run_id" not in order and "parent_run_id" not in order
 
 
-def test_sweep_folded_under_its_parent(ui_env: dict[str, str], sweep) -> None:  # noqa: ANN001
+def test_sweep_folded_under_its_parent(ui_env: dict[str, str], sweep) -> None:
     at = open_runs()
     frame = table(at).value
     trial_ids = {t.run_id for t in sweep.trials}
@@ -147,7 +147,7 @@ def test_sweep_folded_under_its_parent(ui_env: dict[str, str], sweep) -> None:  
     assert trial_ids <= set(table(at).value["run_id"])
 
 
-def test_ticked_sweep_registers_its_best_trial(ui_env: dict[str, str], sweep) -> None:  # noqa: ANN001
+def test_ticked_sweep_registers_its_best_trial(ui_env: dict[str, str], sweep) -> None:
     at = tick(open_runs(), sweep.parent_run_id)
     assert at.selectbox(key="runs_action_run").value == sweep.best.run_id
 

@@ -91,7 +91,7 @@ def gated_training(monkeypatch: pytest.MonkeyPatch) -> _Gate:
     gate = _Gate()
     real = training.train
 
-    def gated(request, settings, *, progress=None, **kwargs):  # noqa: ANN001, ANN202
+    def gated(request, settings, *, progress=None, **kwargs):
         def report(step: str, elapsed: float) -> None:
             if progress is not None:
                 progress(step, elapsed)
@@ -271,7 +271,7 @@ def test_an_out_of_range_hyperparameter_names_its_range_and_blocks_train(ui_env:
 class _GrafanaHealth(BaseHTTPRequestHandler):
     """Answers /api/health as Grafana does (Grafana is not installed on every machine that runs tests)."""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:  # http.server's name
         self.send_response(200 if self.path == "/api/health" else 404)
         self.end_headers()
         self.wfile.write(b'{"database": "ok"}')

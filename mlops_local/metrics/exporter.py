@@ -109,7 +109,7 @@ class ModelMetricsExporter(Collector):
         for listener in listeners:
             try:
                 listener(runs, experiment_names)
-            except Exception:  # noqa: BLE001 - one consumer must not stop the model metrics
+            except Exception:  # one consumer must not stop the model metrics
                 log.exception("run listener %r failed on a page of %d runs", listener, len(runs))
 
     def first_page_read(self) -> None:

@@ -24,7 +24,7 @@ SCORES = ("r2", "rmse", "mae")
 
 def _finite(value: object) -> float | None:
     try:
-        number = float(value)  # type: ignore[arg-type]
+        number = float(value)
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None

@@ -89,7 +89,7 @@ class SweepMetrics(Collector):
         """Pick the ended sweep trials out of MLflow runs (any order, repeats welcome); returns new ones."""
         new = 0
         for run in runs:
-            info, tags = run.info, run.data.tags  # type: ignore[attr-defined]
+            info, tags = run.info, run.data.tags
             if tags.get(TAG_SOURCE) != "sweep" or tags.get(TAG_ROLE) != "trial" or info.end_time is None:
                 continue
             if info.status not in TERMINAL:
@@ -100,7 +100,7 @@ class SweepMetrics(Collector):
                 info.run_id, info.status, experiment=experiment, dataset=tags.get(TAG_DATASET, ""),
                 model=tags.get(TAG_MODEL, ""), score_metric=metric,
                 higher_is_better=tags.get(TAG_GOAL, "maximize") != "minimize",
-                sweep_id=tags.get(TAG_PARENT, ""), score=run.data.metrics.get(metric),  # type: ignore[attr-defined]
+                sweep_id=tags.get(TAG_PARENT, ""), score=run.data.metrics.get(metric),
                 end_ms=info.end_time)
         return new
 

@@ -158,7 +158,7 @@ def _fmt(x: float | None) -> str:
 
 def _p(name: str, kind: str, default: object, low: float | None = None, high: float | None = None,
        **kw: object) -> ParamSpec:
-    return ParamSpec(name, kind, default, low, high, **kw)  # type: ignore[arg-type]
+    return ParamSpec(name, kind, default, low, high, **kw)
 
 
 _INTERCEPT = _p("fit_intercept", "bool", True, help="Fit an intercept term.")

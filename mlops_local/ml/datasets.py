@@ -195,7 +195,7 @@ def load_dataset(spec: DatasetSpec, frame: pd.DataFrame | None = None) -> Loaded
             raise UserError(f"{label} has no data rows")
     elif builtin is not None:
         options = _builtin_options(builtin, spec.options)
-        frame = builtin.loader(options)  # type: ignore[misc]
+        frame = builtin.loader(options)
         label, name, source, path = builtin.name, builtin.name, "builtin", builtin.path
     else:
         candidate = Path(spec.name).expanduser()

@@ -21,15 +21,15 @@ MIN_TRAIN_ROWS = 5
 def validate_split(n_rows: int, test_size: object, cv_folds: object) -> tuple[float, int]:
     """``test_size`` in (0, 1), ``cv_folds`` 0 or 2..20, both leaving enough rows; UserError otherwise."""
     try:
-        size = float(test_size)  # type: ignore[arg-type]
+        size = float(test_size)
     except (TypeError, ValueError):
         raise UserError(f"test size must be a number between 0 and 1 (exclusive), got {test_size!r}") \
             from None
     if isinstance(test_size, bool) or not 0.0 < size < 1.0:
         raise UserError(f"test size must be between 0 and 1 (exclusive), got {test_size!r}")
     try:
-        folds = int(cv_folds)  # type: ignore[arg-type]
-        if isinstance(cv_folds, bool) or folds != float(cv_folds):  # type: ignore[arg-type]
+        folds = int(cv_folds)
+        if isinstance(cv_folds, bool) or folds != float(cv_folds):
             raise ValueError
     except (TypeError, ValueError):
         raise UserError(f"cv folds must be a whole number (0 = no cross-validation, or 2 to {MAX_CV_FOLDS}), "

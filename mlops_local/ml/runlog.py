@@ -157,7 +157,7 @@ class RunLogger:
         if self._deferred:  # a failed run still shows what it was trained with
             try:
                 client.log_batch(run_id, params=[Param(k, v) for k, v in self._deferred.items()])
-            except Exception as err:  # noqa: BLE001 - still try to close the run
+            except Exception as err:  # still try to close the run
                 log.warning("could not log the params of run %s: %s", run_id, err, exc_info=True)
             self._deferred = {}
         interrupted = isinstance(exc, KeyboardInterrupt)
@@ -167,12 +167,12 @@ class RunLogger:
             message = f"{type(exc).__name__}: {exc}"
         try:
             client.set_tag(run_id, TAG_ERROR, message[:_MAX_TAG])
-        except Exception as err:  # noqa: BLE001 - still try to close the run
+        except Exception as err:  # still try to close the run
             log.warning("could not record the error on run %s: %s", run_id, err, exc_info=True)
         status = "KILLED" if interrupted else "FAILED"
         try:
             client.set_terminated(run_id, status)
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             log.error("could not mark run %s %s (%s); the reaper closes it once this process is gone",
                       run_id, status, err, exc_info=True)
 

@@ -196,7 +196,7 @@ def _best_model(sweep: SweepRun, warnings: list[str]) -> tuple[str | None, str |
                     warnings.append(f"the re-fitted best model scored r2 {refit['r2']:.6f}, not the trial's")
         except KeyboardInterrupt:
             raise
-        except Exception as exc:  # noqa: BLE001 - the trials stand; say what is missing
+        except Exception as exc:  # the trials stand; say what is missing
             warnings.append(f"best model not logged: {type(exc).__name__}: {exc}")
             log.error("could not log the best model of sweep %s", sweep.parent, exc_info=True)
             return None, None
@@ -247,5 +247,5 @@ def _abandon(sweep: SweepRun, exc: BaseException) -> None:
         if run.info.status == "RUNNING":
             client.set_tag(sweep.parent, "error", f"{type(exc).__name__}: {exc}"[:5000])
             client.set_terminated(sweep.parent, "FAILED")
-    except Exception:  # noqa: BLE001 - the original error matters more
+    except Exception:  # the original error matters more
         log.error("could not close sweep %s cleanly", sweep.parent, exc_info=True)

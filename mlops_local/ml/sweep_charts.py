@@ -38,7 +38,7 @@ def _text(value: object) -> str:
 
 def _is_number(value: object) -> bool:
     return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and math.isfinite(float(value)))  # type: ignore[arg-type]
+            and math.isfinite(float(value)))
 
 
 def param_chart_name(name: str) -> str:
@@ -62,7 +62,7 @@ def write_charts(out_dir: Path, outcomes: Sequence[TrialOutcome], score_metric: 
         values = [o.params.get(name) for o in scored]
         if len({repr(v) for v in values}) > 1:
             charts.append((out_dir / param_chart_name(name),
-                           _param_chart(name, values, [float(o.score) for o in scored],  # type: ignore[arg-type]
+                           _param_chart(name, values, [float(o.score) for o in scored],
                                         score_metric)))
     for path, svg in charts:
         path.write_text(svg, encoding="utf-8")
@@ -79,7 +79,7 @@ def _score_by_trial(outcomes: Sequence[TrialOutcome], scored: list[TrialOutcome]
                     higher_is_better: bool, baseline: float | None = None) -> str:
     failed = sorted(o.number for o in outcomes if o.status != "FINISHED")
     xs = [float(o.number) for o in scored]
-    ys = [float(o.score) for o in scored]  # type: ignore[arg-type]
+    ys = [float(o.score) for o in scored]
     numbers_ = xs + [float(n) for n in failed]
     levels = ys + ([baseline] if baseline is not None else [])  # the y axis spans the scores, not from 0
     frame = _Frame((min(numbers_), max(numbers_)) if numbers_ else (0.0, 1.0),
@@ -129,7 +129,7 @@ def _along_steps(xs: list[float], ys: list[float], pieces: int = 8) -> list[tupl
 
 def _category_key(value: object) -> tuple[int, float, str]:
     # Numbers in numeric order first, then everything else (None, strings, bools) by text.
-    return (0, float(value), "") if _is_number(value) else (1, 0.0, _text(value))  # type: ignore[arg-type]
+    return (0, float(value), "") if _is_number(value) else (1, 0.0, _text(value))
 
 
 def _shorten(label: str, room: int) -> str:
@@ -144,7 +144,7 @@ def _param_chart(name: str, values: list[object], scores: list[float], score_met
     name, metric = _text(name), _text(score_metric)
     y_range = (min(scores), max(scores))
     if all(_is_number(v) for v in values):
-        xs = [float(v) for v in values]  # type: ignore[arg-type]
+        xs = [float(v) for v in values]
         log = min(xs) > 0 and max(xs) / min(xs) > _LOG_SPAN
         frame = _Frame((min(xs), max(xs)), y_range, *_PARAM_SIZE, log_x=log)
         ints = all(isinstance(v, numbers.Integral) for v in values)

@@ -73,6 +73,6 @@ class SweepJob(BackgroundJob):
                                     on_trial=self._on_trial, metrics=self.metrics, frame=self.frame)
         except (UserError, ServiceUnavailable) as exc:
             self.error = str(exc)
-        except Exception as exc:  # noqa: BLE001 - shown on the page; the sweep closed its runs
+        except Exception as exc:  # shown on the page; the sweep closed its runs
             log.exception("sweep of %s on %s failed", self.spec.model, self.spec.dataset.name)
             self.error = f"sweep failed: {type(exc).__name__}: {exc}"

@@ -35,7 +35,7 @@ class SearchParam:
         """Grid values: every choice, or ``points`` evenly spaced values (log-spaced when ``log``)."""
         if self.kind == "choice":
             return list(self.choices)
-        lo, hi = float(self.low), float(self.high)  # type: ignore[arg-type]
+        lo, hi = float(self.low), float(self.high)
         values = np.geomspace(lo, hi, points) if self.log else np.linspace(lo, hi, points)
         if self.kind == "int":
             out = sorted({int(round(v)) for v in values})
@@ -48,7 +48,7 @@ class SearchParam:
         """One value drawn uniformly (log-uniformly when ``log``)."""
         if self.kind == "choice":
             return self.choices[int(rng.integers(len(self.choices)))]
-        lo, hi = float(self.low), float(self.high)  # type: ignore[arg-type]
+        lo, hi = float(self.low), float(self.high)
         if self.kind == "int":
             if self.log:
                 value = math.floor(math.exp(rng.uniform(math.log(lo), math.log(hi + 1))))
@@ -127,7 +127,7 @@ def from_catalog(spec: ParamSpec) -> SearchParam:
         return SearchParam(spec.name, "choice", choices=(True, False))
     if spec.kind == "choice":
         return SearchParam(spec.name, "choice", choices=tuple(spec.choices))
-    return SearchParam(spec.name, spec.kind, float(spec.low), float(spec.high), spec.log)  # type: ignore[arg-type]
+    return SearchParam(spec.name, spec.kind, float(spec.low), float(spec.high), spec.log)
 
 
 def parse_range(model: str, spec: ParamSpec, text: str) -> SearchParam:
@@ -157,14 +157,14 @@ def parse_range(model: str, spec: ParamSpec, text: str) -> SearchParam:
     if low is None or high is None:
         raise UserError(f"{where}: a range needs two numbers; list 'none' as a value instead, e.g. "
                         f"{spec.name}=none|5|10")
-    if low > high:  # type: ignore[operator]
+    if low > high:
         raise SweepSpecError(f"{where}: LOW ({_text(low)}) is greater than HIGH ({_text(high)})",
                              field="ranges", reason="reversed", param=spec.name, low=low, high=high)
     log = spec.log if scale is None else scale == "log"
-    if log and low <= 0:  # type: ignore[operator]
+    if log and low <= 0:
         raise UserError(f"{where}: a log scale needs LOW > 0; use {spec.name}={_text(low)}:{_text(high)}"
                         ":linear")
-    return SearchParam(spec.name, spec.kind, float(low), float(high), log)  # type: ignore[arg-type]
+    return SearchParam(spec.name, spec.kind, float(low), float(high), log)
 
 
 def _coerce(spec: ParamSpec, text: str, model: str, where: str) -> object:

@@ -141,7 +141,7 @@ class OptunaStrategy:
             self._study.tell(trial, score)
 
 
-def _distribution(optuna, param):  # noqa: ANN001, ANN202 - optuna types stay lazy
+def _distribution(optuna, param):  # optuna types stay lazy
     if param.kind == "choice":
         return optuna.distributions.CategoricalDistribution(list(param.choices))
     if param.kind == "int":

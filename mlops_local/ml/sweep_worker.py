@@ -95,7 +95,7 @@ def parent_cancelled(client: MlflowClient, parent_run_id: str) -> bool:
     return run.info.status != "RUNNING" or run.data.tags.get(TAG_STATE) == "cancelling"
 
 
-def find_child(client: MlflowClient, experiment_id: str, parent_run_id: str, number: int):  # noqa: ANN201
+def find_child(client: MlflowClient, experiment_id: str, parent_run_id: str, number: int):
     """The child run of trial ``number``, or None when it was never created."""
     runs = client.search_runs([experiment_id], filter_string=(
         f"tags.`{TAG_PARENT}` = '{parent_run_id}' and tags.{TAG_TRIAL} = '{number}'"), max_results=1)
@@ -118,7 +118,7 @@ def run_trial(task: TrialTask, frame: pd.DataFrame | None = None) -> TrialOutcom
 
     kept: list[bytes | str] = []
 
-    def keep(metrics: dict[str, float], save) -> None:  # noqa: ANN001 - training.ModelKeeper
+    def keep(metrics: dict[str, float], save) -> None:  # training.ModelKeeper
         score = metrics.get(task.score_metric)
         mine = TrialOutcome(task.number, params, "FINISHED", score=score)
         rival = None if task.beat is None else TrialOutcome(task.beat[1], {}, "FINISHED", score=task.beat[0])
@@ -128,7 +128,7 @@ def run_trial(task: TrialTask, frame: pd.DataFrame | None = None) -> TrialOutcom
             with tempfile.TemporaryDirectory(prefix="mlops-sweep-") as tmp:
                 save(Path(tmp))  # model/ and plots/
                 kept.append(package(task, Path(tmp)))
-        except Exception:  # noqa: BLE001 - the trial stands; the sweep re-fits its best if need be
+        except Exception:  # the trial stands; the sweep re-fits its best if need be
             log.warning("could not keep the model of trial %d", task.number, exc_info=True)
 
     try:

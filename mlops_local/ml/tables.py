@@ -49,7 +49,7 @@ class Source:
     data: bytes | None = None  # an upload, already in memory
     label_path: str = ""  # the path opened (where /proc/self/fd is missing)
 
-    def arrow(self):  # noqa: ANN201 - a pyarrow NativeFile
+    def arrow(self):  # a pyarrow NativeFile
         """A pyarrow stream over the same file from its start (native: a Python file object read by
         pyarrow costs about 0.8x the file in extra copies)."""
         import pyarrow as pa
@@ -83,7 +83,7 @@ def open_source(source: str | Path | bytes | BinaryIO, filename: str | None, lim
         size = getattr(source, "size", None)
         if isinstance(size, int) and size > limit:
             raise _too_big(label, size, limit_mb)
-        data = bytes(source) if not hasattr(source, "read") else source.read(limit + 1)  # type: ignore[union-attr]
+        data = bytes(source) if not hasattr(source, "read") else source.read(limit + 1)
         data = data.encode() if isinstance(data, str) else bytes(data)
         if len(data) > limit:
             raise _too_big(label, len(data), limit_mb)
@@ -172,7 +172,7 @@ def _csv_error(exc: Exception, src: Source, encoding: str, delimiter: str) -> Us
     return UserError(f"{src.label} is not a well-formed CSV file ({text.split(':', 1)[0].strip()})")
 
 
-def _arrow_csv(src: Source, encoding: str, delimiter: str):  # noqa: ANN202 - a pyarrow.Table
+def _arrow_csv(src: Source, encoding: str, delimiter: str):  # a pyarrow.Table
     """The CSV as a pyarrow Table, read batch by batch, in the types pandas' reader would give.
 
     The streaming reader infers each column's type from the first block and keeps only converted
@@ -209,7 +209,7 @@ def _arrow_csv(src: Source, encoding: str, delimiter: str):  # noqa: ANN202 - a 
     raise UserError(f"{src.label} cannot be read as CSV: its column types keep changing")
 
 
-def _as_pandas_types(table, delimiter: str):  # noqa: ANN001, ANN202
+def _as_pandas_types(table, delimiter: str):
     """Decimal commas (in a file not separated by commas) as numbers, as the reader always did."""
     import pyarrow as pa
     import pyarrow.compute as pc

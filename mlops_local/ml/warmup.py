@@ -31,7 +31,7 @@ def warm_up(prime_models: bool = True) -> int:
     if prime_models:
         try:
             _fit_and_save_a_tiny_model()
-        except Exception:  # noqa: BLE001 - an optimisation only: the first training then pays for it
+        except Exception:  # an optimisation only: the first training then pays for it
             log.debug("could not prime the first fit and model save", exc_info=True)
     return os.getpid()
 

@@ -83,7 +83,7 @@ def build_app(holder: ModelHolder, metrics: ServingMetrics, max_body_bytes: int)
                 status = 200
         except protocol.BadRequest as exc:
             status, body = exc.status, protocol.error_body(exc.message)
-        except Exception:  # noqa: BLE001 - a bug answers 500 with a message; the traceback goes to the log
+        except Exception:  # a bug answers 500 with a message; the traceback goes to the log
             log.exception("scoring request failed")
             status, body = 500, protocol.error_body("internal error while scoring (see the service log)",
                                                     "INTERNAL_ERROR")

@@ -164,7 +164,7 @@ class ModelHolder:
         while not self._stop.is_set():
             try:
                 self.check()
-            except Exception:  # noqa: BLE001 - the poller must outlive any one bad poll
+            except Exception:  # the poller must outlive any one bad poll
                 log.exception("model reload check failed")
             self._stop.wait(self.poll_interval)
 

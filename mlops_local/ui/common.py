@@ -69,7 +69,7 @@ def _warm() -> None:
         from mlops_local.ml.warmup import warm_up
 
         warm_up(prime_models=True)
-    except Exception:  # noqa: BLE001 - an optimisation only: the first training pays instead
+    except Exception:  # an optimisation only: the first training pays instead
         log.debug("warming up the training stack failed", exc_info=True)
         return
     warmed_in_s = time.perf_counter() - started
@@ -192,7 +192,7 @@ def read_upload(uploaded: object, state_key: str) -> pd.DataFrame:
     cached = st.session_state.get(state_key)
     if isinstance(cached, tuple) and cached[0] == file_id:
         return cached[1]
-    frame = read_table(uploaded.getvalue(), filename=name)  # type: ignore[attr-defined]
+    frame = read_table(uploaded.getvalue(), filename=name)
     st.session_state[state_key] = (file_id, frame)
     return frame
 
@@ -211,7 +211,7 @@ def runs_page(tracking_uri: str, experiment: str, **query: object) -> runs_modul
     exp_id = runs_module.experiment_id(client(), experiment)
     if exp_id is None:
         return runs_module.runs_to_frame([])
-    return runs_module.runs_page(client(), exp_id, **query)  # type: ignore[arg-type]
+    return runs_module.runs_page(client(), exp_id, **query)
 
 
 def clear_run_caches() -> None:

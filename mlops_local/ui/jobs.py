@@ -82,7 +82,7 @@ class TrainingJob(BackgroundJob):
             self.result = result
         except UserError as exc:
             self.error = str(exc)
-        except Exception as exc:  # noqa: BLE001 - the page shows it; the run was already marked FAILED
+        except Exception as exc:  # the page shows it; the run was already marked FAILED
             log.exception("training %s on %s failed", self.request.model, self.request.dataset.name)
             self.error = f"training failed: {type(exc).__name__}: {exc}"
 
@@ -93,8 +93,8 @@ class TrainingJob(BackgroundJob):
 
         def read() -> None:
             try:
-                self.best_before = self.baseline(self.request)  # type: ignore[misc]
-            except Exception:  # noqa: BLE001 - the cards then show no delta
+                self.best_before = self.baseline(self.request)
+            except Exception:  # the cards then show no delta
                 log.warning("could not read earlier runs for the comparison", exc_info=True)
 
         thread = threading.Thread(target=read, daemon=True, name="mlops-train-baseline")
@@ -107,7 +107,7 @@ class TrainingJob(BackgroundJob):
             return
         try:
             self.publish(result)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("publishing run %s to /metrics failed", result.run_id, exc_info=True)
             self.warning = f"metrics not published to /metrics: {exc}"
 

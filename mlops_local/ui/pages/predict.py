@@ -77,8 +77,8 @@ def _form(model: object, fields: list[predict.InputField]) -> None:
         submitted = st.form_submit_button("Predict", type="primary", key="predict_submit")
     if submitted:
         with common.user_errors("Prediction failed"):
-            out = predict.predict_frame(model, predict.one_row(values, fields))  # type: ignore[arg-type]
-            target = predict.model_hints(model).get("target")  # type: ignore[arg-type]
+            out = predict.predict_frame(model, predict.one_row(values, fields))
+            target = predict.model_hints(model).get("target")
             st.metric("Prediction", f"{out[predict.PREDICTION_COLUMN].iloc[0]:.4f}",
                       help=f"Predicted {target}" if target else None)
             st.session_state["predict_last_row"] = out
@@ -113,10 +113,10 @@ def _batch(model: object, fields: list[predict.InputField], pinned: str) -> None
         batch_id = (st.session_state["predict_upload_frame"][0], pinned)
         cached = st.session_state.get(BATCH_KEY)
         if cached is None or cached[0] != batch_id:
-            out, extra = predict.predict_table(model, frame, fields)  # type: ignore[arg-type]
+            out, extra = predict.predict_table(model, frame, fields)
             st.session_state[BATCH_KEY] = cached = (batch_id, out, extra)
         _, out, extra = cached
-        target = predict.model_hints(model).get("target")  # type: ignore[arg-type]
+        target = predict.model_hints(model).get("target")
         summary = predict.batch_summary(out, target if isinstance(target, str) else None)
         ignored = [c for c in extra if c != summary.target]
         if ignored:

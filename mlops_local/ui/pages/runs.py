@@ -77,9 +77,9 @@ def _keep_selection(key: str, run_ids: list[str]) -> None:
 def _shown_name(name: str, trials: object, trial: object) -> str:
     """A run's name in the table: '<n> trials · name' for a sweep, 'trial <k> · name' for a trial."""
     if pd.notna(trials):
-        return f"{int(trials)} trials · {name}"  # type: ignore[call-overload]
+        return f"{int(trials)} trials · {name}"
     if pd.notna(trial):
-        return f"trial {int(trial)} · {name}"  # type: ignore[call-overload]
+        return f"trial {int(trial)} · {name}"
     return name
 
 
