@@ -171,6 +171,13 @@ def test_upload_trains_and_second_run_shows_delta(ui_env: dict[str, str], co2_cs
     expected = second.result.metrics["r2"] - first.result.metrics["r2"]
     assert float(r2.proto.delta) == pytest.approx(expected, abs=1e-4)
 
+    at.button(key="train_button").click().run()  # the same training again: the same scores
+    third = finish(at)
+    assert third.error is None and third.result.metrics == second.result.metrics
+    for card in at.metric:  # no change reads as no change, not as a red "worse" arrow
+        assert card.proto.delta == "±0.0000", card.proto
+        assert card.proto.color == 2 and card.proto.direction == 2, card.proto  # neutral grey, no arrow
+
 
 def test_upload_over_the_limit_is_refused(ui_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     from mlops_local.settings import get_settings

@@ -208,8 +208,11 @@ def _results(done: jobs.TrainingJob, with_charts: bool = True) -> None:
             continue
         best = done.best_before.get(metric)
         better_up = runs.HIGHER_IS_BETTER.get(metric, True)
-        slot.metric(label, f"{value:.4f}", delta=None if best is None else f"{value - best:+.4f}",
-                    delta_color="normal" if better_up else "inverse",
+        delta = None if best is None else f"{value - best:+.4f}"
+        same = delta is not None and float(delta) == 0.0  # as shown: no change is neither good nor bad
+        slot.metric(label, f"{value:.4f}", delta="±0.0000" if same else delta,
+                    delta_color="off" if same else ("normal" if better_up else "inverse"),
+                    delta_arrow="off" if same else "auto",
                     help="Change against the best earlier run on this dataset"
                          + ("" if best is None else f" ({best:.4f})") + ".")
     # The label values the exporter publishes (sanitised), so the links find the series.
