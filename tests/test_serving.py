@@ -368,3 +368,18 @@ def test_a_refused_version_is_retried_only_after_the_alias_moved_away_and_back()
     registry.version = "2"
     assert not holder.check()  # the alias moved again: tried again (perhaps the run was fixed)
     assert calls == ["1", "2", "2"] and holder.current.version == "1"
+
+
+def test_a_registry_not_up_yet_is_waiting_not_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """Under honcho the model service often starts before MLflow: that is logged as waiting, once."""
+    import logging
+
+    from mlops_local.serving.holder import ModelHolder
+
+    caplog.set_level(logging.INFO, logger="mlops_local.serving.holder")
+    client = MlflowClient(tracking_uri=f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    holder = ModelHolder(client, ServingMetrics(), None, "champion", poll_interval=1.0)
+    assert holder.check() is False and holder.check() is False and holder.current is None
+    records = [r for r in caplog.records if r.name == "mlops_local.serving.holder"]
+    assert [(r.levelname, r.getMessage().split(" at ")[0]) for r in records] == [
+        ("INFO", "waiting for the model registry")]

@@ -20,6 +20,7 @@ from mlflow.exceptions import MlflowException
 from mlops_local.errors import UserError
 from mlops_local.ml.safeload import ModelRefused
 from mlops_local.serving.metrics import ServingMetrics, prediction_buckets
+from mlops_local.uris import mask_credentials
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ class ModelHolder:
         self.current: LoadedModel | None = None
         self._attempted: tuple[str, str] | None = None  # last (name, version) tried, loaded or refused
         self._last_problem = ""
+        self._reached = False  # the registry answered once (before that, a refused connection is waiting)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -119,8 +121,13 @@ class ModelHolder:
         try:
             target = resolve(self.client, self.name, self.alias)
         except (MlflowException, OSError) as exc:
+            if not self._reached:  # under honcho the service often starts before MLflow: that is waiting
+                self._problem("waiting for the model registry at "
+                              f"{mask_credentials(self.client.tracking_uri)} to answer", logging.INFO)
+                return False
             self._problem(f"registry not reachable ({type(exc).__name__}): {str(exc).splitlines()[0][:200]}")
             return False
+        self._reached = True
         current = self.current
         if current is not None and (current.name, current.version) == target:
             self._attempted = target  # back on the served version: a refused one is tried again if named
@@ -149,10 +156,10 @@ class ModelHolder:
                  version, loaded.run_id, was, loaded.buckets_source)
         return True
 
-    def _problem(self, message: str) -> None:
+    def _problem(self, message: str, level: int = logging.WARNING) -> None:
         """Log a poll problem once, not every few seconds while it lasts."""
         if message != self._last_problem:
-            log.warning("%s", message)
+            log.log(level, "%s", message)
             self._last_problem = message
 
     def start(self) -> None:
