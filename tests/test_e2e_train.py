@@ -58,6 +58,8 @@ def test_feature_chips_follow_the_target_and_the_run_trains_on_them(
     page.locator(key("train_upload")).locator('input[type="file"]').set_input_files(str(co2_csv))
     page.locator(key("train_features")).wait_for()
     wait_idle(page)
+    # The chips arrive with a rerun after the upload; wait for them rather than for an idle moment.
+    expect(page.locator(key("train_features")).locator("[data-tag]")).to_have_count(len(columns) - 1)
     old_target = selected(page, "train_target")
     assert _chips(page) == [c for c in columns if c != old_target]
 
