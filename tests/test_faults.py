@@ -200,3 +200,49 @@ def test_owner_gone_judges_only_this_hosts_runs(tmp_path: Path) -> None:
     assert owner_gone({**mine, TAG_START: "1000.00"})  # pid reused by a later process
     assert not owner_gone({**mine, TAG_HOST: "another-host", TAG_PID: str(dead.pid)})
     assert not owner_gone({})
+
+
+def _dead_pid_tags() -> dict[str, str]:
+    from mlops_local.owner import TAG_PID, owner_tags
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    return {**owner_tags(), TAG_PID: str(dead.pid)}
+
+
+def test_the_reaper_leaves_a_live_sweeps_trials_to_the_sweep(mlflow_env: dict[str, str]) -> None:
+    """A Stop kills the trial workers and then closes their runs (FINISHED if scored): the reaper must
+    not race it. Children of a RUNNING parent with a live owner are skipped; once the parent is closed,
+    a child still RUNNING is an orphan like any other."""
+    from mlops_local.owner import owner_tags
+    from mlops_local.reaper import TAG_PARENT, Reaper
+
+    client = MlflowClient(mlflow_env["MLFLOW_TRACKING_URI"])
+    exp_id = tracking.ensure_experiment(client, "fault-reaper-sweep")
+    parent = client.create_run(exp_id, tags=owner_tags()).info.run_id  # this process: alive
+    child = client.create_run(exp_id, tags={**_dead_pid_tags(), TAG_PARENT: parent}).info.run_id
+    reaper = Reaper(None)
+    assert reaper.reap(client, [exp_id]) == []
+    assert client.get_run(child).info.status == "RUNNING"
+    client.set_terminated(parent, "KILLED")  # the sweep ended without closing it: now an orphan
+    assert reaper.reap(client, [exp_id]) == [child]
+    assert client.get_run(child).info.status == "KILLED"
+
+
+def test_the_reaper_keeps_the_status_of_a_run_closed_after_its_search(mlflow_env: dict[str, str]) -> None:
+    """The window between the reaper's search and its close: the run's owner (a sweep) closed it
+    FINISHED meanwhile. Injected: the search returns, then the run is closed before the reaper acts."""
+    from mlops_local.reaper import Reaper
+
+    client = MlflowClient(mlflow_env["MLFLOW_TRACKING_URI"])
+    exp_id = tracking.ensure_experiment(client, "fault-reaper-stale")
+    run_id = client.create_run(exp_id, tags=_dead_pid_tags()).info.run_id
+
+    class ClosesAfterSearch(MlflowClient):
+        def search_runs(self, *args, **kwargs):
+            page = super().search_runs(*args, **kwargs)
+            client.set_terminated(run_id, "FINISHED")
+            return page
+
+    assert Reaper(None).reap(ClosesAfterSearch(client.tracking_uri), [exp_id]) == []
+    assert client.get_run(run_id).info.status == "FINISHED"
