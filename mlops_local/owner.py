@@ -12,9 +12,10 @@ from collections.abc import Mapping
 
 import psutil
 
-TAG_HOST = "mlops.owner.host"
-TAG_PID = "mlops.owner.pid"
-TAG_START = "mlops.owner.start"  # the process's start time, seconds since the epoch
+from mlops_local.runmeta import TAG_OWNER_HOST as TAG_HOST
+from mlops_local.runmeta import TAG_OWNER_PID as TAG_PID
+from mlops_local.runmeta import TAG_OWNER_START as TAG_START
+
 OWNER_TAGS = (TAG_HOST, TAG_PID, TAG_START)
 _START_TOLERANCE_S = 1.0  # the boot time psutil adds can move by a second; a reused pid starts later
 

@@ -22,11 +22,10 @@ from mlflow.tracking import MlflowClient
 from prometheus_client import CollectorRegistry, Counter
 
 from mlops_local.owner import TAG_HOST, TAG_PID, owner_gone
+from mlops_local.runmeta import TAG_ERROR, TAG_PARENT
 
 log = logging.getLogger(__name__)
 
-TAG_ERROR = "error"
-TAG_PARENT = "mlflow.parentRunId"
 _PAGE = 200
 
 

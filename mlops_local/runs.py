@@ -20,8 +20,16 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from mlops_local.errors import UserError
-from mlops_local.ml.sweep_types import TAG_BEST_RUN, TAG_PARENT, TAG_ROLE, TAG_SCORE_METRIC, TAG_TRIAL
-from mlops_local.ml.types import TAG_DATASET, TAG_MODEL, TAG_SOURCE
+from mlops_local.runmeta import (
+    TAG_BEST_RUN,
+    TAG_DATASET,
+    TAG_MODEL,
+    TAG_PARENT,
+    TAG_ROLE,
+    TAG_SCORE_METRIC,
+    TAG_SOURCE,
+    TAG_TRIAL,
+)
 
 log = logging.getLogger(__name__)
 

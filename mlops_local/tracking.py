@@ -50,9 +50,20 @@ def bounded_client_env(settings: Settings | None = None) -> dict[str, str]:
 
 
 def configure(settings: Settings | None = None) -> None:
-    """Apply :func:`bounded_client_env` to ``os.environ`` (values the user set explicitly win)."""
+    """Apply :func:`bounded_client_env` to ``os.environ`` (values the user set explicitly win).
+
+    MLflow's HTTP client reads its retries and timeouts from the environment on every request, and
+    offers no per-client setting: this is the only place the project sets them, called by
+    :func:`new_client`, the one way the project builds an MLflow client."""
     for key, value in bounded_client_env(settings).items():
         os.environ.setdefault(key, value)
+
+
+def new_client(uri: str, settings: Settings | None = None) -> MlflowClient:
+    """A bounded MLflow client on ``uri`` for runs and the registry alike (no server-down fallback:
+    see :func:`connect` for that)."""
+    configure(settings)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def _is_http(uri: str) -> bool:
@@ -89,7 +100,6 @@ class Connection:
 
 def connect(settings: Settings) -> Connection:
     """A bounded client on the configured URI, or on the local store when the local server is down."""
-    configure(settings)
     uri = settings.effective_tracking_uri
     note = None
     if _is_http(uri) and not server_reachable(settings, uri):
@@ -105,7 +115,7 @@ def connect(settings: Settings) -> Connection:
                 "the runs)")
         log.warning(note)
         uri = settings.backend_store_uri
-    return Connection(MlflowClient(tracking_uri=uri, registry_uri=uri), uri,
+    return Connection(new_client(uri, settings), uri,
                       settings.effective_tracking_uri, note)
 
 
@@ -114,7 +124,7 @@ def fallback_client(settings: Settings, uri: str) -> MlflowClient | None:
     (the store is the same SQLite file: what the server wrote is there); else None."""
     if not _is_http(uri) or not is_local_server(settings, uri) or server_reachable(settings, uri):
         return None
-    return MlflowClient(tracking_uri=settings.backend_store_uri, registry_uri=settings.backend_store_uri)
+    return new_client(settings.backend_store_uri, settings)
 
 
 def is_connection_failure(exc: BaseException) -> bool:

@@ -17,14 +17,12 @@ from mlops_local.errors import ServiceUnavailable, UserError
 from mlops_local.metrics import export
 from mlops_local.metrics.export import (
     COLUMNS,
-    chunk_ranges,
     export_csv,
     iso_utc,
     parse_duration,
-    query_range_chunked,
     write_atomic,
 )
-from mlops_local.metrics.promapi import PrometheusClient
+from mlops_local.metrics.promapi import PrometheusClient, chunk_ranges, query_range_chunked
 from tests.services import MLOPS, free_port
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z$")

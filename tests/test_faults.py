@@ -215,7 +215,8 @@ def test_the_reaper_leaves_a_live_sweeps_trials_to_the_sweep(mlflow_env: dict[st
     not race it. Children of a RUNNING parent with a live owner are skipped; once the parent is closed,
     a child still RUNNING is an orphan like any other."""
     from mlops_local.owner import owner_tags
-    from mlops_local.reaper import TAG_PARENT, Reaper
+    from mlops_local.reaper import Reaper
+    from mlops_local.runmeta import TAG_PARENT
 
     client = MlflowClient(mlflow_env["MLFLOW_TRACKING_URI"])
     exp_id = tracking.ensure_experiment(client, "fault-reaper-sweep")

@@ -23,15 +23,9 @@ from sklearn.preprocessing import FunctionTransformer
 
 from mlops_local.ml import predict
 from mlops_local.ml.modelio import MODEL_FILE, skops_blob
-from mlops_local.ml.safeload import (
-    TAG_MODEL_SHA256,
-    TRUSTED_TYPES,
-    ModelRefused,
-    derive_trusted_types,
-    file_sha256,
-    load_local,
-)
+from mlops_local.ml.safeload import TRUSTED_TYPES, ModelRefused, derive_trusted_types, file_sha256, load_local
 from mlops_local.ml.types import TrainResult
+from mlops_local.runmeta import TAG_MODEL_SHA256
 from tests.apptest import open_app
 
 

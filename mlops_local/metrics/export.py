@@ -12,7 +12,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,10 +23,12 @@ import pandas as pd
 from mlops_local.errors import ServiceUnavailable, UserError
 from mlops_local.metrics.panels import JOB
 from mlops_local.metrics.promapi import (
+    PROMETHEUS_MAX_POINTS,
     PrometheusClient,
     RangeSeries,
     StepLike,
     TimeLike,
+    query_range_chunked,
     to_seconds,
     to_timestamp,
 )
@@ -36,7 +38,6 @@ log = logging.getLogger(__name__)
 
 EXPORT_METRICS: tuple[str, ...] = ("mlops_model_r2", "mlops_model_rmse", "mlops_model_mae", "mlops_best_r2")
 COLUMNS: tuple[str, ...] = ("time", "metric", "experiment", "dataset", "model", "value")
-PROMETHEUS_MAX_POINTS = 11_000  # Prometheus' limit of points per series in one range query
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")  # cells a spreadsheet would evaluate
 MAX_EXPORT_POINTS = 1_000_000  # per series; beyond that the file would be unusable: ask for a larger step
 
@@ -74,39 +75,6 @@ def iso_utc(timestamp: float) -> str:
     moment = datetime.fromtimestamp(round(timestamp, 3), tz=UTC)
     text = moment.isoformat(timespec="milliseconds" if moment.microsecond else "seconds")
     return text.replace("+00:00", "Z")
-
-
-def chunk_ranges(start: float, end: float, step: float,
-                 max_points: int = PROMETHEUS_MAX_POINTS) -> Iterator[tuple[float, float]]:
-    """(start, end) pairs on the grid start + k*step, each of at most ``max_points`` points.
-
-    Computed in whole milliseconds, Prometheus' own resolution, so float rounding never shifts the
-    grid between chunks.
-    """
-    if max_points < 1:
-        raise ValueError("max_points must be at least 1")
-    start_ms, end_ms, step_ms = round(start * 1000), round(end * 1000), max(1, round(step * 1000))
-    total = (end_ms - start_ms) // step_ms + 1  # points start, start+step, ... <= end
-    for first in range(0, total, max_points):
-        last = min(first + max_points, total) - 1
-        yield (start_ms + first * step_ms) / 1000, (start_ms + last * step_ms) / 1000
-
-
-def query_range_chunked(client: PrometheusClient, expr: str, start: TimeLike, end: TimeLike, step: StepLike,
-                        max_points: int = PROMETHEUS_MAX_POINTS) -> tuple[list[RangeSeries], int]:
-    """A range query of any length, split into chunks Prometheus accepts; (series, requests sent)."""
-    t0, t1, seconds = to_timestamp(start), to_timestamp(end), to_seconds(step)
-    merged: dict[tuple[tuple[str, str], ...], dict[float, float]] = {}
-    labels_of: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
-    requests = 0
-    for chunk_start, chunk_end in chunk_ranges(t0, t1, seconds, max_points):
-        requests += 1
-        for series in client.query_range(expr, chunk_start, chunk_end, seconds):
-            key = tuple(sorted(series.labels.items()))
-            labels_of[key] = series.labels
-            merged.setdefault(key, {}).update(series.points)
-    result = [RangeSeries(labels_of[key], sorted(points.items())) for key, points in merged.items()]
-    return result, requests
 
 
 def neutralise_cell(text: str) -> str:

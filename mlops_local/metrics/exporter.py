@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 
 from mlops_local.metrics.records import RunRecord, record_from_result
 from mlops_local.metrics.state import ExporterState, family_names
+from mlops_local.metrics.sync import MlflowSync, SyncWorker, make_client
 from mlops_local.ml.types import TrainResult
 from mlops_local.settings import Settings
 
@@ -78,8 +79,8 @@ class ModelMetricsExporter(Collector):
         self._syncing = False  # a sync was started: counts stay hidden until its full read is done
         self._first_read = threading.Event()
         self._ready_wait = min(MAX_READY_WAIT, settings.scrape_interval * READY_WAIT_SHARE)
-        self._sync = None  # MlflowSync, created on the first start() and kept (it holds the watermark)
-        self._worker = None
+        self._sync: MlflowSync | None = None  # created on the first start(), kept: it holds the watermark
+        self._worker: SyncWorker | None = None
         self._listeners: list[RunListener] = []
         if registry is not None:
             registry.register(self)
@@ -202,8 +203,6 @@ class ModelMetricsExporter(Collector):
     # -- background sync -------------------------------------------------------------------------
     def start(self) -> None:
         """Start the background sync from MLflow (first a full read, then increments); idempotent."""
-        from mlops_local.metrics.sync import MlflowSync, SyncWorker, make_client
-
         with self._lock:
             if self._worker is not None:
                 return
@@ -231,6 +230,6 @@ class ModelMetricsExporter(Collector):
         return worker is not None and worker.alive
 
     @property
-    def sync(self):  # -> MlflowSync | None (sync.py imports this module, not the reverse)
+    def sync(self) -> MlflowSync | None:
         """The sync from MLflow once start() created it (tests call its sync_once())."""
         return self._sync

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from mlops_local.metrics.promapi import query_range_chunked
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -195,8 +197,6 @@ def panel_frame(client: PrometheusClient, panel: Panel, variables: Mapping[str, 
                 start: float, end: float, step: float) -> pd.DataFrame:
     """A panel's range query as a long frame for a chart: time (UTC), series (legend), value, labels."""
     import pandas as pd
-
-    from mlops_local.metrics.export import query_range_chunked
 
     series, _ = query_range_chunked(client, render_expr(panel, variables), start, end, step)
     rows = [{**s.labels, "series": render_legend(panel, s.labels), "time": t, "value": v}

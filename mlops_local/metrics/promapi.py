@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 TimeLike = datetime | float | int
 StepLike = timedelta | float | int
+
+PROMETHEUS_MAX_POINTS = 11_000  # Prometheus' limit of points per series in one range query
 
 
 @dataclass(frozen=True)
@@ -171,3 +173,36 @@ class PrometheusClient:
         """Values of ``label`` (on series matching ``match`` when given), sorted."""
         params = {"match[]": match} if match else None
         return sorted(self._request(f"/api/v1/label/{label}/values", params))
+
+
+def chunk_ranges(start: float, end: float, step: float,
+                 max_points: int = PROMETHEUS_MAX_POINTS) -> Iterator[tuple[float, float]]:
+    """(start, end) pairs on the grid start + k*step, each of at most ``max_points`` points.
+
+    Computed in whole milliseconds, Prometheus' own resolution, so float rounding never shifts the
+    grid between chunks.
+    """
+    if max_points < 1:
+        raise ValueError("max_points must be at least 1")
+    start_ms, end_ms, step_ms = round(start * 1000), round(end * 1000), max(1, round(step * 1000))
+    total = (end_ms - start_ms) // step_ms + 1  # points start, start+step, ... <= end
+    for first in range(0, total, max_points):
+        last = min(first + max_points, total) - 1
+        yield (start_ms + first * step_ms) / 1000, (start_ms + last * step_ms) / 1000
+
+
+def query_range_chunked(client: PrometheusClient, expr: str, start: TimeLike, end: TimeLike, step: StepLike,
+                        max_points: int = PROMETHEUS_MAX_POINTS) -> tuple[list[RangeSeries], int]:
+    """A range query of any length, split into chunks Prometheus accepts; (series, requests sent)."""
+    t0, t1, seconds = to_timestamp(start), to_timestamp(end), to_seconds(step)
+    merged: dict[tuple[tuple[str, str], ...], dict[float, float]] = {}
+    labels_of: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+    requests = 0
+    for chunk_start, chunk_end in chunk_ranges(t0, t1, seconds, max_points):
+        requests += 1
+        for series in client.query_range(expr, chunk_start, chunk_end, seconds):
+            key = tuple(sorted(series.labels.items()))
+            labels_of[key] = series.labels
+            merged.setdefault(key, {}).update(series.points)
+    result = [RangeSeries(labels_of[key], sorted(points.items())) for key, points in merged.items()]
+    return result, requests

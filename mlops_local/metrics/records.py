@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from mlflow.entities import Run
 
 from mlops_local.metrics.labels import clean_label
-from mlops_local.ml.sweep_types import TAG_BEST_RUN, TAG_ROLE
-from mlops_local.ml.types import TAG_DATASET, TAG_MODEL, TrainResult
+from mlops_local.ml.types import TrainResult
+from mlops_local.runmeta import TAG_BEST_RUN, TAG_DATASET, TAG_MODEL, TAG_ROLE
 
 # Run statuses the exporter counts (others, RUNNING/SCHEDULED/KILLED, are ignored).
 COUNTED_STATUSES = ("FINISHED", "FAILED")

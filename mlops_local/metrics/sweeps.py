@@ -26,8 +26,16 @@ from prometheus_client.registry import Collector
 
 from mlops_local.metrics.bounded import BoundedMap
 from mlops_local.metrics.labels import clean_label
-from mlops_local.ml.sweep_types import TAG_GOAL, TAG_PARENT, TAG_ROLE, TAG_SCORE_METRIC, TERMINAL
-from mlops_local.ml.types import TAG_DATASET, TAG_MODEL, TAG_SOURCE
+from mlops_local.runmeta import (
+    TAG_DATASET,
+    TAG_GOAL,
+    TAG_MODEL,
+    TAG_PARENT,
+    TAG_ROLE,
+    TAG_SCORE_METRIC,
+    TAG_SOURCE,
+    TERMINAL,
+)
 
 STATUSES = tuple(s.lower() for s in TERMINAL)  # finished, failed, killed
 BEST_LABELS = ("experiment", "dataset", "model", "metric")

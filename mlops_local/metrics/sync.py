@@ -14,15 +14,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from mlflow.entities import ViewType
+from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
 
 from mlops_local import tracking
-from mlops_local.metrics.exporter import ModelMetricsExporter
-from mlops_local.metrics.records import record_from_run
+from mlops_local.metrics.records import RunRecord, record_from_run
 from mlops_local.reaper import Reaper
 from mlops_local.settings import Settings
 
@@ -37,10 +37,22 @@ BACKOFF_INTERVALS = 4  # by default the backoff stops growing at 4 sync interval
 STARTUP_GRACE_S = 120.0
 
 
+class SyncTarget(Protocol):
+    """Where a sync puts what it reads (the exporter's state): data flows MLflow -> sync -> target."""
+
+    def apply_records(self, records: Iterable[RunRecord]) -> int: ...
+    def notify_listeners(self, runs: Sequence[Run], experiment_names: Mapping[str, str]) -> None: ...
+    def record_runs_read(self, runs_read: int) -> None: ...
+    def first_page_read(self) -> None: ...
+    def complete_bootstrap(self, horizon_ms: int) -> None: ...
+    def prune(self, horizon_ms: int) -> None: ...
+    def record_sync(self, seconds: float) -> None: ...
+    def record_sync_error(self) -> None: ...
+
+
 def make_client(settings: Settings) -> MlflowClient:
     """A client on the configured tracking URI with bounded HTTP retries and timeouts."""
-    tracking.configure(settings)
-    return MlflowClient(tracking_uri=settings.effective_tracking_uri)
+    return tracking.new_client(settings.effective_tracking_uri, settings)
 
 
 def backoff_delay(failures: int, interval: float, cap: float) -> float:
@@ -67,7 +79,7 @@ class SyncResult:
 class MlflowSync:
     """Reads finished runs into ``exporter``: a full read first, then only runs past the watermark."""
 
-    def __init__(self, client: MlflowClient, exporter: ModelMetricsExporter, *,
+    def __init__(self, client: MlflowClient, exporter: SyncTarget, *,
                  experiments: Sequence[str] | None = None, page_size: int = PAGE_SIZE,
                  overlap_s: float | None = None, clock: Callable[[], float] = time.time,
                  reaper: Reaper | None = None) -> None:
@@ -197,7 +209,7 @@ def connection_refused(exc: BaseException) -> bool:
 class SyncWorker:
     """The sync thread: ``sync_once`` every interval, capped exponential backoff on failures."""
 
-    def __init__(self, sync: MlflowSync, exporter: ModelMetricsExporter, *, interval: float,
+    def __init__(self, sync: MlflowSync, exporter: SyncTarget, *, interval: float,
                  max_backoff: float | None = None,
                  wait: Callable[[float], bool] | None = None,
                  startup_grace: float = STARTUP_GRACE_S,

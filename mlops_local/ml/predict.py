@@ -97,8 +97,7 @@ def artifact_location(client: MlflowClient, uri: str) -> str:
 
 def expected_checksum(client: MlflowClient, uri: str) -> str | None:
     """The model sha256 recorded on the run that logged ``uri`` (None when that run recorded none)."""
-    from mlops_local.ml.safeload import TAG_MODEL_SHA256
-    from mlops_local.ml.types import MODEL_ARTIFACT
+    from mlops_local.runmeta import MODEL_ARTIFACT, TAG_MODEL_SHA256
 
     try:
         if uri.startswith("runs:/"):

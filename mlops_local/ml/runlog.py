@@ -21,11 +21,11 @@ from mlflow.tracking import MlflowClient
 
 from mlops_local import tracking
 from mlops_local.owner import owner_tags
+from mlops_local.runmeta import TAG_ERROR
 from mlops_local.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TAG_ERROR = "error"
 _MAX_TAG = 5000
 _UPLOAD_THREADS = 4
 

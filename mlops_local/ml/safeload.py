@@ -17,10 +17,10 @@ from pathlib import Path
 
 from mlops_local.errors import UserError
 from mlops_local.ml.modelio import MODEL_FILE
+from mlops_local.runmeta import TAG_MODEL_SHA256
 
 log = logging.getLogger(__name__)
 
-TAG_MODEL_SHA256 = "mlops.model_sha256"  # run tag: sha256 of the run's model/model.skops
 SKOPS_FORMAT = "skops"
 LOADER_MODULE = "mlflow.sklearn"
 _FLAVORS = {"python_function", "sklearn"}

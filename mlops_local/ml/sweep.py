@@ -44,7 +44,9 @@ from mlops_local.ml.sweep_tracking import (
     render_artifacts,
 )
 from mlops_local.ml.sweep_types import SweepResult, SweepSpec
-from mlops_local.ml.training import MODEL_ARTIFACT, dataset_input
+from mlops_local.ml.training import dataset_input
+from mlops_local.runmeta import MODEL_ARTIFACT
+from mlops_local.runs import register_model
 from mlops_local.settings import Settings
 
 __all__ = ["plan_sweep", "run_sweep"]
@@ -202,8 +204,6 @@ def _best_model(sweep: SweepRun, warnings: list[str]) -> tuple[str | None, str |
             return None, None
     if not spec.register:
         return uri, None
-    from mlops_local.runs import register_model
-
     try:
         version = register_model(sweep.client, best.run_id, spec.register, spec.alias)
     except (UserError, MlflowException) as exc:

@@ -15,6 +15,7 @@ from mlops_local.ml.sweep_exec import check_jobs
 from mlops_local.ml.sweep_space import SearchSpace, build_space, check_grid_points
 from mlops_local.ml.sweep_strategies import Strategy, make_strategy
 from mlops_local.ml.sweep_types import METRICS, MODEL_MODES, STRATEGIES, SweepSpec, SweepSpecError, score_key
+from mlops_local.runs import validate_registration
 from mlops_local.settings import Settings
 
 
@@ -53,8 +54,6 @@ def plan_sweep(spec: SweepSpec, frame: pd.DataFrame | None = None, *, load: bool
         if spec.models == "none":
             raise SweepSpecError("--register needs the best model to be logged (--models all or best)",
                                  field="models", reason="register_needs_model")
-        from mlops_local.runs import validate_registration
-
         validate_registration(spec.register.strip(), (spec.alias or "").strip() or None)
     evaluation.validate_split(10**6, spec.test_size, spec.cv_folds)
     try:

@@ -27,17 +27,10 @@ from mlops_local.ml.sweep_tracking import (
     record_failed_child,
     set_state,
 )
-from mlops_local.ml.sweep_types import (
-    TAG_GOAL,
-    TAG_ROLE,
-    TAG_SCORE_METRIC,
-    TAG_TRIAL,
-    SweepProgress,
-    TrialOutcome,
-    better,
-)
+from mlops_local.ml.sweep_types import SweepProgress, TrialOutcome, better
 from mlops_local.ml.sweep_worker import TrialTask, baseline_score, find_child, refit_model, run_trial
-from mlops_local.ml.types import TAG_SOURCE, TrainRequest
+from mlops_local.ml.types import TrainRequest
+from mlops_local.runmeta import TAG_GOAL, TAG_ROLE, TAG_SCORE_METRIC, TAG_SOURCE, TAG_TRIAL
 from mlops_local.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -16,24 +16,24 @@ from mlflow.tracking import MlflowClient
 from mlops_local import tracking
 from mlops_local.ml.sweep_charts import write_charts
 from mlops_local.ml.sweep_space import SearchSpace
-from mlops_local.ml.sweep_types import (
+from mlops_local.ml.sweep_types import SweepSpec, TrialOutcome
+from mlops_local.owner import owner_tags
+from mlops_local.runmeta import (
     TAG_BEST,
     TAG_BEST_RUN,
+    TAG_DATASET,
     TAG_ERROR,
     TAG_GOAL,
+    TAG_MODEL,
+    TAG_NOTE,
     TAG_PARENT,
     TAG_ROLE,
     TAG_SCORE_METRIC,
+    TAG_SOURCE,
     TAG_STATE,
     TAG_TRIAL,
-    SweepSpec,
-    TrialOutcome,
 )
-from mlops_local.ml.types import TAG_DATASET, TAG_MODEL, TAG_SOURCE
-from mlops_local.owner import owner_tags
 from mlops_local.settings import Settings
-
-TAG_NOTE = "mlflow.note.content"  # the run's description in MLflow's UI
 
 log = logging.getLogger(__name__)
 

@@ -1,12 +1,5 @@
-"""The sweep contract: what a sweep is asked to do, what each trial returns, MLflow tag conventions.
-
-Runs of a sweep (the exporter's sync relies on these):
-- the parent: tags ``source = sweep``, ``sweep_role = parent``, ``dataset``, ``model``;
-- each trial: a child (``mlflow.parentRunId``) logged by :func:`mlops_local.ml.training.train` with
-  ``source = sweep``, ``sweep_role = trial``, ``sweep_trial = <number>``, ``sweep_score_metric`` (the
-  MLflow metric key optimised, e.g. ``r2`` or ``cv_rmse_mean``) and ``sweep_goal`` (maximize | minimize);
-- the best child: ``best_trial = true``; the parent: ``best_run_id``.
-"""
+"""The sweep contract: what a sweep is asked to do and what each trial returns. The tags its runs
+carry in MLflow are in :mod:`mlops_local.runmeta`."""
 
 from __future__ import annotations
 
@@ -16,16 +9,7 @@ from dataclasses import dataclass, field
 
 from mlops_local.errors import UserError
 from mlops_local.ml.types import DEFAULT_EXPERIMENT, DatasetSpec
-
-TAG_ROLE = "sweep_role"  # parent | trial
-TAG_TRIAL = "sweep_trial"
-TAG_SCORE_METRIC = "sweep_score_metric"
-TAG_GOAL = "sweep_goal"
-TAG_STATE = "sweep_state"  # on the parent: running | cancelling | finished | cancelled | failed
-TAG_BEST = "best_trial"
-TAG_BEST_RUN = "best_run_id"
-TAG_PARENT = "mlflow.parentRunId"
-TAG_ERROR = "error"
+from mlops_local.runmeta import TERMINAL
 
 STRATEGIES = ("grid", "random", "optuna")
 MODEL_MODES = ("all", "best", "none")
@@ -37,7 +21,6 @@ METRICS: dict[str, tuple[str, str | None, bool]] = {
 }
 DEFAULT_TRIALS = 20
 DEFAULT_GRID_POINTS = 3
-TERMINAL = ("FINISHED", "FAILED", "KILLED")
 
 
 class SweepSpecError(UserError):

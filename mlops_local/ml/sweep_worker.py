@@ -29,8 +29,10 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mlops_local.ml.sweep_types import TAG_ERROR, TAG_PARENT, TAG_STATE, TAG_TRIAL, TrialOutcome, better
+from mlops_local import tracking
+from mlops_local.ml.sweep_types import TrialOutcome, better
 from mlops_local.ml.types import TrainRequest
+from mlops_local.runmeta import TAG_ERROR, TAG_PARENT, TAG_STATE, TAG_TRIAL
 from mlops_local.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -85,7 +87,7 @@ def client_for(uri: str) -> MlflowClient:
     """One MlflowClient per tracking URI per worker process."""
     with _clients_lock:
         if uri not in _clients:
-            _clients[uri] = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            _clients[uri] = tracking.new_client(uri)  # bounds: the sweep's env, applied by _apply_env
         return _clients[uri]
 
 

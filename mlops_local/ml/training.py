@@ -25,22 +25,20 @@ from mlops_local.ml.modelio import save_model_dir
 from mlops_local.ml.plots import write_plots
 from mlops_local.ml.runlog import RunLogger
 from mlops_local.ml.safeload import checksum_tags
-from mlops_local.ml.types import (
+from mlops_local.ml.types import ProgressCallback, TrainRequest, TrainResult
+from mlops_local.runmeta import (
     MODEL_ARTIFACT,
     PLOTS_ARTIFACT,
     SOURCES,
     TAG_DATASET,
     TAG_MODEL,
+    TAG_PARENT,
     TAG_SOURCE,
-    ProgressCallback,
-    TrainRequest,
-    TrainResult,
 )
 from mlops_local.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TAG_PARENT = "mlflow.parentRunId"
 _MAX_PARAM = 500
 
 

@@ -1,22 +1,12 @@
-"""The training contract shared by the engine, the UI, the CLI, the exporter and sweeps.
-
-MLflow conventions every run follows (the exporter's sync relies on them):
-- tags ``dataset``, ``model``, ``source`` (ui | cli | sweep);
-- metrics ``r2``, ``rmse`` (sqrt of MSE), ``mae``, ``fit_s``, ``predict_s``, and with CV
-  ``cv_r2_mean``, ``cv_r2_std``, ``cv_rmse_mean``, ``cv_rmse_std``.
-"""
+"""What a training is asked (TrainRequest) and returns (TrainResult): shared by the engine, the UI,
+the CLI, the exporter and sweeps. The tags and metrics a run carries in MLflow are in
+:mod:`mlops_local.runmeta`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-MODEL_ARTIFACT = "model"  # a run's model artifact path
-PLOTS_ARTIFACT = "plots"  # a run's plots artifact path
-TAG_DATASET = "dataset"
-TAG_MODEL = "model"
-TAG_SOURCE = "source"
-SOURCES = ("ui", "cli", "sweep")
 DEFAULT_EXPERIMENT = "mlops-local"
 
 # Steps a training reports through its progress callback, in order.

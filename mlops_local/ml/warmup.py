@@ -42,7 +42,7 @@ def _fit_and_save_a_tiny_model() -> None:
 
     from mlops_local.ml.modelio import save_model_dir
     from mlops_local.ml.preprocessing import build_pipeline
-    from mlops_local.ml.types import MODEL_ARTIFACT
+    from mlops_local.runmeta import MODEL_ARTIFACT
 
     X = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0, None, 5.0], "c": ["a", "b", "a", "b", "a", None]})
     y = pd.Series([0.0, 1.0, 2.0, 3.0, 4.0, 5.0], name="y")

@@ -124,16 +124,15 @@ def build_app(holder: ModelHolder, metrics: ServingMetrics, max_body_bytes: int)
 def serve(settings: Settings) -> int:
     """Run the model service in the foreground until SIGTERM/SIGINT."""
     import uvicorn
-    from mlflow import MlflowClient
 
     from mlops_local import tracking
     from mlops_local.services.process import ensure_port_free
 
     ensure_port_free(settings.host, settings.serve_port, "MLOPS_SERVE_PORT")
     metrics = ServingMetrics()
-    tracking.configure(settings)  # bounded retries and timeouts: a registry that is down costs seconds
-    # Always the server (never the SQLite fallback): the registry may come up after this service.
-    client = MlflowClient(tracking_uri=settings.effective_tracking_uri)
+    # Bounded retries and timeouts: a registry that is down costs seconds. Always the server (never the
+    # SQLite fallback): the registry may come up after this service.
+    client = tracking.new_client(settings.effective_tracking_uri, settings)
     holder = ModelHolder(client, metrics, settings.serve_model, settings.serve_alias,
                          settings.serve_poll_interval)
     app = build_app(holder, metrics, settings.serve_max_body_mb << 20)

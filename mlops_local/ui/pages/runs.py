@@ -15,7 +15,8 @@ import streamlit as st
 from mlops_local import runs
 from mlops_local.ml.catalog import CATALOG
 from mlops_local.ml.datasets import BUILTINS
-from mlops_local.ml.types import DEFAULT_EXPERIMENT, SOURCES, TAG_DATASET, TAG_MODEL, TAG_SOURCE
+from mlops_local.ml.types import DEFAULT_EXPERIMENT
+from mlops_local.runmeta import SOURCES, TAG_DATASET, TAG_MODEL, TAG_SOURCE
 from mlops_local.ui import charts, common
 
 ALL = "(all)"
