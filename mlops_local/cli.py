@@ -27,6 +27,8 @@ COMMANDS: dict[str, str] = {
     "train": "mlops_local.commands.train",
     "sweep": "mlops_local.commands.sweep",
     "export": "mlops_local.commands.export",
+    "backup": "mlops_local.commands.backup",
+    "restore": "mlops_local.commands.backup",
     "grafana-dashboard": "mlops_local.commands.grafana_dashboard",
 }
 
@@ -55,9 +57,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                         help="debug logging with tracebacks (otherwise one line per message and per error)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     wanted = _requested_command(argv) if argv is not None else None
-    for name, module in COMMANDS.items():
-        if wanted is None or name == wanted:
-            importlib.import_module(module).register(subparsers)
+    # a module may register several commands (backup and restore): each module once
+    for module in dict.fromkeys(m for name, m in COMMANDS.items() if wanted is None or name == wanted):
+        importlib.import_module(module).register(subparsers)
     for sub in subparsers.choices.values():  # also after the command: `mlops-local train ... --verbose`
         sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                          help="debug logging with tracebacks")

@@ -49,6 +49,15 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _bool(value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"must be true or false, got {value!r}")
+
+
 def _default_home() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
@@ -93,6 +102,9 @@ SETTINGS: tuple[Setting, ...] = (
             "reading. Reading a CSV takes up to about 3x its size in memory."),
     Setting("http_timeout", "MLOPS_HTTP_TIMEOUT", 5.0, _positive_float,
             "Seconds before a call to MLflow or Prometheus gives up (no call hangs)."),
+    Setting("prometheus_admin_api", "MLOPS_PROMETHEUS_ADMIN_API", False, _bool,
+            "Turn on Prometheus' admin API (loopback only) so `backup` takes a TSDB snapshot instead of "
+            "copying the live folder. Off by default: any web page could POST to it (delete series)."),
 )
 
 _BY_ATTR = {s.attr: s for s in SETTINGS}
@@ -135,6 +147,7 @@ class Settings:
     max_upload_mb: int = 200
     max_dataset_mb: int = 1024
     http_timeout: float = 5.0
+    prometheus_admin_api: bool = False
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod

@@ -212,6 +212,10 @@ def command(settings: Settings, binary: Path) -> list[str]:
         f"--web.listen-address={settings.host}:{settings.prometheus_port}",
         f"--web.cors.origin={cors_origin_regex(settings)}",
         f"--query.lookback-delta={lookback_delta(settings)}",
+        # `mlops-local backup` takes a TSDB snapshot through the admin API when asked to, on loopback
+        # only. Off by default: a page in the user's browser can send it a simple POST (delete series).
+        *(["--web.enable-admin-api"] if settings.prometheus_admin_api
+          and settings.host in ("127.0.0.1", "localhost", "::1") else []),
     ]
 
 

@@ -1,0 +1,356 @@
+"""Backup and restore of one installation: the MLflow store, its artifacts, Prometheus' history, Grafana.
+
+A backup is taken while the stack runs and is consistent:
+
+1. the MLflow store through SQLite's online backup API (a point-in-time copy, whatever the server
+   writes meanwhile);
+2. then the artifacts: a run's artifacts are uploaded before it is marked FINISHED, so every finished
+   run in the copied store has its model and plots (a run still RUNNING may have part of them);
+3. Prometheus' TSDB: a snapshot through its admin API when that is on (MLOPS_PROMETHEUS_ADMIN_API,
+   off by default), else its folder: persisted blocks are immutable, the write-ahead log is copied as a
+   power cut would leave it (Prometheus repairs a torn tail at start), half-compacted blocks left out;
+4. Grafana's folder (its SQLite database through the backup API too).
+
+Everything goes into one ``.tar.gz`` with ``manifest.json``: versions, counts (runs, experiments,
+registered models, versions, aliases) and the sha256 of every file. ``restore`` checks every checksum
+before it touches anything, then puts the files in place with one rename; a home that is not empty is
+moved aside (``--force``), never deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import sqlite3
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path, PurePosixPath
+
+from mlops_local import __version__
+from mlops_local.errors import UserError
+from mlops_local.health import probe
+from mlops_local.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+FORMAT = 1
+MLFLOW_DB = "mlflow/mlflow.db"
+ARTIFACTS = "mlflow/artifacts"
+PROMETHEUS_DATA = "prometheus/data"
+GRAFANA = "grafana"
+# What is counted in the store (table -> manifest key): restore and people compare these.
+COUNTED = {"experiments": "experiments", "runs": "runs", "registered_models": "registered_models",
+           "model_versions": "model_versions", "registered_model_aliases": "aliases"}
+# Never copied from Prometheus' folder: its lock, earlier snapshots, and a rendered config that
+# `serve prometheus` writes again at start.
+PROMETHEUS_SKIP = {"lock", "snapshots"}
+_HTTP_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    """Where the archive is and what it holds."""
+
+    path: Path
+    files: int
+    size: int
+    counts: dict[str, int]
+    prometheus: str  # how Prometheus' history was taken, or why it is not in the archive
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    """What was restored, and where the earlier content of the home went (``--force``)."""
+
+    home: Path
+    files: int
+    counts: dict[str, int]
+    moved_aside: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+# -- backup -----------------------------------------------------------------------------------------
+def _sqlite_copy(source: Path, target: Path) -> None:
+    """A consistent copy of a live SQLite database (the online backup API, not a file copy)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)) as src, \
+            contextlib.closing(sqlite3.connect(target)) as dst:
+        src.backup(dst)
+
+
+def store_counts(db: Path) -> dict[str, int]:
+    """How many experiments, runs, registered models, versions and aliases an MLflow store holds."""
+    counts: dict[str, int] = {}
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        for table, key in COUNTED.items():
+            present = table in tables
+            counts[key] = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] if present else 0
+        if "alembic_version" in tables:
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            counts["schema"] = row[0] if row else None
+    return counts
+
+
+def _copy_tree(source: Path, target: Path, skip: set[str] = frozenset()) -> None:
+    """Copy a folder that may be written meanwhile: files that vanish are skipped, SQLite files are
+    copied through the backup API."""
+    for root, dirs, files in os.walk(source):
+        rel = Path(root).relative_to(source)
+        dirs[:] = [d for d in dirs if not (rel == Path(".") and d in skip)]
+        (target / rel).mkdir(parents=True, exist_ok=True)
+        for name in files:
+            if rel == Path(".") and name in skip:
+                continue
+            src, dst = Path(root) / name, target / rel / name
+            try:
+                if name.endswith(".db"):
+                    _sqlite_copy(src, dst)
+                else:
+                    shutil.copy2(src, dst)
+            except FileNotFoundError:  # removed while we walked (a finished temp file)
+                continue
+
+
+def _complete_blocks(data: Path) -> list[str]:
+    """Drop block folders a live copy caught half-written (compaction) from a copied TSDB; their names.
+
+    A persisted block is immutable once its meta.json exists; one without meta.json, index or chunks
+    (or a compaction's tmp folder) would stop Prometheus from opening the restored TSDB."""
+    dropped = []
+    for block in data.iterdir() if data.is_dir() else ():
+        if not block.is_dir() or block.name in ("wal", "chunks_head"):
+            continue
+        if block.name.endswith(".tmp") or block.name.endswith(".tmp-for-creation") or not all(
+                (block / part).exists() for part in ("meta.json", "index", "chunks")):
+            shutil.rmtree(block)
+            dropped.append(block.name)
+    return dropped
+
+
+def _prometheus_copy(settings: Settings, staging: Path, running: bool) -> str:
+    """Prometheus' folder copied as is: persisted blocks are immutable; with Prometheus running, the
+    write-ahead log is copied as a power cut would leave it, which Prometheus repairs at start."""
+    data = settings.prometheus_dir / "data"
+    if not data.is_dir():
+        return "not included: no Prometheus data yet"
+    _copy_tree(data, staging / PROMETHEUS_DATA, PROMETHEUS_SKIP)
+    dropped = _complete_blocks(staging / PROMETHEUS_DATA)
+    how = ("copied (Prometheus running: its WAL as of the copy)" if running
+           else "copied (Prometheus not running)")
+    return how + (f"; left out {len(dropped)} block(s) being compacted" if dropped else "")
+
+
+def _prometheus_snapshot(settings: Settings, staging: Path) -> str:
+    """Prometheus' history into ``staging``: a snapshot through the admin API when Prometheus has it
+    on (MLOPS_PROMETHEUS_ADMIN_API), else a copy of its folder."""
+    data = settings.prometheus_dir / "data"
+    up, _ = probe(settings.prometheus_url.rstrip("/") + "/-/ready", timeout=2.0)
+    if not up:
+        return _prometheus_copy(settings, staging, running=False)
+    request = urllib.request.Request(settings.prometheus_url.rstrip("/") + "/api/v1/admin/tsdb/snapshot",
+                                     method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=_HTTP_TIMEOUT) as resp:
+            name = json.loads(resp.read())["data"]["name"]
+    except urllib.error.HTTPError as exc:
+        body = exc.read().decode(errors="replace") if exc.fp is not None else ""
+        if exc.code in (404, 405) or "admin APIs disabled" in body:  # the admin API is off (the default)
+            return _prometheus_copy(settings, staging, running=True)
+        raise UserError(f"Prometheus at {settings.prometheus_url} refused a snapshot: "
+                        f"HTTP {exc.code}") from exc
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"Prometheus at {settings.prometheus_url} did not take a snapshot: {exc}") from exc
+    snapshot = data / "snapshots" / name
+    try:
+        if not snapshot.is_dir():
+            return (f"not included: Prometheus wrote its snapshot outside {data} (is it another "
+                    "installation's Prometheus?)")
+        _copy_tree(snapshot, staging / PROMETHEUS_DATA)
+    finally:
+        shutil.rmtree(snapshot, ignore_errors=True)
+    return "snapshot"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _files(root: Path) -> Iterator[Path]:
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            yield path
+
+
+def _versions() -> dict[str, str]:
+    versions = {"mlops-local": __version__, "python": platform.python_version()}
+    for name in ("mlflow", "prometheus-client", "scikit-learn", "skops"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+def default_archive(settings: Settings, now: float) -> Path:
+    stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
+    return settings.home / "backups" / f"mlops-backup-{stamp}.tar.gz"
+
+
+def backup(settings: Settings, out: Path | None = None, *, clock=time.time) -> BackupResult:
+    """Write a consistent archive of this installation (see the module's docstring); returns it."""
+    started = time.perf_counter()
+    db = settings.mlflow_db
+    if not db.is_file():
+        raise UserError(f"nothing to back up: no MLflow store at {db} (MLOPS_HOME={settings.home})")
+    now = clock()
+    path = default_archive(settings, now) if out is None else out
+    if path.is_dir() or (not path.exists() and not path.name.endswith((".tar.gz", ".tgz"))):
+        path = path / default_archive(settings, now).name  # a folder (new ones too): the default name in it
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".mlops-backup-", dir=path.parent) as tmp:
+        staging = Path(tmp) / "content"
+        _sqlite_copy(db, staging / MLFLOW_DB)  # first: the point in time of the backup
+        if settings.artifacts_dir.is_dir():
+            _copy_tree(settings.artifacts_dir, staging / ARTIFACTS)
+        how = _prometheus_snapshot(settings, staging)
+        if settings.grafana_dir.is_dir():
+            _copy_tree(settings.grafana_dir, staging / GRAFANA)
+        files = {str(p.relative_to(staging).as_posix()): {"sha256": _sha256(p), "bytes": p.stat().st_size}
+                 for p in _files(staging)}
+        counts = store_counts(staging / MLFLOW_DB)
+        manifest = {"format": FORMAT, "created": datetime.fromtimestamp(now, UTC).isoformat(),
+                    "versions": _versions(), "counts": counts, "prometheus": how, "files": files}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        partial = Path(tmp) / "archive.tar.gz"
+        with tarfile.open(partial, "w:gz", compresslevel=6) as tar:
+            tar.add(staging / MANIFEST, arcname=MANIFEST)
+            for name in files:
+                tar.add(staging / name, arcname=name, recursive=False)
+        partial.chmod(0o600)  # it holds Grafana's password and every run: the owner's only
+        os.replace(partial, path)  # a finished archive or none: never a half-written one
+    size = path.stat().st_size
+    log.info("backup of %s: %d files, %d bytes, Prometheus %s", settings.home, len(files), size, how)
+    return BackupResult(path, len(files), size, {k: v for k, v in counts.items() if isinstance(v, int)}, how,
+                        time.perf_counter() - started)
+
+
+# -- restore ----------------------------------------------------------------------------------------
+def _safe_member(member: tarfile.TarInfo) -> str:
+    """The member's path if it is a plain file or folder inside the archive's root; else refused."""
+    name = PurePosixPath(member.name)
+    if name.is_absolute() or ".." in name.parts or not (member.isfile() or member.isdir()):
+        raise UserError(f"refusing the archive: member {member.name!r} is not a plain file inside it")
+    return name.as_posix()
+
+
+def read_manifest(archive: Path) -> dict:
+    """The archive's manifest (raises UserError when it is not an mlops-local backup)."""
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            member = tar.getmember(MANIFEST)
+            fh = tar.extractfile(member)
+            manifest = json.loads(fh.read()) if fh is not None else None
+    except FileNotFoundError as exc:
+        raise UserError(f"no backup archive at {archive}") from exc
+    except (KeyError, tarfile.TarError, OSError, ValueError) as exc:
+        raise UserError(f"{archive} is not an mlops-local backup ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise UserError(f"{archive}: unknown backup format {manifest.get('format') if manifest else None!r}")
+    return manifest
+
+
+def _extract_checked(archive: Path, target: Path, manifest: dict) -> int:
+    """Extract into ``target`` and check every file against the manifest; returns the file count."""
+    expected: dict[str, dict] = manifest["files"]
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar:
+            name = _safe_member(member)
+            if name == MANIFEST or member.isdir():
+                continue
+            if name not in expected:
+                raise UserError(f"refusing the archive: {name} is not in its manifest")
+            out = target / name
+            out.parent.mkdir(parents=True, exist_ok=True)
+            src = tar.extractfile(member)
+            if src is None:
+                raise UserError(f"refusing the archive: {name} cannot be read")
+            with src, out.open("wb") as dst:
+                shutil.copyfileobj(src, dst)
+            out.chmod(member.mode & 0o777)  # Grafana's admin-password and grafana.ini stay 0600
+    missing, damaged = [], []
+    for name, info in expected.items():
+        path = target / name
+        if not path.is_file():
+            missing.append(name)
+        elif _sha256(path) != info["sha256"]:
+            damaged.append(name)
+    if missing or damaged:
+        problem = (f"{len(damaged)} file(s) do not match their checksum (first: {damaged[0]})" if damaged
+                   else f"{len(missing)} file(s) are missing (first: {missing[0]})")
+        raise UserError(f"refusing to restore {archive}: {problem}; nothing was changed")
+    return len(expected)
+
+
+def _stack_running(settings: Settings) -> str | None:
+    """The first service of this installation that answers, if any."""
+    for name, url in (("MLflow", settings.mlflow_url.rstrip("/") + "/health"),
+                      ("Prometheus", settings.prometheus_url.rstrip("/") + "/-/ready")):
+        if probe(url, timeout=1.0)[0]:
+            return f"{name} ({url.rsplit('/', 1)[0]})"
+    return None
+
+
+def restore(settings: Settings, archive: Path, *, force: bool = False, clock=time.time) -> RestoreResult:
+    """Restore ``archive`` into settings.home: empty (or absent), or moved aside with ``force``."""
+    manifest = read_manifest(archive)
+    home = settings.home
+    occupied = home.exists() and any(home.iterdir())
+    if occupied and not force:
+        raise UserError(f"MLOPS_HOME {home} is not empty: restore into an empty folder (set MLOPS_HOME), "
+                        "or pass --force to move what is there aside first")
+    if occupied:
+        running = _stack_running(settings)
+        if running is not None:
+            raise UserError(f"{running} is running on this MLOPS_HOME: stop the stack before restoring "
+                            "over it")
+    home.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{home.name}-restore-", dir=home.parent) as tmp:
+        staging = Path(tmp) / "home"
+        staging.mkdir()
+        files = _extract_checked(archive, staging, manifest)
+        aside = None
+        if occupied:
+            stamp = datetime.fromtimestamp(clock(), UTC).strftime("%Y%m%dT%H%M%SZ")
+            aside = home.with_name(f"{home.name}.before-restore-{stamp}")
+            os.replace(home, aside)
+        elif home.exists():
+            home.rmdir()
+        os.replace(staging, home)
+    notes = []
+    if str(manifest.get("prometheus", "")).startswith("not included"):
+        notes.append(f"Prometheus history {manifest.get('prometheus')}")
+    saved = manifest.get("versions", {}).get("mlflow")
+    installed = _versions().get("mlflow")
+    if saved and installed and saved != installed:
+        notes.append(f"the backup was made with MLflow {saved}, this is {installed}: `serve mlflow` upgrades "
+                     "the store's schema if it needs to")
+    counts = {k: v for k, v in manifest.get("counts", {}).items() if isinstance(v, int)}
+    log.info("restored %s into %s (%d files)", archive, home, files)
+    return RestoreResult(home, files, counts, aside, notes)
