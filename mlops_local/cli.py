@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "sweep": "mlops_local.commands.sweep",
     "export": "mlops_local.commands.export",
     "grafana-dashboard": "mlops_local.commands.grafana_dashboard",
+    "alerts": "mlops_local.commands.alerts",
 }
 
 
