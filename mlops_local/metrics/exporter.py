@@ -27,6 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from mlops_local.metrics.champions import Champion, champion_family
 from mlops_local.metrics.records import RunRecord, record_from_result
 from mlops_local.metrics.state import ExporterState, family_names
 from mlops_local.ml.types import TrainResult
@@ -81,6 +82,7 @@ class ModelMetricsExporter(Collector):
         self._sync = None  # MlflowSync, created on the first start() and kept (it holds the watermark)
         self._worker = None
         self._listeners: list[RunListener] = []
+        self._champions: tuple[Champion, ...] = ()
         if registry is not None:
             registry.register(self)
 
@@ -129,6 +131,11 @@ class ModelMetricsExporter(Collector):
         with self._lock:
             self._state.prune(horizon_ms)
 
+    def set_champions(self, champions: Iterable[Champion]) -> None:
+        """The registry's champions as the sync last read them (mlops_champion_r2)."""
+        with self._lock:
+            self._champions = tuple(champions)
+
     def record_sync(self, seconds: float) -> None:
         """One successful sync."""
         with self._lock:
@@ -166,7 +173,7 @@ class ModelMetricsExporter(Collector):
     # -- collector ------------------------------------------------------------------------------
     def describe(self) -> list[Metric]:
         """Names of the families collect() yields (so registering never runs a collect)."""
-        return [*family_names(), *self._stats_families(SyncStats())]
+        return [*family_names(), champion_family(()), *self._stats_families(SyncStats())]
 
     def collect(self) -> Iterable[Metric]:
         """The snapshot of model metrics plus the sync's health; called by the /metrics thread."""
@@ -177,8 +184,9 @@ class ModelMetricsExporter(Collector):
                 counts_ready = self._stats.bootstrapped or not self._syncing
                 self._snapshot = tuple(self._state.families(with_counts=counts_ready))
                 self._snapshot_version = self._state.version
-            snapshot, stats = self._snapshot, SyncStats(**vars(self._stats))
+            snapshot, stats, champions = self._snapshot, SyncStats(**vars(self._stats)), self._champions
         yield from snapshot
+        yield champion_family(champions)
         yield from self._stats_families(stats)
 
     @staticmethod
@@ -202,6 +210,7 @@ class ModelMetricsExporter(Collector):
     # -- background sync -------------------------------------------------------------------------
     def start(self) -> None:
         """Start the background sync from MLflow (first a full read, then increments); idempotent."""
+        from mlops_local.metrics.champions import ChampionReader
         from mlops_local.metrics.sync import MlflowSync, SyncWorker, make_client
 
         with self._lock:
@@ -212,7 +221,8 @@ class ModelMetricsExporter(Collector):
             if self._sync is None:
                 client = self._client or make_client(self.settings)
                 self._sync = MlflowSync(client, self, experiments=self._experiments,
-                                        overlap_s=self._overlap_s, reaper=self._reaper)
+                                        overlap_s=self._overlap_s, reaper=self._reaper,
+                                        champions=ChampionReader(client, self.settings.serve_alias))
             self._worker = SyncWorker(self._sync, self, interval=self.settings.sync_interval,
                                       max_backoff=self._max_backoff)
         self._worker.start()
