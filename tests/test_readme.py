@@ -13,7 +13,7 @@ README = (ROOT / "README.md").read_text()
 
 def test_configuration_table_lists_exactly_the_settings() -> None:
     section = README.split("## Configuration", 1)[1].split("\n## ", 1)[0]
-    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", section, flags=re.M))
+    documented = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", section, flags=re.M))
     assert documented == {s.env for s in SETTINGS}
 
 

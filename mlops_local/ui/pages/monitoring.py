@@ -74,10 +74,11 @@ def _alerts() -> None:
                      if alert.since else "")
             st.markdown(f":{badge}-badge[{alert.severity}] **{alert.name}** "
                         f"{'`' + alert.where + '`' if alert.where else ''} {since}")
+            # Annotations are plain text: a "$" would start LaTeX in Streamlit's markdown.
             if alert.summary:
-                st.markdown(alert.summary)
+                st.markdown(alert.summary.replace("$", "\\$"))
             if alert.action:
-                st.caption(f"What to do: {alert.action}")
+                st.caption(f"What to do: {alert.action}".replace("$", "\\$"))
 
 
 def _latest(models: list[str]) -> None:
