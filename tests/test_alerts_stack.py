@@ -183,3 +183,26 @@ def test_the_exporter_publishes_the_champions_r2_and_follows_the_alias(mlflow_se
     client.delete_registered_model_alias(name, "champion")
     sync.sync_once()
     assert champions() == {}
+
+
+def test_the_sidebar_is_quiet_when_prometheus_is_down_or_nothing_fires(
+        app_stack_env: dict[str, str], tmp_path: Path) -> None:
+    from mlops_local.ui.common import alerts_firing
+
+    def sidebar() -> list[str]:
+        service_statuses.clear()  # both are cached for a few seconds
+        alerts_firing.clear()
+        at = AppTest.from_file(str(APP), default_timeout=60).run()
+        assert not at.exception, at.exception
+        return [c.value for c in at.sidebar.caption] + [m.value for m in at.sidebar.markdown]
+
+    assert "Alerts: unknown (Prometheus is not answering)" in sidebar()
+    # Long `for:` so that nothing (e.g. MetricsTargetDown: this /metrics is not served) fires meanwhile.
+    prom = start_service("prometheus", {**app_stack_env, "MLOPS_ALERT_FOR_SCALE": "100"}, tmp_path / "logs")
+    try:
+        wait_for(lambda: any(g for g in json.load(urllib.request.urlopen(
+            f"{prom.url}/api/v1/rules", timeout=5))["data"]["groups"]), "the rules loaded")
+        lines = sidebar()
+        assert "Alerts: none firing" in lines and not any("firing, worst" in line for line in lines), lines
+    finally:
+        prom.stop()
