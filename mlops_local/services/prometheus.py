@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from mlops_local.alerts import render
+from mlops_local.alerts.render import duration  # also the scrape interval and lookback
 from mlops_local.errors import UserError
 from mlops_local.services import alertmanager as alertmanager_service
 from mlops_local.services.process import child_env, ensure_port_free, run_foreground
@@ -36,13 +37,6 @@ RELEASE_URL = (
     "v{version}/prometheus-{version}.{platform}.tar.gz"
 )
 DOWNLOAD_TIMEOUT = 10.0
-
-
-def duration(seconds: float) -> str:
-    """A Prometheus duration: whole seconds as ``5s``, anything finer in milliseconds (``0.5s`` is
-    not a duration Prometheus accepts)."""
-    millis = round(seconds * 1000)
-    return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
 
 
 RULES_DIR = "rules"  # under MLOPS_HOME/prometheus, next to the rendered prometheus.yml
