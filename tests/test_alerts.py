@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -207,3 +208,25 @@ def test_serve_alertmanager_without_it_prints_the_hint_and_idles_until_sigterm(t
         proc.wait(timeout=30)
     assert proc.returncode == 0
     assert "apt-get install prometheus-alertmanager" in first + rest and "Traceback" not in first + rest
+
+
+@pytest.mark.skipif(alertmanager.find_binary() is None,
+                    reason="Alertmanager not installed (Debian: apt-get install prometheus-alertmanager)")
+def test_serve_alertmanager_on_a_taken_port_says_so_and_idles_instead_of_stopping_the_stack(
+        tmp_path: Path) -> None:
+    env = stack_env(tmp_path / "home")
+    with socket.socket() as blocker:  # e.g. Debian's own prometheus-alertmanager service on 9093
+        blocker.bind(("127.0.0.1", int(env["MLOPS_ALERTMANAGER_PORT"])))
+        blocker.listen()
+        proc = subprocess.Popen([*MLOPS, "serve", "alertmanager"], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        try:
+            first = proc.stdout.readline()
+            assert f"port {env['MLOPS_ALERTMANAGER_PORT']} on 127.0.0.1 is already in use" in first
+            assert proc.poll() is None, "a taken port must not stop honcho's stack"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            rest = proc.stdout.read()
+            proc.wait(timeout=30)
+    assert proc.returncode == 0
+    assert "systemctl disable --now prometheus-alertmanager" in first + rest and "Traceback" not in rest

@@ -6,6 +6,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from mlops_local.errors import PortInUse
 from mlops_local.services.process import child_env, ensure_port_free, run_foreground
 from mlops_local.settings import Settings
 
@@ -19,6 +20,12 @@ show in Prometheus (/alerts) and in the UI's sidebar and Monitoring page. To ena
 restart `bin/start`:
   Debian/Ubuntu: sudo apt-get install prometheus-alertmanager   (do not start its own service)
   macOS:         brew install alertmanager
+Waiting idle so that honcho keeps the other services running."""
+
+# Debian's package starts its own service on 9093 when installed: an optional service must not stop the stack.
+PORT_TAKEN = """{error}. Alertmanager is optional, so it stays off and the rest of the stack runs (alerts
+still show in Prometheus and the UI). Debian's prometheus-alertmanager package starts its own service on
+9093: `sudo systemctl disable --now prometheus-alertmanager`, or set MLOPS_ALERTMANAGER_PORT.
 Waiting idle so that honcho keeps the other services running."""
 
 # One receiver that sends nothing anywhere: alerts are grouped, kept and shown in Alertmanager's own UI
@@ -79,7 +86,10 @@ def serve(settings: Settings, binary: Path | None = None) -> int:
     binary = binary or find_binary()
     if binary is None:
         return wait_idle(INSTALL_HINT.format(port=settings.alertmanager_port))
-    ensure_port_free(settings.host, settings.alertmanager_port, "MLOPS_ALERTMANAGER_PORT")
+    try:
+        ensure_port_free(settings.host, settings.alertmanager_port, "MLOPS_ALERTMANAGER_PORT")
+    except PortInUse as exc:
+        return wait_idle(PORT_TAKEN.format(error=exc))
     (settings.alertmanager_dir / "data").mkdir(parents=True, exist_ok=True)
     return run_foreground(command(settings, binary), "alertmanager", child_env(),
                           cwd=str(settings.alertmanager_dir))
