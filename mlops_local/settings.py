@@ -58,6 +58,20 @@ def _bool(value: str) -> bool:
     raise ValueError(f"must be true or false, got {value!r}")
 
 
+def _non_negative_float(value: str) -> float:
+    number = float(value)
+    if not number >= 0 or number == float("inf"):
+        raise ValueError(f"must be 0 or more, got {number}")
+    return number
+
+
+def _fraction(value: str) -> float:
+    number = float(value)
+    if not 0 < number < 1:
+        raise ValueError(f"must be between 0 and 1 (exclusive), got {number}")
+    return number
+
+
 def _default_home() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
@@ -105,6 +119,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("prometheus_admin_api", "MLOPS_PROMETHEUS_ADMIN_API", False, _bool,
             "Turn on Prometheus' admin API (loopback only) so `backup` takes a TSDB snapshot instead of "
             "copying the live folder. Off by default: any web page could POST to it (delete series)."),
+    Setting("alert_r2_drop", "MLOPS_ALERT_R2_DROP", 0.02, _fraction,
+            "ModelQualityRegression: how far a model's latest R2 may fall below the best R2 of its "
+            "dataset before the alert fires."),
+    Setting("alert_p99_ms", "MLOPS_ALERT_P99_MS", 100.0, _positive_float,
+            "ServingLatencyHigh: p99 scoring latency (ms) of the model service above which it fires."),
+    Setting("alert_for_scale", "MLOPS_ALERT_FOR_SCALE", 1.0, _non_negative_float,
+            "Multiplies every alert's `for:` duration (1 = as documented in Alerts; 0 = fire at the "
+            "first evaluation)."),
+    Setting("alertmanager_port", "MLOPS_ALERTMANAGER_PORT", 9093, _port,
+            "`serve alertmanager` port (when Alertmanager is installed); Prometheus sends alerts there."),
 )
 
 _BY_ATTR = {s.attr: s for s in SETTINGS}
@@ -148,6 +172,10 @@ class Settings:
     max_dataset_mb: int = 1024
     http_timeout: float = 5.0
     prometheus_admin_api: bool = False
+    alert_r2_drop: float = 0.02
+    alert_p99_ms: float = 100.0
+    alert_for_scale: float = 1.0
+    alertmanager_port: int = 9093
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -203,6 +231,10 @@ class Settings:
         return self.home / "prometheus"
 
     @property
+    def alertmanager_dir(self) -> Path:
+        return self.home / "alertmanager"
+
+    @property
     def grafana_dir(self) -> Path:
         return self.home / "grafana"
 
@@ -229,6 +261,10 @@ class Settings:
     @property
     def prometheus_url(self) -> str:
         return self._url(self.prometheus_port)
+
+    @property
+    def alertmanager_url(self) -> str:
+        return self._url(self.alertmanager_port)
 
     @property
     def grafana_url(self) -> str:

@@ -49,6 +49,7 @@ def stack_env(home: Path, **overrides: object) -> dict[str, str]:
         "MLOPS_GRAFANA_PORT": str(free_port()),
         "MLOPS_METRICS_PORT": str(free_port()),
         "MLOPS_SERVE_PORT": str(free_port()),
+        "MLOPS_ALERTMANAGER_PORT": str(free_port()),
         "MLOPS_SCRAPE_INTERVAL": "1",
         "MLOPS_SYNC_INTERVAL": "1",
         "PYTHONUNBUFFERED": "1",
@@ -150,6 +151,7 @@ HEALTH_PATHS = {
     "prometheus": ("MLOPS_PROMETHEUS_PORT", "/-/ready"),
     "ui": ("MLOPS_UI_PORT", "/_stcore/health"),
     "model": ("MLOPS_SERVE_PORT", "/metrics"),  # /health is 503 until a model is registered
+    "alertmanager": ("MLOPS_ALERTMANAGER_PORT", "/-/ready"),
 }
 
 

@@ -13,7 +13,7 @@ README = (ROOT / "README.md").read_text()
 
 def test_configuration_table_lists_exactly_the_settings() -> None:
     section = README.split("## Configuration", 1)[1].split("\n## ", 1)[0]
-    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", section, flags=re.M))
+    documented = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", section, flags=re.M))
     assert documented == {s.env for s in SETTINGS}
 
 
@@ -25,7 +25,8 @@ def test_quick_start_commands_exist_and_ci_calls_bin_test() -> None:
     assert "bin/test" in (ROOT / ".ci" / "run").read_text()
 
 
-def test_procfile_lines_are_the_five_serve_commands() -> None:
+def test_procfile_lines_are_the_six_serve_commands() -> None:
     lines = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line)
     assert {k: v.strip() for k, v in lines.items()} == {
-        name: f"mlops-local serve {name}" for name in ("mlflow", "prometheus", "ui", "grafana", "model")}
+        name: f"mlops-local serve {name}" for name in ("mlflow", "prometheus", "ui", "grafana", "model",
+                                                            "alertmanager")}

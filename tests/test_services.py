@@ -81,11 +81,14 @@ def test_prometheus_web_ui_works_not_only_the_api(tmp_path: Path) -> None:
 def test_rendered_prometheus_config_matches_the_repo_file_for_defaults(tmp_path: Path) -> None:
     defaults = Settings.from_env({"MLOPS_HOME": str(tmp_path)})
     assert prometheus.render_config(defaults) == (ROOT / "prometheus.yml").read_text()
-    assert prometheus.config_path(defaults) == ROOT / "prometheus.yml"
+    # Always rendered into MLOPS_HOME: rule_files is relative to the config's folder.
+    rendered = prometheus.config_path(defaults, alertmanager=False)
+    assert rendered.read_text() == prometheus.render_config(defaults)
     custom = defaults.replace(metrics_port=18001, scrape_interval=1.0)
-    path = prometheus.config_path(custom)
+    path = prometheus.config_path(custom, alertmanager=False)
     assert path == tmp_path / "prometheus" / "prometheus.yml"
     assert "127.0.0.1:18001" in path.read_text() and "scrape_interval: 1s" in path.read_text()
+    assert (path.parent / "rules" / "mlops-local.rules.yml").is_file()
     assert "127.0.0.1:8001" in (ROOT / "prometheus.yml").read_text()  # the repo file is not edited
 
 
@@ -93,8 +96,7 @@ def test_rendered_prometheus_config_matches_the_repo_file_for_defaults(tmp_path:
 def test_a_fractional_scrape_interval_renders_a_config_promtool_accepts(interval: float,
                                                                        tmp_path: Path) -> None:
     settings = Settings.from_env({"MLOPS_HOME": str(tmp_path), "MLOPS_SCRAPE_INTERVAL": str(interval)})
-    path = tmp_path / "prometheus.yml"
-    path.write_text(prometheus.render_config(settings))
+    path = prometheus.config_path(settings)  # with the rules it names
     checked = subprocess.run([shutil.which("promtool") or "/usr/bin/promtool", "check", "config", str(path)],
                              capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr

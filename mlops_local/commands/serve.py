@@ -1,4 +1,4 @@
-"""`mlops-local serve mlflow|prometheus|ui|grafana|model`: one service in the foreground (Procfile lines)."""
+"""`mlops-local serve mlflow|prometheus|ui|grafana|model|alertmanager`: one service in the foreground."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from mlops_local.settings import Settings
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("serve", help="run one service in the foreground")
-    parser.add_argument("service", choices=("mlflow", "prometheus", "ui", "grafana", "model"))
+    parser.add_argument("service", choices=("mlflow", "prometheus", "ui", "grafana", "model", "alertmanager"))
     parser.add_argument("--job-execution", action="store_true",
                         help="mlflow: enable MLflow's GenAI job runner (off for a desktop)")
     parser.add_argument("--workers", type=int, default=1, help="mlflow: server workers (default 1)")
@@ -29,6 +29,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         from mlops_local.serving import app
 
         return app.serve(settings)
+    if args.service == "alertmanager":
+        from mlops_local.services import alertmanager
+
+        return alertmanager.serve(settings)
     if args.service == "grafana":
         from mlops_local.services import grafana
 

@@ -27,6 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from mlops_local.metrics.champions import Champion, ChampionReader, champion_family
 from mlops_local.metrics.records import RunRecord, record_from_result
 from mlops_local.metrics.state import ExporterState, family_names
 from mlops_local.metrics.sync import MlflowSync, SyncWorker, make_client
@@ -82,6 +83,7 @@ class ModelMetricsExporter(Collector):
         self._sync: MlflowSync | None = None  # created on the first start(), kept: it holds the watermark
         self._worker: SyncWorker | None = None
         self._listeners: list[RunListener] = []
+        self._champions: tuple[Champion, ...] = ()
         if registry is not None:
             registry.register(self)
 
@@ -130,6 +132,11 @@ class ModelMetricsExporter(Collector):
         with self._lock:
             self._state.prune(horizon_ms)
 
+    def set_champions(self, champions: Iterable[Champion]) -> None:
+        """The registry's champions as the sync last read them (mlops_champion_r2)."""
+        with self._lock:
+            self._champions = tuple(champions)
+
     def record_sync(self, seconds: float) -> None:
         """One successful sync."""
         with self._lock:
@@ -167,7 +174,7 @@ class ModelMetricsExporter(Collector):
     # -- collector ------------------------------------------------------------------------------
     def describe(self) -> list[Metric]:
         """Names of the families collect() yields (so registering never runs a collect)."""
-        return [*family_names(), *self._stats_families(SyncStats())]
+        return [*family_names(), champion_family(()), *self._stats_families(SyncStats())]
 
     def collect(self) -> Iterable[Metric]:
         """The snapshot of model metrics plus the sync's health; called by the /metrics thread."""
@@ -178,8 +185,9 @@ class ModelMetricsExporter(Collector):
                 counts_ready = self._stats.bootstrapped or not self._syncing
                 self._snapshot = tuple(self._state.families(with_counts=counts_ready))
                 self._snapshot_version = self._state.version
-            snapshot, stats = self._snapshot, SyncStats(**vars(self._stats))
+            snapshot, stats, champions = self._snapshot, SyncStats(**vars(self._stats)), self._champions
         yield from snapshot
+        yield champion_family(champions)
         yield from self._stats_families(stats)
 
     @staticmethod
@@ -211,7 +219,8 @@ class ModelMetricsExporter(Collector):
             if self._sync is None:
                 client = self._client or make_client(self.settings)
                 self._sync = MlflowSync(client, self, experiments=self._experiments,
-                                        overlap_s=self._overlap_s, reaper=self._reaper)
+                                        overlap_s=self._overlap_s, reaper=self._reaper,
+                                        champions=ChampionReader(client, self.settings.serve_alias))
             self._worker = SyncWorker(self._sync, self, interval=self.settings.sync_interval,
                                       max_backoff=self._max_backoff)
         self._worker.start()

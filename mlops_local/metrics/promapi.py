@@ -169,6 +169,11 @@ class PrometheusClient:
             for t in data.get("activeTargets", [])
         ]
 
+    def alerts(self) -> list[dict]:
+        """Prometheus' active alerts (pending and firing) as its API lists them."""
+        data = self._request("/api/v1/alerts")
+        return list(data.get("alerts", [])) if isinstance(data, dict) else []
+
     def label_values(self, label: str, match: str | None = None) -> list[str]:
         """Values of ``label`` (on series matching ``match`` when given), sorted."""
         params = {"match[]": match} if match else None

@@ -22,6 +22,7 @@ from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
 
 from mlops_local import tracking
+from mlops_local.metrics.champions import Champion, ChampionReader
 from mlops_local.metrics.records import RunRecord, record_from_run
 from mlops_local.reaper import Reaper
 from mlops_local.settings import Settings
@@ -48,6 +49,7 @@ class SyncTarget(Protocol):
     def prune(self, horizon_ms: int) -> None: ...
     def record_sync(self, seconds: float) -> None: ...
     def record_sync_error(self) -> None: ...
+    def set_champions(self, champions: Iterable[Champion]) -> None: ...
 
 
 def make_client(settings: Settings) -> MlflowClient:
@@ -82,9 +84,10 @@ class MlflowSync:
     def __init__(self, client: MlflowClient, exporter: SyncTarget, *,
                  experiments: Sequence[str] | None = None, page_size: int = PAGE_SIZE,
                  overlap_s: float | None = None, clock: Callable[[], float] = time.time,
-                 reaper: Reaper | None = None) -> None:
+                 reaper: Reaper | None = None, champions: ChampionReader | None = None) -> None:
         self.client = client
         self.reaper = reaper
+        self.champions = champions
         self.exporter = exporter
         self.experiments = tuple(experiments) if experiments is not None else None
         self.page_size = page_size
@@ -98,8 +101,18 @@ class MlflowSync:
         Reaping comes after the read so that a start's first page reaches /metrics as early as before
         (a scrape waits only briefly for it); a run the reaper closes is read by the next sync."""
         result = self.full_read(stop) if self.watermark_ms is None else self.incremental(stop)
+        self.read_champions()
         self.reap()
         return result
+
+    def read_champions(self) -> None:
+        """Publish the registry's champions; on a failure the last ones stay (the next sync retries)."""
+        if self.champions is None:
+            return
+        try:
+            self.exporter.set_champions(self.champions.read({}))
+        except Exception as exc:  # noqa: BLE001 - a registry error must not fail the run sync
+            log.debug("reading the registry's champions failed: %s", exc)
 
     def reap(self) -> list[str]:
         """Close runs whose owner process died (see :mod:`mlops_local.reaper`). Its failures are left to

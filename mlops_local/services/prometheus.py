@@ -15,13 +15,14 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from mlops_local.alerts import render
+from mlops_local.alerts.render import duration  # also the scrape interval and lookback
 from mlops_local.errors import UserError
+from mlops_local.services import alertmanager as alertmanager_service
 from mlops_local.services.process import child_env, ensure_port_free, run_foreground
 from mlops_local.settings import Settings
 
 log = logging.getLogger(__name__)
-
-REPO_CONFIG = Path(__file__).resolve().parents[2] / "prometheus.yml"
 
 # The pinned official release, checked against the sha256 published with it.
 PINNED_VERSION = "2.37.1"
@@ -38,23 +39,23 @@ RELEASE_URL = (
 DOWNLOAD_TIMEOUT = 10.0
 
 
-def duration(seconds: float) -> str:
-    """A Prometheus duration: whole seconds as ``5s``, anything finer in milliseconds (``0.5s`` is
-    not a duration Prometheus accepts)."""
-    millis = round(seconds * 1000)
-    return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
+RULES_DIR = "rules"  # under MLOPS_HOME/prometheus, next to the rendered prometheus.yml
 
 
-def render_config(settings: Settings) -> str:
-    """prometheus.yml for these settings: the mlops-local job, the model service and Prometheus itself."""
+def render_config(settings: Settings, alertmanager: bool = False) -> str:
+    """prometheus.yml for these settings: the mlops-local job, the model service, Prometheus itself, the
+    alert rules, and (when Alertmanager is installed) where to send alerts."""
     interval = duration(settings.scrape_interval)
     own = f"{settings.metrics_target.rsplit(':', 1)[0]}:{settings.prometheus_port}"
-    return (
-        "# Scrape config for mlops-local. `mlops-local serve prometheus` uses this file as is with\n"
-        "# the default ports; otherwise it renders the same layout into MLOPS_HOME/prometheus.\n"
+    text = (
+        "# Scrape config for mlops-local. `mlops-local serve prometheus` renders this layout for the\n"
+        "# effective settings into MLOPS_HOME/prometheus, with the alert rules in rules/ next to it.\n"
         "global:\n"
         f"  scrape_interval: {interval}\n"
         f"  evaluation_interval: {interval}\n"
+        "\n"
+        "rule_files:\n"
+        f"  - {RULES_DIR}/{render.RULES_FILE}\n"
         "\n"
         "scrape_configs:\n"
         "  - job_name: mlops-local\n"
@@ -71,19 +72,47 @@ def render_config(settings: Settings) -> str:
         "    static_configs:\n"
         f"      - targets: ['{own}']\n"
     )
+    if alertmanager:
+        target = settings.alertmanager_url.removeprefix("http://")
+        text += (
+            "\n"
+            "alerting:\n"
+            "  alertmanagers:\n"
+            "    - static_configs:\n"
+            f"        - targets: ['{target}']\n"
+        )
+    return text
 
 
-def config_path(settings: Settings) -> Path:
-    """The repo's prometheus.yml when it matches these settings, else a rendered copy in MLOPS_HOME."""
-    wanted = render_config(settings)
-    if REPO_CONFIG.is_file() and REPO_CONFIG.read_text() == wanted:
-        return REPO_CONFIG
-    path = settings.prometheus_dir / "prometheus.yml"
-    path.parent.mkdir(parents=True, exist_ok=True)
+def config_path(settings: Settings, alertmanager: bool | None = None) -> Path:
+    """Render prometheus.yml and its rules (thresholds from the settings) into MLOPS_HOME/prometheus.
+
+    Always there, never the repository's file: rule_files is relative to the config's folder. With
+    ``alertmanager`` None, alerts go to Alertmanager when its binary is installed.
+    """
+    if alertmanager is None:
+        alertmanager = alertmanager_service.find_binary() is not None
+    root = settings.prometheus_dir
+    render.write_rules(settings, root / RULES_DIR)
+    path = root / "prometheus.yml"
     tmp = path.with_suffix(".yml.tmp")
-    tmp.write_text(wanted)
+    tmp.write_text(render_config(settings, alertmanager))
     tmp.replace(path)
     return path
+
+
+def find_promtool(settings: Settings) -> Path | None:
+    """promtool next to the Prometheus binary in use (the release ships both), else on PATH."""
+    try:
+        prometheus = find_binary(settings)
+    except UserError:
+        prometheus = None
+    if prometheus is not None:
+        beside = prometheus.resolve().parent / "promtool"
+        if beside.is_file() and os.access(beside, os.X_OK):
+            return beside
+    on_path = shutil.which("promtool")
+    return Path(on_path) if on_path else None
 
 
 def _platform_key() -> str | None:
@@ -138,12 +167,13 @@ def download_release(settings: Settings, url_template: str = RELEASE_URL) -> Pat
                 f"Prometheus download from {url} has sha256 {digest}, expected {PINNED_SHA256[key]}; "
                 "refusing to use it"
             )
-        member = f"prometheus-{PINNED_VERSION}.{key}/prometheus"
+        folder = f"prometheus-{PINNED_VERSION}.{key}"
         with tarfile.open(archive) as tar:
-            tar.extract(member, tmp, filter="data")
-        extracted = Path(tmp) / member
-        extracted.chmod(0o755)
-        extracted.replace(target)
+            for name in ("promtool", "prometheus"):  # promtool checks and unit-tests the alert rules
+                tar.extract(f"{folder}/{name}", tmp, filter="data")
+                extracted = Path(tmp) / folder / name
+                extracted.chmod(0o755)
+                extracted.replace(target.with_name(name))
     return target
 
 

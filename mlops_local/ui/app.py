@@ -12,6 +12,7 @@ st.set_page_config(page_title="mlops-local", page_icon=":material/insights:", la
 common.runtime()
 common.warm_training_stack()  # background: the first Train click no longer pays it
 common.sidebar_status(common.service_statuses(common.settings()))
+common.sidebar_alerts(common.service_statuses(common.settings()))
 
 PAGES = Path(__file__).parent / "pages"
 navigation = st.navigation([

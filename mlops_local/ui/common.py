@@ -16,7 +16,8 @@ from mlflow.exceptions import MlflowException
 
 from mlops_local import runs as runs_module
 from mlops_local import tracking
-from mlops_local.errors import UserError
+from mlops_local.alerts.firing import FiringAlert, firing_alerts, worst_severity
+from mlops_local.errors import ServiceUnavailable, UserError
 from mlops_local.health import ServiceStatus, check
 from mlops_local.metrics.promapi import PrometheusClient
 from mlops_local.runtime import Runtime, ensure_runtime
@@ -111,6 +112,41 @@ def sidebar_status(statuses: list[ServiceStatus]) -> None:
             name = f"[{s.name}]({_service_link(s)})" if s.up else s.name
             st.markdown(f"{name} :{STATE_BADGE.get(s.state, 'gray')}-badge[{label}]",
                         help=None if s.up else f"{s.url}: {s.detail}")
+
+
+SEVERITY_BADGE = {"critical": "red", "warning": "orange", "info": "blue"}
+ALERT_PROBE_TIMEOUT = 0.5  # seconds; the sidebar of every page waits at most this long for Prometheus
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def alerts_firing(prometheus_url: str, timeout: float, up: bool = True) -> list[FiringAlert] | None:
+    """Firing alerts, cached a few seconds for every session; None when Prometheus does not answer."""
+    if not up:
+        return None
+    probe = PrometheusClient(prometheus_url, timeout)
+    try:
+        return firing_alerts(probe)
+    except (ServiceUnavailable, UserError) as exc:
+        log.debug("no alerts from Prometheus: %s", exc)
+        return None
+
+
+def sidebar_alerts(statuses: list[ServiceStatus]) -> None:
+    """Firing alerts on every page: count and worst severity; a quiet line when none or unknown."""
+    up = any(s.name == "prometheus" and s.up for s in statuses)
+    current = settings()
+    alerts = alerts_firing(current.prometheus_url, min(current.http_timeout, ALERT_PROBE_TIMEOUT), up)
+    with st.sidebar:
+        if alerts is None:
+            st.caption("Alerts: unknown (Prometheus is not answering)")
+        elif not alerts:
+            st.caption("Alerts: none firing")
+        else:
+            worst = worst_severity(alerts) or "none"
+            names = ", ".join(dict.fromkeys(a.name for a in alerts))
+            st.markdown(f":{SEVERITY_BADGE.get(worst, 'gray')}-badge[:material/notifications_active: "
+                        f"{len(alerts)} alert{'s' if len(alerts) != 1 else ''} firing, worst: {worst}]",
+                        help=f"{names}. Details on the Monitoring page.")
 
 
 @st.cache_resource(ttl=30, show_spinner=False)

@@ -13,6 +13,7 @@ from mlops_local.errors import ServiceUnavailable
 from mlops_local.metrics.export import export_csv, parse_duration
 from mlops_local.metrics.panels import JOB, get_panel, render_expr
 from mlops_local.ui import charts, common
+from mlops_local.uris import link_base
 
 RANGES = {"15m": "last 15 minutes", "1h": "last hour", "6h": "last 6 hours", "24h": "last 24 hours",
           "7d": "last 7 days"}
@@ -45,6 +46,39 @@ def _targets() -> None:
                      f"/metrics endpoint ({settings.metrics_url}) reachable?")
     with st.expander(f"All scrape targets ({len(targets)})"):
         st.dataframe(pd.DataFrame([vars(t) for t in targets]), key="monitoring_targets", hide_index=True)
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s ago"
+    return f"{seconds / 60:.0f} min ago" if seconds < 5400 else f"{seconds / 3600:.1f} h ago"
+
+
+def _alerts() -> None:
+    st.subheader("Alerts")
+    alerts_page = f"{link_base(settings.prometheus_url)}/alerts"
+    alerts = common.alerts_firing(settings.prometheus_url, settings.http_timeout)
+    if alerts is None:
+        st.caption(f"Prometheus did not list its alerts; see [its alerts page]({alerts_page}).")
+        return
+    if not alerts:
+        st.caption(f"No alert is firing. Rules and pending alerts: [Prometheus alerts]({alerts_page}).")
+        return
+    st.caption(f"{len(alerts)} firing, worst first. Rules, pending alerts and history: "
+               f"[Prometheus alerts]({alerts_page}).")
+    now = time.time()
+    for alert in alerts:
+        with st.container(border=True):
+            badge = common.SEVERITY_BADGE.get(alert.severity, "gray")
+            since = (f"since {alert.since:%Y-%m-%d %H:%M:%S} UTC ({_ago(now - alert.since.timestamp())})"
+                     if alert.since else "")
+            st.markdown(f":{badge}-badge[{alert.severity}] **{alert.name}** "
+                        f"{'`' + alert.where + '`' if alert.where else ''} {since}")
+            # Annotations are plain text: a "$" would start LaTeX in Streamlit's markdown.
+            if alert.summary:
+                st.markdown(alert.summary.replace("$", "\\$"))
+            if alert.action:
+                st.caption(f"What to do: {alert.action}".replace("$", "\\$"))
 
 
 def _latest(models: list[str]) -> None:
@@ -108,6 +142,7 @@ with common.user_errors():
     st.caption(f"Prometheus at [{settings.prometheus_url}]({settings.prometheus_url}) scrapes "
                f"{settings.metrics_url} every {settings.scrape_interval:g} s.")
     _targets()
+    _alerts()
     controls = st.columns([1, 3])
     range_key = controls[0].selectbox("Time range", list(RANGES), index=1, key="monitoring_range",
                                       format_func=RANGES.get)

@@ -1,0 +1,1 @@
+"""Alerting: Prometheus rules rendered from the settings, their promtool tests, and the firing alerts."""
