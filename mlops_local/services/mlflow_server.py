@@ -11,13 +11,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import sqlite3
 import sys
+import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
-from mlops_local.errors import StoreCorrupt
+from mlops_local.errors import StoreCorrupt, UserError
 from mlops_local.services.process import child_env, ensure_port_free, run_foreground
 from mlops_local.settings import Settings
 
@@ -104,10 +107,86 @@ def check_store(db: Path) -> None:
         raise StoreCorrupt(db) from exc
 
 
+def _store_revision(db: Path) -> str | None:
+    """The schema revision alembic recorded in the SQLite store (None: no store, or never initialised)."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as con:
+        if con.execute("SELECT 1 FROM sqlite_master WHERE name = 'alembic_version'").fetchone() is None:
+            return None
+        row = con.execute("SELECT version_num FROM alembic_version").fetchone()
+    return row[0] if row else None
+
+
+_REVISION_RE = re.compile(r'^(down_revision|revision)\s*(?::[^=]*)?=\s*["\']?([0-9a-f]+|None)["\']?', re.M)
+
+
+def _known_revisions() -> tuple[str, list[str]]:
+    """(head, every revision) of the installed MLflow's store migrations, read from the migration files'
+    ``revision``/``down_revision`` lines (a few ms; alembic's own script loader costs a second or more,
+    and this runs at every start)."""
+    import mlflow.store
+
+    versions = Path(mlflow.store.__file__).parent / "db_migrations" / "versions"
+    parents: dict[str, str | None] = {}
+    for path in versions.glob("*.py"):
+        found = dict(m.groups() for m in _REVISION_RE.finditer(path.read_text()))
+        if "revision" in found:
+            down = found.get("down_revision")
+            parents[found["revision"]] = None if down in (None, "None") else down
+    children = set(parents.values())
+    heads = [rev for rev in parents if rev not in children]
+    if len(heads) != 1:
+        raise RuntimeError(f"MLflow's migrations have {len(heads)} heads: {heads}")
+    return heads[0], list(parents)
+
+
+def upgrade_store(db: Path, clock=time.time) -> Path | None:
+    """Bring an existing SQLite store to the installed MLflow's schema, after a backup; the backup's path.
+
+    MLflow either upgrades an out-of-date store silently (when a newer table is missing) or refuses it
+    ("take a backup, then run mlflow db upgrade"): this is that, done for the user, with the backup
+    kept next to the store (SQLite's online backup API) and one line saying so. A store written by a
+    newer MLflow is refused: downgrading would lose what the newer schema holds.
+    """
+    if not db.is_file():
+        return None
+    current = _store_revision(db)
+    if current is None:
+        return None  # a new store: MLflow creates its schema
+    head, known = _known_revisions()
+    if current == head:
+        return None
+    import mlflow
+
+    if current not in known:
+        raise UserError(f"the MLflow store {db} has schema {current}, written by a newer MLflow than this "
+                        f"one ({mlflow.__version__}): install that MLflow, or restore a backup made with it")
+    stamp = datetime.fromtimestamp(clock(), UTC).strftime("%Y%m%dT%H%M%SZ")
+    backup = db.with_name(f"{db.name}.before-upgrade-{current}-{stamp}")
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as src, \
+            contextlib.closing(sqlite3.connect(backup)) as dst:
+        src.backup(dst)
+    import sqlalchemy
+    from mlflow.store.db.utils import _upgrade_db
+
+    engine = sqlalchemy.create_engine(f"sqlite:///{db}")
+    try:
+        _upgrade_db(engine)
+    except Exception as exc:
+        raise UserError(f"upgrading the MLflow store {db} from schema {current} failed ({exc}); the store "
+                        f"as it was is kept at {backup}") from exc
+    finally:
+        engine.dispose()
+    log.warning("upgraded the MLflow store's schema from %s to %s for MLflow %s; the store as it was is "
+                "kept at %s", current, head, mlflow.__version__, backup)
+    return backup
+
+
 def serve(settings: Settings, workers: int = 1, job_execution: bool = False) -> int:
     """Run the tracking server in the foreground until SIGTERM/SIGINT."""
     ensure_port_free(settings.host, settings.mlflow_port, "MLOPS_MLFLOW_PORT")
     check_store(settings.mlflow_db)
+    # Before MLflow opens it: MLflow upgrades a store that lacks a table silently, and refuses others.
+    upgrade_store(settings.mlflow_db)
     settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
     if workers == 1 and not job_execution:
         os.chdir(settings.mlflow_dir)
