@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,13 @@ def _fraction(value: str) -> float:
     return number
 
 
+def _http_url(value: str) -> str:
+    parts = urllib.parse.urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http:// or https:// URL, got {mask_credentials(value)!r}")
+    return value.strip()
+
+
 def _default_home() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
@@ -116,6 +124,9 @@ SETTINGS: tuple[Setting, ...] = (
             "reading. Reading a CSV takes up to about 3x its size in memory."),
     Setting("http_timeout", "MLOPS_HTTP_TIMEOUT", 5.0, _positive_float,
             "Seconds before a call to MLflow or Prometheus gives up (no call hangs)."),
+    Setting("prometheus_remote_write_url", "MLOPS_PROMETHEUS_REMOTE_WRITE_URL", None, _http_url,
+            "Also send every sample to this remote_write endpoint (Thanos, Mimir, VictoriaMetrics) for "
+            "long-term storage; user:password@ in it becomes basic auth."),
     Setting("prometheus_admin_api", "MLOPS_PROMETHEUS_ADMIN_API", False, _bool,
             "Turn on Prometheus' admin API (loopback only) so `backup` takes a TSDB snapshot instead of "
             "copying the live folder. Off by default: any web page could POST to it (delete series)."),
@@ -172,6 +183,7 @@ class Settings:
     max_dataset_mb: int = 1024
     http_timeout: float = 5.0
     prometheus_admin_api: bool = False
+    prometheus_remote_write_url: str | None = None
     alert_r2_drop: float = 0.02
     alert_p99_ms: float = 100.0
     alert_for_scale: float = 1.0
@@ -190,7 +202,8 @@ class Settings:
                 try:
                     values[setting.attr] = setting.parse(raw)
                 except ValueError as exc:
-                    raise SettingsError(f"{setting.env}={raw!r} is not valid: {exc}") from None
+                    shown = mask_credentials(raw)
+                    raise SettingsError(f"{setting.env}={shown!r} is not valid: {exc}") from None
                 sources[setting.attr] = f"env {setting.env}"
             else:
                 default = setting.default
@@ -298,7 +311,9 @@ class Settings:
         for setting in SETTINGS:
             value = getattr(self, setting.attr)
             source = self.sources.get(setting.attr, "default")
-            if setting.attr == "tracking_uri":
+            if setting.attr == "prometheus_remote_write_url" and value is not None:
+                value = mask_credentials(value)
+            elif setting.attr == "tracking_uri":
                 value = (mask_credentials(value) if value is not None
                          else f"{self.effective_tracking_uri} (local server)")
             elif setting.attr == "serve_model" and value is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -72,6 +73,8 @@ def render_config(settings: Settings, alertmanager: bool = False) -> str:
         "    static_configs:\n"
         f"      - targets: ['{own}']\n"
     )
+    if settings.prometheus_remote_write_url:
+        text += remote_write_block(settings.prometheus_remote_write_url)
     if alertmanager:
         target = settings.alertmanager_url.removeprefix("http://")
         text += (
@@ -82,6 +85,18 @@ def render_config(settings: Settings, alertmanager: bool = False) -> str:
             f"        - targets: ['{target}']\n"
         )
     return text
+
+
+def remote_write_block(url: str) -> str:
+    """remote_write to ``url`` (long-term storage); its user:password becomes a basic_auth block."""
+    parts = urllib.parse.urlsplit(url)
+    target = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    block = "\nremote_write:\n" f"  - url: {json.dumps(target)}\n"
+    if parts.username is not None:
+        block += ("    basic_auth:\n"
+                  f"      username: {json.dumps(urllib.parse.unquote(parts.username))}\n"
+                  f"      password: {json.dumps(urllib.parse.unquote(parts.password or ''))}\n")
+    return block
 
 
 def config_path(settings: Settings, alertmanager: bool | None = None) -> Path:
@@ -97,6 +112,7 @@ def config_path(settings: Settings, alertmanager: bool | None = None) -> Path:
     path = root / "prometheus.yml"
     tmp = path.with_suffix(".yml.tmp")
     tmp.write_text(render_config(settings, alertmanager))
+    tmp.chmod(0o600)  # it may hold remote_write's password
     tmp.replace(path)
     return path
 
