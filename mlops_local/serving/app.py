@@ -103,6 +103,18 @@ def build_app(holder: ModelHolder, metrics: ServingMetrics, max_body_bytes: int)
             return _json({"status": NO_MODEL_YET, "alias": holder.alias, "model": holder.name}, 503)
         return _json(loaded.describe())
 
+    async def reload(_request: Request) -> Response:
+        # Re-check the alias now instead of within MLOPS_SERVE_POLL_INTERVAL (the UI's Reload button).
+        swapped = await run_in_threadpool(holder.check_now)
+        loaded = holder.current
+        if loaded is None:
+            message = holder.problem or f"{NO_MODEL_YET}: no registered model has alias {holder.alias!r}"
+            return _json({"swapped": False, "status": NO_MODEL_YET, "message": message}, 503)
+        unchanged = f"{loaded.name}@{loaded.alias} still points at version {loaded.version}: nothing to load"
+        message = f"now serving {loaded.name} version {loaded.version}" if swapped else \
+            holder.problem or unchanged
+        return _json({"swapped": swapped, "message": message, **loaded.describe()})
+
     async def prometheus_metrics(_request: Request) -> Response:
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -116,7 +128,7 @@ def build_app(holder: ModelHolder, metrics: ServingMetrics, max_body_bytes: int)
 
     routes = [Route("/invocations", invocations, methods=["POST"]),
               Route("/health", health, methods=["GET"]), Route("/ping", health, methods=["GET"]),
-              Route("/version", version, methods=["GET"]),
+              Route("/version", version, methods=["GET"]), Route("/reload", reload, methods=["POST"]),
               Route("/metrics", prometheus_metrics, methods=["GET"])]
     return Starlette(routes=routes, lifespan=lifespan)
 

@@ -115,6 +115,7 @@ class ModelHolder:
         self._reached = False  # the registry answered once (before that, a refused connection is waiting)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._check_lock = threading.Lock()  # the poller and POST /reload never load at once
 
     def check(self) -> bool:
         """One poll: load and swap in the version the alias points at if it changed; True if swapped."""
@@ -156,6 +157,16 @@ class ModelHolder:
                  version, loaded.run_id, was, loaded.buckets_source)
         return True
 
+    def check_now(self) -> bool:
+        """One poll now (POST /reload), never at the same time as the poller's."""
+        with self._check_lock:
+            return self.check()
+
+    @property
+    def problem(self) -> str:
+        """The last poll problem still standing ('' when the last poll went well)."""
+        return self._last_problem
+
     def _problem(self, message: str, level: int = logging.WARNING) -> None:
         """Log a poll problem once, not every few seconds while it lasts."""
         if message != self._last_problem:
@@ -170,7 +181,7 @@ class ModelHolder:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.check()
+                self.check_now()
             except Exception:  # the poller must outlive any one bad poll
                 log.exception("model reload check failed")
             self._stop.wait(self.poll_interval)
