@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "train": "mlops_local.commands.train",
     "sweep": "mlops_local.commands.sweep",
     "export": "mlops_local.commands.export",
+    "replay": "mlops_local.commands.replay",
     "grafana-dashboard": "mlops_local.commands.grafana_dashboard",
 }
 
