@@ -145,7 +145,8 @@ def _traffic(info: ServiceInfo) -> None:
                 shifts = () if column == NO_SHIFT else (parse_shift(f"{column}=*{factor:g}"),)
                 apply_shifts(frame.head(1), shifts)  # a shift that does not fit is refused before sending
                 _, started = start_once(st.session_state, TRAFFIC_KEY, TrafficJob, lambda: TrafficJob(
-                    url=settings.serve_url, frame=frame, rate=float(rate), duration_s=DURATION_S, shifts=shifts))
+                    url=settings.serve_url, frame=frame, rate=float(rate), duration_s=DURATION_S,
+                    shifts=shifts))
                 if not started:
                     raise UserError("sample traffic is already running in this tab")
                 st.session_state["serving_traffic_was_running"] = True
