@@ -22,7 +22,7 @@ from mlops_local.metrics.serving_panels import (
     training_shares,
 )
 from mlops_local.serving.info import DOWN, NO_MODEL, SERVING, ServiceInfo, request_reload, service_info
-from mlops_local.serving.metrics import PREDICTION_QUANTILES
+from mlops_local.serving.metrics import LATENCY_BUCKETS, PREDICTION_QUANTILES
 from mlops_local.serving.replay import apply_shifts, parse_shift
 from mlops_local.ui import charts, common
 from mlops_local.ui.traffic import DURATION_S, TrafficJob, training_rows
@@ -34,6 +34,10 @@ RELOAD_KEY = "serving_reload_result"
 TRAFFIC_KEY = "serving_traffic_job"
 POLL_SECONDS = 0.5
 NO_SHIFT = "(no shift)"
+# y axes by the panel's Grafana unit (a flat zero line would otherwise get a -1..1 axis)
+UNIT_AXES = {"reqps": {"title_text": "requests per second", "rangemode": "nonnegative"},
+             "s": {"title_text": "seconds", "rangemode": "nonnegative"},
+             "percentunit": {"title_text": "share failed", "tickformat": ".1%", "rangemode": "nonnegative"}}
 
 st.title("Serving")
 settings = common.settings()
@@ -53,29 +57,27 @@ def _service(info: ServiceInfo) -> None:
                    "with `mlops-local serve model` (it is the Procfile's `model:` line, so `bin/start` runs "
                    "it), or check MLOPS_SERVE_PORT.")
         return
-    cols = st.columns([5, 1])
     if info.state == NO_MODEL:
         which = f"registered model {info.model!r}" if info.model else "registered model"
-        cols[0].info(f"The model service is up but has no model yet: no {which} has the alias "
+        st.info(f"The model service is up but has no model yet: no {which} has the alias "
                      f"'{info.alias}'. Register a run with that alias on the **Runs** page (tick it, then "
                      f"Register); the service takes it within {settings.serve_poll_interval:g} s, or "
                      "press Reload.")
     else:
         body = info.version
         version = str(body.get("version", ""))
-        with cols[0]:
-            cards = st.columns(4)
-            cards[0].metric("Model", info.model or "", border=True)
-            cards[1].metric("Version", version, border=True)
-            cards[2].metric("Alias", info.alias, border=True)
-            day, _, clock = str(body.get("loaded_at", "")).rstrip("Z").partition("T")
-            cards[3].metric("Loaded at (UTC)", clock, help=f"{day} {clock} UTC", border=True)
-            link = common.mlflow_model_url(info.model or "", version)
-            st.caption(f"[Model version in MLflow]({link}) · run `{body.get('run_id', '')}` · loaded {day} · "
-                       f"prediction buckets: {body.get('prediction_buckets')}")
-    cols[1].button("Reload", key="serving_reload", on_click=_reload, use_container_width=True,
-                   help=f"Re-check where the alias '{info.alias}' points now and load a moved version "
-                        f"(the service also checks every {settings.serve_poll_interval:g} s).")
+        cards = st.columns([4, 1, 2, 2])  # the name is the long one
+        cards[0].metric("Model", info.model or "", help=info.model, border=True)
+        cards[1].metric("Version", version, border=True)
+        cards[2].metric("Alias", info.alias, border=True)
+        day, _, clock = str(body.get("loaded_at", "")).rstrip("Z").partition("T")
+        cards[3].metric("Loaded at (UTC)", clock, help=f"{day} {clock} UTC", border=True)
+        link = common.mlflow_model_url(info.model or "", version)
+        st.caption(f"[Model version in MLflow]({link}) · run `{body.get('run_id', '')}` · loaded {day} · "
+                   f"prediction buckets: {body.get('prediction_buckets')}")
+    st.button("Reload", key="serving_reload", on_click=_reload,
+              help=f"Re-check where the alias '{info.alias}' points now and load a moved version "
+                   f"(the service also checks every {settings.serve_poll_interval:g} s).")
     done = st.session_state.pop(RELOAD_KEY, None)
     if done:
         swapped, message = done
@@ -98,8 +100,6 @@ def _traffic_progress() -> None:
     if job.running:
         st.progress(job.fraction(), text=f"Sending sample traffic: {job.elapsed():.0f} of "
                                          f"{job.duration_s:.0f} s · {sent}")
-        if st.button("Stop", key="serving_traffic_stop"):
-            job.stop_event.set()
         return
     if job.error:
         st.error(job.error)
@@ -152,6 +152,8 @@ def _traffic(info: ServiceInfo) -> None:
                 st.session_state["serving_traffic_was_running"] = True
                 st.rerun()
         st.fragment(_traffic_progress, run_every=POLL_SECONDS if running else None)()
+        if running:  # outside the fragment: a button redrawn twice a second is hard to click
+            st.button("Stop", key="serving_traffic_stop", on_click=job.stop_event.set)
 
 
 def _value(expr: str) -> float | None:
@@ -170,6 +172,8 @@ def _now_cards() -> None:
     for card, name in zip(cards[1:4], ("p50", "p95", "p99"), strict=True):
         value = latency.get(name)
         shown = f"{value * 1000:.1f} ms" if value is not None and math.isfinite(value) else "–"
+        if value is not None and value >= LATENCY_BUCKETS[-1]:  # in the +Inf bucket: only a bound is known
+            shown = f"≥ {LATENCY_BUCKETS[-1] * 1000:.0f} ms"
         card.metric(f"Latency {name}", shown, border=True)
     cards[4].metric("Failed (last minute)", f"{failed:.1%}" if failed is not None else "–", border=True)
 
@@ -181,7 +185,9 @@ def _chart(panel_id: str, start: float, end: float, step: float, empty: str) -> 
     if frame.empty:
         st.caption(f"{panel.title}: {empty}")
         return
-    st.plotly_chart(charts.timeseries(frame, panel.title, start, end), key=f"serving_chart_{panel_id}")
+    fig = charts.timeseries(frame, panel.title, start, end)
+    fig.update_yaxes(**UNIT_AXES.get(panel.unit, {}))
+    st.plotly_chart(fig, key=f"serving_chart_{panel_id}")
 
 
 def _predictions(info: ServiceInfo, range_key: str) -> None:
