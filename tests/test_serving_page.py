@@ -4,6 +4,7 @@ from the page."""
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from mlops_local import runs
 from mlops_local.ui import traffic
 from tests.apptest import open_app
-from tests.services import apply_stack_env, free_port, start_service, wait_for
+from tests.services import MLOPS, apply_stack_env, free_port, start_service, wait_for
 
 TRAFFIC_KEY = "serving_traffic_job"
 
@@ -89,6 +90,15 @@ def test_no_model_then_reload_takes_the_registered_one(served_stack, modelless_s
     at.button(key="serving_reload").click().run()
     unchanged = f"{name}@{alias} still points at version {version}: nothing to load"
     assert any(unchanged in i.value for i in at.info)
+
+
+def test_status_command_lists_the_model_service(served_stack, modelless_service) -> None:
+    for env, state in ((served_stack.env, "up"), (modelless_service, "no model")):
+        out = subprocess.run([*MLOPS, "status"], env=env, capture_output=True, text=True, timeout=60)
+        (row,) = [line for line in out.stdout.splitlines() if line.startswith("model ")]
+        # columns: name (11), state (14), url
+        assert row[12:26].rstrip() == state and f":{env['MLOPS_SERVE_PORT']} " in row, row
+        assert row.endswith("(optional)") and out.returncode == 1, row  # the UI and /metrics are not started
 
 
 def test_serving_with_traffic_shows_the_model_and_its_numbers(on_stack) -> None:
