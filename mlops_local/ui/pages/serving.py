@@ -205,9 +205,13 @@ def _predictions(info: ServiceInfo, range_key: str) -> None:
     reference = training_shares(finite, PREDICTION_QUANTILES) if source.startswith("training") else None
     st.plotly_chart(charts.bucket_shares([label for label, _ in buckets], [c / total for _, c in buckets],
                                          reference), key="serving_chart_predictions")
-    note = ("grey bars: the training target's share per bucket (the bounds are its quantiles)"
-            if reference else "no training reference: the buckets are the defaults (the served run did "
-                              "not train on a built-in dataset) or the model changed in this range")
+    if reference:
+        note = "grey bars: the training target's share per bucket (the bounds are its quantiles)"
+    elif info.state != SERVING:
+        note = "no training reference: the model service is not serving, so which buckets it used is unknown"
+    else:
+        note = ("no training reference: the buckets are the defaults (the served run did not train on a "
+                "built-in dataset) or the model changed in this range")
     st.caption(f"{total:,.0f} predictions in the range; {note}.")
 
 
