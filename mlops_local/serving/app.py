@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 
 import numpy as np
+import pandas as pd
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -16,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mlops_local.serving import protocol
+from mlops_local.serving.drift import DriftCollector
 from mlops_local.serving.holder import LoadedModel, ModelHolder
 from mlops_local.serving.metrics import NO_MODEL, ServingMetrics
 from mlops_local.settings import Settings
@@ -61,6 +63,11 @@ def score(loaded: LoadedModel, body: bytes, content_type: str | None) -> tuple[b
         values = np.asarray(raw, dtype=float).ravel()
     except (TypeError, ValueError):
         values = None  # non-numeric predictions: counted, not histogrammed
+    if loaded.drift is not None and isinstance(data, pd.DataFrame):
+        try:
+            loaded.drift.add(data, values)
+        except Exception:  # drift is monitoring: a bug in it must not fail a scored request
+            log.exception("drift window update failed")
     return protocol.encode(raw), values
 
 
@@ -133,6 +140,12 @@ def build_app(holder: ModelHolder, metrics: ServingMetrics, max_body_bytes: int)
     return Starlette(routes=routes, lifespan=lifespan)
 
 
+def served_drift(holder: ModelHolder) -> tuple[str, object] | None:
+    """(model name, drift window or None) of the version being served, for the drift collector."""
+    loaded = holder.current
+    return None if loaded is None else (loaded.name, loaded.drift)
+
+
 def serve(settings: Settings) -> int:
     """Run the model service in the foreground until SIGTERM/SIGINT."""
     import uvicorn
@@ -147,7 +160,8 @@ def serve(settings: Settings) -> int:
     # Always the server (never the SQLite fallback): the registry may come up after this service.
     client = MlflowClient(tracking_uri=settings.effective_tracking_uri)
     holder = ModelHolder(client, metrics, settings.serve_model, settings.serve_alias,
-                         settings.serve_poll_interval)
+                         settings.serve_poll_interval, drift_window=settings.drift_window)
+    metrics.registry.register(DriftCollector(lambda: served_drift(holder)))
     app = build_app(holder, metrics, settings.serve_max_body_mb << 20)
     target = f"{settings.serve_model or '(most recent)'}@{settings.serve_alias}"
     log.info("serving models:/%s on %s", target, settings.serve_url)
