@@ -143,6 +143,7 @@ def test_sample_traffic_runs_in_the_background_and_is_counted(on_stack,
     at.run()
     result = job.result
     assert result is not None and result.sent > 0 and result.failed == 0
+    assert job.batch == 5 and result.rows == 5 * result.ok  # a few rows per request: PSI needs 100
     assert [s.value for s in at.success][-1].startswith(
         f"Sample traffic in 3 s: {result.sent:,} requests, {result.ok:,} answered, 0 failed")
     wait_for(lambda: on_stack.counted("ok") == before + result.ok, "Prometheus counting the sample traffic")

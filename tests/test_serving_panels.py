@@ -165,3 +165,14 @@ def test_alert_list_and_annotation_queries_see_a_firing_alert(alerting_prometheu
     assert firing.labels["alertname"] == "ServuiTestAlwaysFiring" and firing.labels["severity"] == "warning"
     series = client.query_range(ALERTS_ANNOTATION_EXPR, time.time() - 60, time.time(), 1)
     assert [s.labels["alertname"] for s in series] == ["ServuiTestAlwaysFiring"]
+
+
+def test_psi_bars_are_coloured_at_the_two_thresholds_largest_on_top() -> None:
+    from mlops_local.ui.charts import PSI_COLOURS, psi_bars
+
+    fig = psi_bars([("a", 0.05), ("b", 0.1), ("c", 0.3), ("d", 0.2499)], 0.1, 0.25)
+    (bars,) = fig.data
+    assert list(bars.y) == ["a", "b", "d", "c"]  # plotly draws the last one on top
+    stable, moderate, shifted = PSI_COLOURS
+    assert list(bars.marker.color) == [stable, moderate, moderate, shifted]
+    assert sorted(shape.x0 for shape in fig.layout.shapes) == [0.1, 0.25]

@@ -29,6 +29,7 @@ class TrafficJob(BackgroundJob):
     frame: pd.DataFrame
     rate: float
     duration_s: float = DURATION_S
+    batch: int = 1
     shifts: tuple[Shift, ...] = ()
     progress: ReplayProgress | None = None
     result: ReplayResult | None = None
@@ -44,7 +45,8 @@ class TrafficJob(BackgroundJob):
     def _run(self) -> None:
         try:
             self.result = replay(self.url, self.frame, rate=self.rate, duration_s=self.duration_s,
-                                 shifts=self.shifts, stop=self.stop_event, on_progress=self._progress)
+                                 shifts=self.shifts, batch=self.batch, stop=self.stop_event,
+                                 on_progress=self._progress)
         except UserError as exc:
             self.error = str(exc)
         except Exception as exc:  # the page shows it; the service is not affected

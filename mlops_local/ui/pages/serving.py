@@ -21,6 +21,7 @@ from mlops_local.metrics.serving_panels import (
     get_serving_panel,
     training_shares,
 )
+from mlops_local.serving.drift import MIN_ROWS
 from mlops_local.serving.info import DOWN, NO_MODEL, SERVING, ServiceInfo, request_reload, service_info
 from mlops_local.serving.metrics import LATENCY_BUCKETS, PREDICTION_QUANTILES
 from mlops_local.serving.replay import apply_shifts, parse_shift
@@ -135,10 +136,13 @@ def _traffic(info: ServiceInfo) -> None:
             st.caption(f"Replays rows of {source} (the served model's training data, shuffled) to the "
                        f"service for {DURATION_S:g} s, like `mlops-local replay`; shift a column to see its "
                        "PSI rise.")
-            cols = st.columns([1, 2, 1])
+            cols = st.columns([1, 1, 2, 1])
             rate = cols[0].number_input("Requests per second", 1, 200, 20, step=1, key="serving_traffic_rate")
-            column = cols[1].selectbox("Shift a column", [NO_SHIFT, *numeric], key="serving_traffic_column")
-            factor = cols[2].number_input("× factor", 0.0, 1000.0, 1.3, step=0.1, format="%g",
+            batch = cols[1].number_input("Rows per request", 1, 100, 5, step=1, key="serving_traffic_batch",
+                                         help=f"PSI needs {MIN_ROWS} rows in the drift window: a few rows "
+                                              "per request get there even when the service is slow.")
+            column = cols[2].selectbox("Shift a column", [NO_SHIFT, *numeric], key="serving_traffic_column")
+            factor = cols[3].number_input("× factor", 0.0, 1000.0, 1.3, step=0.1, format="%g",
                                           key="serving_traffic_factor", disabled=column == NO_SHIFT)
             if st.button(f"Send {DURATION_S:g} s of traffic", key="serving_traffic_send", type="primary",
                          disabled=running):
@@ -146,7 +150,7 @@ def _traffic(info: ServiceInfo) -> None:
                 apply_shifts(frame.head(1), shifts)  # a shift that does not fit is refused before sending
                 _, started = start_once(st.session_state, TRAFFIC_KEY, TrafficJob, lambda: TrafficJob(
                     url=settings.serve_url, frame=frame, rate=float(rate), duration_s=DURATION_S,
-                    shifts=shifts))
+                    batch=int(batch), shifts=shifts))
                 if not started:
                     raise UserError("sample traffic is already running in this tab")
                 st.session_state["serving_traffic_was_running"] = True
@@ -178,15 +182,26 @@ def _now_cards() -> None:
     cards[4].metric("Failed (last minute)", f"{failed:.1%}" if failed is not None else "–", border=True)
 
 
-def _chart(panel_id: str, start: float, end: float, step: float, empty: str) -> None:
+def _chart(panel_id: str, start: float, end: float, step: float, empty: str, top: int | None = None) -> None:
+    """A range chart of a serving panel; with ``top``, only the series with the highest last values
+    (one distinct colour each, instead of repeating colours past eight series)."""
     panel = get_serving_panel(panel_id)
     series = common.prometheus().query_range(render_expr(panel), start, end, step)
     frame = charts.range_frame(panel, series).dropna(subset=["value"])
     if frame.empty:
         st.caption(f"{panel.title}: {empty}")
         return
-    fig = charts.timeseries(frame, panel.title, start, end)
+    title = panel.title
+    last = frame.sort_values("time").groupby("series")["value"].last()
+    if top is not None and len(last) > top:
+        keep = set(last.nlargest(top).index)
+        frame = frame[frame["series"].isin(keep)]
+        title = f"{panel.title} (the {top} highest of {len(last)})"
+    fig = charts.timeseries(frame, title, start, end)
     fig.update_yaxes(**UNIT_AXES.get(panel.unit, {}))
+    for threshold in panel.thresholds:
+        if threshold.value is not None:
+            fig.add_hline(y=threshold.value, line_dash="dash", line_color="grey")
     st.plotly_chart(fig, key=f"serving_chart_{panel_id}")
 
 
@@ -223,9 +238,13 @@ def _drift(range_key: str) -> None:
     prediction = _value(render_expr(get_serving_panel("serving_prediction_psi")))
     window = _value(render_expr(get_serving_panel("serving_drift_window")))
     if not values:
-        st.info("No drift data yet: the model service exports `mlops_feature_drift_psi` once it has "
-                "scored rows of a model whose training logged a reference profile (models trained "
-                "before drift tracking have none; train and register again). Send some traffic above.")
+        if window:
+            st.info(f"No drift data yet: the drift window holds {window:,.0f} rows; PSI per feature is "
+                    f"exported from {MIN_ROWS} rows on (fewer make it noise). Send some traffic above.")
+        else:
+            st.info("No drift data yet: the model service exports `mlops_feature_drift_psi` once it has "
+                    "scored rows of a model whose training logged a reference profile (models trained "
+                    "before drift tracking have none; train and register again). Send some traffic above.")
         return
     cards = st.columns(3)
     cards[0].metric("Prediction drift (PSI)", f"{prediction:.3f}" if prediction is not None else "–",
@@ -266,7 +285,7 @@ def _metrics(info: ServiceInfo) -> None:
     _predictions(info, range_key)
     st.subheader("Input drift")
     _drift(range_key)
-    _chart("serving_feature_psi_over_time", start, end, step, "no drift data in this range.")
+    _chart("serving_feature_psi_over_time", start, end, step, "no drift data in this range.", top=6)
 
 
 def _metrics_section(info: ServiceInfo) -> None:
