@@ -2,8 +2,11 @@
 
 Same model (random_forest on co2_canada, skops, registered as name@champion), same machine, same
 client: a bounded load generator (``--connections`` keep-alive connections in threads, each sending
-one-row ``dataframe_split`` requests for ``--seconds``). The two servers take turns for ``--rounds``
-rounds; medians over rounds. Ours runs with its metrics on (as shipped).
+one-row ``dataframe_split`` requests for ``--seconds``). Three servers take turns for ``--rounds``
+rounds; medians over rounds: ours as shipped (metrics and drift on), ours with metrics and drift off
+(the same app with a metrics object that records nothing and no drift window: what they cost), and
+`mlflow models serve`. Idle PSS of each server's process tree is read after the warm-up; the machine's
+load (`uptime`) is printed before and after, since other work on the machine moves every figure.
 Run: .venv/bin/python -m benchmarks.bench_serving [--trees 100] [--seconds 60] [--connections 4] [--rounds 2]
 """
 
@@ -20,7 +23,10 @@ import threading
 import time
 from pathlib import Path
 
-from tests.services import Service, free_port, stack_env, start_service, wait_until_responds
+from benchmarks.bench_startup import tree_memory_mb
+from tests.services import ROOT, Service, free_port, stack_env, start_service, wait_until_responds
+
+OURS, BARE, THEIRS = "serve model", "serve model, metrics+drift off", "mlflow models serve"
 
 
 def one_row_body() -> bytes:
@@ -69,13 +75,47 @@ def load(port: int, body: bytes, seconds: float, connections: int) -> dict[str, 
             "requests": len(every), "failures": sum(failures)}
 
 
+def serve_bare(port: int) -> int:
+    """`serve model`'s app with metrics recording nothing and drift off (the cost baseline), on ``port``."""
+    import uvicorn
+    from mlflow import MlflowClient
+
+    from mlops_local.serving.app import build_app
+    from mlops_local.serving.holder import ModelHolder
+    from mlops_local.serving.metrics import ServingMetrics
+    from mlops_local.settings import Settings
+
+    class Unrecorded(ServingMetrics):
+        def observe(self, *args: object, **kwargs: object) -> None:
+            pass
+
+    settings = Settings.from_env()
+    metrics = Unrecorded()
+    holder = ModelHolder(MlflowClient(settings.effective_tracking_uri), metrics, settings.serve_model,
+                         settings.serve_alias, settings.serve_poll_interval, drift_window=0)
+    app = build_app(holder, metrics, settings.serve_max_body_mb << 20)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
+                            lifespan="on", server_header=False)  # as app.serve() configures it
+    uvicorn.Server(config).run()
+    return 0
+
+
+def uptime() -> str:
+    """The load averages, as `uptime` prints them."""
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trees", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve_bare:
+        return serve_bare(args.serve_bare)
+    load_before = uptime()
 
     from mlflow import MlflowClient
 
@@ -100,6 +140,14 @@ def main(argv: list[str] | None = None) -> int:
             ours = start_service("model", env, home / "logs")
             started.append(ours)
             wait_until_responds(ours.url + "/health", timeout=120, proc=ours.proc)
+            bare_port = free_port()
+            bare_log = home / "logs" / "serve-bare.log"
+            bare_proc = subprocess.Popen([sys.executable, "-m", "benchmarks.bench_serving", "--serve-bare",
+                                          str(bare_port)], env=env, cwd=str(ROOT), stdout=bare_log.open("wb"),
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+            bare = Service("serve-bare", bare_proc, f"http://127.0.0.1:{bare_port}", bare_log)
+            started.append(bare)
+            wait_until_responds(bare.url + "/health", timeout=120, proc=bare_proc)
             port = free_port()
             log_path = home / "logs" / "mlflow-models-serve.log"
             command = [sys.executable, "-m", "mlflow", "models", "serve", "--env-manager", "local",
@@ -110,9 +158,12 @@ def main(argv: list[str] | None = None) -> int:
             started.append(theirs)
             wait_until_responds(theirs.url + "/health", timeout=180, proc=proc)
             body = one_row_body()
-            ports = {"mlops-local serve model": int(env["MLOPS_SERVE_PORT"]), "mlflow models serve": port}
+            ports = {OURS: int(env["MLOPS_SERVE_PORT"]), BARE: bare_port, THEIRS: port}
+            pids = {OURS: ours.proc.pid, BARE: bare_proc.pid, THEIRS: proc.pid}
             for p in ports.values():  # warm-up: first predictions, connection pools
                 load(p, body, 2.0, args.connections)
+            time.sleep(2.0)  # idle: nothing in flight
+            idle_pss = {name: tree_memory_mb(pid)[1] for name, pid in pids.items()}
             results: dict[str, list[dict[str, float]]] = {name: [] for name in ports}
             for _ in range(args.rounds):
                 for name, p in ports.items():
@@ -123,14 +174,17 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"random_forest {args.trees} trees, batch size 1, {args.connections} connections, "
           f"{args.seconds:g} s x {args.rounds} rounds (medians)")
+    print(f"  load before: {load_before}\n  load after:  {uptime()}")
     medians = {name: {k: statistics.median(r[k] for r in rows) for k in rows[0]}
                for name, rows in results.items()}
     for name, m in medians.items():
-        print(f"  {name:26s} {m['rps']:8.1f} req/s  p50 {m['p50_ms']:6.2f} ms  p99 {m['p99_ms']:6.2f} ms  "
-              f"failures {int(sum(r['failures'] for r in results[name]))}")
-    ours_m, theirs_m = medians["mlops-local serve model"], medians["mlflow models serve"]
-    print(f"  ratio: {ours_m['rps'] / theirs_m['rps']:.2f}x requests/s, "
+        print(f"  {name:32s} {m['rps']:8.1f} req/s  p50 {m['p50_ms']:6.2f} ms  p99 {m['p99_ms']:6.2f} ms  "
+              f"failures {int(sum(r['failures'] for r in results[name]))}  idle PSS {idle_pss[name]:6.1f} MB")
+    ours_m, bare_m, theirs_m = medians[OURS], medians[BARE], medians[THEIRS]
+    print(f"  serve model vs mlflow models serve: {ours_m['rps'] / theirs_m['rps']:.2f}x requests/s, "
           f"p99 {ours_m['p99_ms'] / theirs_m['p99_ms']:.2f}x")
+    print(f"  metrics+drift cost: {1 - ours_m['rps'] / bare_m['rps']:+.1%} of the requests/s without them, "
+          f"p99 {ours_m['p99_ms'] / bare_m['p99_ms']:.2f}x")
     return 0
 
 

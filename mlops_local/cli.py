@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "export": "mlops_local.commands.export",
     "backup": "mlops_local.commands.backup",
     "restore": "mlops_local.commands.backup",
+    "replay": "mlops_local.commands.replay",
     "grafana-dashboard": "mlops_local.commands.grafana_dashboard",
     "alerts": "mlops_local.commands.alerts",
 }

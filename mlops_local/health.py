@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from mlops_local.settings import Settings
 from mlops_local.uris import split_credentials
 
+NO_MODEL = "no model"
+
 
 @dataclass(frozen=True)
 class ServiceCheck:
@@ -23,7 +25,7 @@ class ServiceCheck:
 
 @dataclass(frozen=True)
 class ServiceStatus:
-    """Result of one check: `state` is up, down or not installed."""
+    """Result of one check: `state` is up, down, not installed (Grafana) or no model (the model service)."""
 
     name: str
     url: str
@@ -37,12 +39,14 @@ class ServiceStatus:
 
 
 def service_checks(settings: Settings) -> list[ServiceCheck]:
-    """The four services and the metrics endpoint, with their health URLs."""
+    """The services and the metrics endpoint, with their health URLs."""
     return [
         ServiceCheck("mlflow", settings.mlflow_url, settings.mlflow_url + "/health", True),
         ServiceCheck("prometheus", settings.prometheus_url, settings.prometheus_url + "/-/ready", True),
         ServiceCheck("ui", settings.ui_url, settings.ui_url + "/_stcore/health", True),
         ServiceCheck("metrics", settings.metrics_url, settings.metrics_url, True),
+        # Optional: it answers 503 "no model yet" until a model has the alias, which is not an outage.
+        ServiceCheck("model", settings.serve_url, settings.serve_url + "/health", False),
         ServiceCheck("grafana", settings.grafana_url, settings.grafana_url + "/api/health", False),
     ]
 
@@ -79,5 +83,7 @@ def check(
         state = "up" if ok else "down"
         if chk.name == "grafana" and not ok and not grafana_installed:
             state, detail = "not installed", "optional; see README to install"
+        elif chk.name == "model" and detail == "HTTP 503":
+            state, detail = NO_MODEL, f"no model with alias {settings.serve_alias!r} yet: register one"
         statuses.append(ServiceStatus(chk.name, chk.url, state, detail, chk.required))
     return statuses

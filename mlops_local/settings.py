@@ -66,6 +66,13 @@ def _non_negative_float(value: str) -> float:
     return number
 
 
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"must be 0 or more, got {number}")
+    return number
+
+
 def _fraction(value: str) -> float:
     number = float(value)
     if not 0 < number < 1:
@@ -106,6 +113,9 @@ SETTINGS: tuple[Setting, ...] = (
             "`serve model`: seconds between registry checks for a moved alias."),
     Setting("serve_max_body_mb", "MLOPS_SERVE_MAX_BODY_MB", 10, _positive_int,
             "`serve model`: largest request body accepted, in MB (larger: HTTP 413)."),
+    Setting("drift_window", "MLOPS_DRIFT_WINDOW", 1000, _non_negative_int,
+            "`serve model`: rows in the sliding window compared with the training profile for drift "
+            "(PSI); 0 turns drift off."),
     Setting("tracking_uri", "MLFLOW_TRACKING_URI", None, str,
             "MLflow tracking URI. Default: the local server at MLOPS_HOST:MLOPS_MLFLOW_PORT."),
     Setting("grafana_admin_password", "MLOPS_GRAFANA_ADMIN_PASSWORD", None, str,
@@ -174,6 +184,7 @@ class Settings:
     serve_alias: str = "champion"
     serve_poll_interval: float = 5.0
     serve_max_body_mb: int = 10
+    drift_window: int = 1000
     tracking_uri: str | None = None
     grafana_admin_password: str | None = None
     scrape_interval: float = 5.0

@@ -16,7 +16,7 @@ from mlops_local.settings import Settings
 from tests.services import Service, apply_stack_env, stack_env, start_service, wait_for
 
 # Browser fixtures (chromium, browser_page) for every test module; lanes marks tests by the services they use.
-pytest_plugins = ["tests.browser", "tests.lanes"]
+pytest_plugins = ["tests.browser", "tests.lanes", "tests.serving_stack"]
 
 for _key, _value in tracking.bounded_client_env().items():  # as the product's processes run
     os.environ.setdefault(_key, _value)

@@ -12,11 +12,15 @@ import pytest
 from mlops_local import cli
 from mlops_local.grafana import DASHBOARD_FILE, DATASOURCE_UID
 from mlops_local.metrics.panels import PANELS, VARIABLES
+from mlops_local.metrics.serving_panels import ALERT_PANELS, SERVING_PANELS, get_serving_panel
 
 pytest.importorskip("grafana_foundation_sdk",
                     reason="grafana-foundation-sdk is not installed (the test extra has it)")
 
 from mlops_local.grafana.dashboard import (  # after the skip without the SDK
+    ALERTS_ANNOTATION_NAME,
+    DASHBOARD_PANELS,
+    INSTANT_KINDS,
     dashboard_drift,
     render_dashboard,
     validate_dashboard,
@@ -52,17 +56,43 @@ def test_dashboard_identity_refresh_and_variables(committed: dict) -> None:
 
 
 def test_every_shared_panel_is_on_the_dashboard_with_its_exact_query(committed: dict) -> None:
-    panels = {p["title"]: p for p in committed["panels"]}
-    assert len(panels) == len(PANELS)
-    for spec in PANELS:
+    panels = {p["title"]: p for p in committed["panels"] if p["type"] != "row"}
+    assert len(panels) == len(DASHBOARD_PANELS) > len(PANELS)
+    for spec in DASHBOARD_PANELS:
         panel = panels[spec.title]
         assert panel["type"] == spec.kind
         (target,) = panel["targets"]
         assert target["expr"] == spec.expr and target["legendFormat"] == spec.legend
         assert target["datasource"]["uid"] == DATASOURCE_UID and panel["datasource"]["uid"] == DATASOURCE_UID
-        assert target["instant"] is (spec.kind == "stat")
+        assert target["instant"] is (spec.kind in INSTANT_KINDS)
         assert panel["fieldConfig"]["defaults"]["unit"] == spec.unit
-    assert len({p["id"] for p in committed["panels"]}) == len(PANELS)
+    assert len({p["id"] for p in committed["panels"]}) == len(committed["panels"])
+
+
+def test_serving_and_alerts_rows_hold_their_panels_below_the_training_panels(committed: dict) -> None:
+    rows = [p for p in committed["panels"] if p["type"] == "row"]
+    assert [r["title"] for r in rows] == ["Serving", "Alerts"]
+    serving_y, alerts_y = (r["gridPos"]["y"] for r in rows)
+    by_title = {p["title"]: p["gridPos"] for p in committed["panels"]}
+    training_bottom = max(by_title[p.title]["y"] + by_title[p.title]["h"] for p in PANELS)
+    assert serving_y == training_bottom
+    for spec in SERVING_PANELS:
+        assert serving_y < by_title[spec.title]["y"] < alerts_y, spec.title
+    (alerts,) = ALERT_PANELS
+    assert by_title[alerts.title]["y"] > alerts_y
+    predictions = next(p for p in committed["panels"] if p["title"] == get_serving_panel(
+        "serving_predictions").title)
+    assert predictions["targets"][0]["format"] == "heatmap"  # cumulative buckets shown per bucket
+    psi = next(p for p in committed["panels"] if p["title"] == get_serving_panel("serving_feature_psi").title)
+    steps = [s.get("value") for s in psi["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+    assert steps == [None, 0.1, 0.25]
+
+
+def test_firing_alerts_are_annotated_from_prometheus(committed: dict) -> None:
+    (annotation,) = [a for a in committed["annotations"]["list"] if a["name"] == ALERTS_ANNOTATION_NAME]
+    assert annotation["expr"] == 'ALERTS{alertstate="firing"}' and annotation["enable"] is True
+    assert annotation["datasource"] == {"type": "prometheus", "uid": DATASOURCE_UID}
+    assert annotation["titleFormat"] == "{{alertname}}" and "severity" in annotation["tagKeys"]
 
 
 @pytest.mark.parametrize("breakage, problem", [
@@ -74,6 +104,10 @@ def test_every_shared_panel_is_on_the_dashboard_with_its_exact_query(committed: 
     (lambda d: d["panels"][1]["gridPos"].update(x=0, y=0), "overlaps"),
     (lambda d: d["panels"][2]["targets"][0]["datasource"].update(uid="x"), "datasource"),
     (lambda d: d.update(panels="nope"), "does not decode"),
+    (lambda d: d["annotations"]["list"][0].pop("titleFormat"), "'Alerts firing' annotation"),
+    (lambda d: d["annotations"]["list"].clear(), "'Alerts firing' annotation"),
+    (lambda d: next(p for p in d["panels"] if p["title"] == "Latency p50 / p95 / p99")["targets"][0]
+     .update(expr="up"), "'Latency p50 / p95 / p99' must have one Prometheus query"),
 ])
 def test_validation_catches_broken_dashboards(committed: dict, breakage, problem: str) -> None:
     broken = copy.deepcopy(committed)

@@ -137,10 +137,11 @@ def test_status_reports_each_service_and_fails_when_one_is_down(tmp_path: Path) 
         service.stop()
     assert out.returncode == 1
     rows = {line.split()[0]: line for line in out.stdout.splitlines()}
-    assert set(rows) == {"mlflow", "prometheus", "ui", "metrics", "grafana"}
+    assert set(rows) == {"mlflow", "prometheus", "ui", "metrics", "model", "grafana"}
     assert " up " in rows["prometheus"] and f":{env['MLOPS_PROMETHEUS_PORT']}" in rows["prometheus"]
     assert " down " in rows["mlflow"]
     assert "not installed" in rows["grafana"]
+    assert " down " in rows["model"] and rows["model"].endswith("(optional)")
 
 
 def test_free_port_helper_returns_an_unused_port() -> None:

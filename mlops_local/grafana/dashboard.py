@@ -8,6 +8,7 @@ the provisioning relies on (uid, datasource uid, variables, one target per share
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -18,6 +19,7 @@ from typing import Any
 from mlops_local.errors import UserError
 from mlops_local.grafana import DASHBOARD_FILE, DASHBOARD_UID, DATASOURCE_UID
 from mlops_local.metrics.panels import ALL, PANELS, VARIABLES, Panel, Variable
+from mlops_local.metrics.serving_panels import ALERT_PANELS, ALERTS_ANNOTATION_EXPR, SERVING_PANELS
 
 DASHBOARD_TITLE = "mlops-local"
 DATASOURCE_TYPE = "prometheus"
@@ -30,8 +32,26 @@ SIZES: dict[str, tuple[int, int]] = {
     "best_r2": (6, 5),
     "r2_latest": (7, 5),
     "rmse_latest": (7, 5),
+    "serving_up": (4, 5),
+    "serving_model": (8, 5),
+    "serving_requests": (8, 8),
+    "serving_latency": (8, 8),
+    "serving_errors": (8, 8),
+    "serving_feature_psi_over_time": (24, 8),
 }
-DEFAULT_SIZE = {"stat": (6, 5), "timeseries": (12, 8)}
+DEFAULT_SIZE = {"stat": (6, 5), "timeseries": (12, 8), "bargauge": (12, 9), "table": (24, 6)}
+# Rows of the dashboard: (row title or None for the first, untitled one, its panels).
+SECTIONS: tuple[tuple[str | None, tuple[Panel, ...]], ...] = (
+    (None, PANELS), ("Serving", SERVING_PANELS), ("Alerts", ALERT_PANELS))
+DASHBOARD_PANELS: tuple[Panel, ...] = tuple(panel for _, panels in SECTIONS for panel in panels)
+INSTANT_KINDS = ("stat", "bargauge", "table")
+# A histogram's cumulative buckets, shown per bucket: Grafana's "heatmap" format subtracts neighbours.
+HEATMAP_PANELS = frozenset({"serving_predictions"})
+# Annotations when an alert fires. The SDK's model has no fields for how Grafana titles and tags a
+# Prometheus annotation, so they are added to its JSON (Grafana reads these legacy top-level keys).
+ALERTS_ANNOTATION_NAME = "Alerts firing"
+ANNOTATION_EXTRAS = {"step": "15s", "titleFormat": "{{alertname}}", "tagKeys": "alertname,severity",
+                     "textFormat": "{{alertname}} ({{severity}}) firing", "useValueForTime": False}
 
 
 def _sdk() -> Any:
@@ -42,17 +62,21 @@ def _sdk() -> Any:
             "generating the Grafana dashboard needs grafana-foundation-sdk: "
             "pip install 'mlops-local[grafana-dev]' (bin/test installs it)"
         ) from None
+    from grafana_foundation_sdk.builders import bargauge as bargauge_b
     from grafana_foundation_sdk.builders import common as common_b
     from grafana_foundation_sdk.builders import dashboard as dashboard_b
     from grafana_foundation_sdk.builders import prometheus as prometheus_b
     from grafana_foundation_sdk.builders import stat as stat_b
+    from grafana_foundation_sdk.builders import table as table_b
     from grafana_foundation_sdk.builders import timeseries as timeseries_b
     from grafana_foundation_sdk.models import common as common_m
     from grafana_foundation_sdk.models import dashboard as dashboard_m
+    from grafana_foundation_sdk.models import prometheus as prometheus_m
 
     return {"common_b": common_b, "dashboard_b": dashboard_b, "prometheus_b": prometheus_b,
             "stat_b": stat_b, "timeseries_b": timeseries_b, "common_m": common_m,
-            "dashboard_m": dashboard_m}
+            "dashboard_m": dashboard_m, "bargauge_b": bargauge_b, "table_b": table_b,
+            "prometheus_m": prometheus_m}
 
 
 def layout(panels: Sequence[Panel] = PANELS) -> Iterator[tuple[Panel, int, int, int, int]]:
@@ -96,8 +120,29 @@ def _panel(sdk: dict[str, Any], panel: Panel, panel_id: int, grid: tuple[int, in
         .ref_id("A")
         .datasource(_datasource(sdk))
     )
-    target = target.instant() if panel.kind == "stat" else target.range()
-    if panel.kind == "stat":
+    target = target.instant() if panel.kind in INSTANT_KINDS else target.range()
+    if panel.id in HEATMAP_PANELS:
+        target = target.format(sdk["prometheus_m"].PromQueryFormat.HEATMAP)
+    elif panel.kind == "table":
+        target = target.format(sdk["prometheus_m"].PromQueryFormat.TABLE)
+    if panel.kind == "bargauge":
+        builder = (
+            sdk["bargauge_b"].Panel()
+            .reduce_options(sdk["common_b"].ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+            .orientation(cm.VizOrientation.HORIZONTAL)
+            .display_mode(cm.BarGaugeDisplayMode.BASIC)
+            .show_unfilled(True)
+            .min(0)
+        )
+    elif panel.kind == "table":
+        hidden = {"Time": True, "Value": True, "__name__": True, "alertstate": True}
+        builder = (
+            sdk["table_b"].Panel()
+            .show_header(True)
+            .with_transformation(dm.DataTransformerConfig(id_val="organize",
+                                                          options={"excludeByName": hidden}))
+        )
+    elif panel.kind == "stat":
         builder = (
             sdk["stat_b"].Panel()
             .reduce_options(sdk["common_b"].ReduceDataOptions().calcs(["lastNotNull"]).values(False))
@@ -128,6 +173,8 @@ def _panel(sdk: dict[str, Any], panel: Panel, panel_id: int, grid: tuple[int, in
         .no_value("no data yet")
         .with_target(target)
     )
+    if panel.kind == "table":
+        builder = builder.no_value("none firing")
     if panel.decimals is not None:
         builder = builder.decimals(panel.decimals)
     if panel.thresholds:
@@ -141,8 +188,14 @@ def _panel(sdk: dict[str, Any], panel: Panel, panel_id: int, grid: tuple[int, in
     return builder
 
 
-def build_dashboard(panels: Sequence[Panel] = PANELS, variables: Sequence[Variable] = VARIABLES) -> Any:
-    """The SDK's dashboard model: variables, panels laid out, uid, refresh."""
+def _alerts_annotation(sdk: dict[str, Any]) -> Any:
+    return (sdk["dashboard_b"].AnnotationQuery().name(ALERTS_ANNOTATION_NAME).datasource(_datasource(sdk))
+            .expr(ALERTS_ANNOTATION_EXPR).enable(True).icon_color("red"))
+
+
+def build_dashboard(sections: Sequence[tuple[str | None, Sequence[Panel]]] = SECTIONS,
+                    variables: Sequence[Variable] = VARIABLES) -> Any:
+    """The SDK's dashboard model: variables, rows of panels laid out, alert annotations, uid, refresh."""
     sdk = _sdk()
     builder = (
         sdk["dashboard_b"].Dashboard(DASHBOARD_TITLE)
@@ -155,12 +208,24 @@ def build_dashboard(panels: Sequence[Panel] = PANELS, variables: Sequence[Variab
         .time("now-1h", "now")
         .refresh(REFRESH)
         .tooltip(sdk["dashboard_m"].DashboardCursorSync.CROSSHAIR)
-        .annotations([])  # an explicit empty list: Grafana adds its built-in annotations to it
+        # Grafana adds its built-in annotations to this list; ours marks when an alert fires.
+        .annotations([_alerts_annotation(sdk)])
     )
     for variable in variables:
         builder = builder.with_variable(_variable(sdk, variable))
-    for index, (panel, x, y, w, h) in enumerate(layout(panels), start=1):
-        builder = builder.with_panel(_panel(sdk, panel, index, (x, y, w, h)))
+    index = top = 0
+    for title, panels in sections:
+        if title is not None:
+            index += 1
+            builder = builder.with_row(sdk["dashboard_b"].Row(title).id(index)
+                                       .grid_pos(sdk["dashboard_m"].GridPos(h=1, w=GRID_WIDTH, x=0, y=top)))
+            top += 1
+        bottom = top
+        for panel, x, y, w, h in layout(panels):
+            index += 1
+            builder = builder.with_panel(_panel(sdk, panel, index, (x, top + y, w, h)))
+            bottom = max(bottom, top + y + h)
+        top = bottom
     return builder.build()
 
 
@@ -171,12 +236,25 @@ def to_data(model: Any) -> dict[str, Any]:
     return json.loads(json.dumps(model, cls=JSONEncoder))
 
 
+def _alerts_annotations(data: dict[str, Any]) -> list[dict[str, Any]]:
+    return [a for a in (data.get("annotations") or {}).get("list") or []
+            if isinstance(a, dict) and a.get("name") == ALERTS_ANNOTATION_NAME]
+
+
+def dashboard_data() -> dict[str, Any]:
+    """The dashboard as Grafana reads it: the SDK's JSON plus the annotation keys its model lacks."""
+    data = to_data(build_dashboard())
+    for annotation in _alerts_annotations(data):
+        annotation.update(ANNOTATION_EXTRAS)
+    return data
+
+
 def render_dashboard() -> str:
     """The dashboard file's exact text (sorted keys, 2-space indent, final newline)."""
-    return json.dumps(to_data(build_dashboard()), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return json.dumps(dashboard_data(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def validate_dashboard(data: dict[str, Any], panels: Sequence[Panel] = PANELS,
+def validate_dashboard(data: dict[str, Any], panels: Sequence[Panel] = DASHBOARD_PANELS,
                        variables: Sequence[Variable] = VARIABLES) -> list[str]:
     """Problems found in dashboard JSON ``data`` (empty list when valid).
 
@@ -190,10 +268,17 @@ def validate_dashboard(data: dict[str, Any], panels: Sequence[Panel] = PANELS,
     register_default_plugins()
     problems: list[str] = []
     try:
-        model = dm.Dashboard.from_json(data)
+        core = copy.deepcopy(data)  # the annotation keys the SDK's model lacks are checked apart
+        annotations = _alerts_annotations(core)
+        extras = [{key: a.pop(key, None) for key in ANNOTATION_EXTRAS} for a in annotations]
+        model = dm.Dashboard.from_json(core)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         return [f"does not decode as a Grafana dashboard: {type(exc).__name__}: {exc}"]
-    if to_data(model) != data:
+    if len(annotations) != 1 or annotations[0].get("expr") != ALERTS_ANNOTATION_EXPR or \
+            extras[0] != ANNOTATION_EXTRAS:
+        problems.append(f"the {ALERTS_ANNOTATION_NAME!r} annotation must query {ALERTS_ANNOTATION_EXPR} "
+                        f"with {ANNOTATION_EXTRAS}")
+    if to_data(model) != core:
         problems.append("does not round-trip through the SDK's dashboard model (unknown or misplaced keys)")
     if model.uid != DASHBOARD_UID:
         problems.append(f"uid is {model.uid!r}, expected {DASHBOARD_UID!r}")

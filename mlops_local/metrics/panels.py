@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 JOB = "mlops-local"  # scrape job name in prometheus.yml
 ALL = ".*"  # the regex a variable set to "All" becomes (also the dashboard's allValue)
 
-PanelKind = Literal["stat", "timeseries"]
+PanelKind = Literal["stat", "timeseries", "bargauge", "table"]
 VariableValue = str | Sequence[str] | None
 
 

@@ -23,6 +23,7 @@ from mlops_local.ml.catalog import get_model, validate_params
 from mlops_local.ml.datasets import LoadedDataset, load_dataset
 from mlops_local.ml.modelio import save_model_dir
 from mlops_local.ml.plots import write_plots
+from mlops_local.ml.profile import PROFILE_ARTIFACT, build_profile, write_profile
 from mlops_local.ml.runlog import RunLogger
 from mlops_local.ml.safeload import checksum_tags
 from mlops_local.ml.types import ProgressCallback, TrainRequest, TrainResult
@@ -134,9 +135,13 @@ class Prepared:
     pipeline: Pipeline
 
     def write_model(self, out: Path) -> None:
-        """The fitted pipeline as an MLflow model directory, ``out/model``."""
+        """The fitted pipeline as an MLflow model directory, ``out/model``, and the reference profile of
+        its training rows, ``out/profile`` (what the model service measures drift against)."""
         save_model_dir(self.pipeline, out / MODEL_ARTIFACT, self.X_train, self.data.numeric_features,
                        self.data.target)
+        predictions = np.asarray(self.pipeline.predict(self.X_train), dtype=float)
+        write_profile(build_profile(self.X_train, self.data.numeric_features, self.y_train.to_numpy(),
+                                    predictions, self.data.target), out / PROFILE_ARTIFACT)
 
     def write_plots(self, out: Path, y_pred: np.ndarray, importance: pd.Series | None, kind: str) -> None:
         """The run's plots, ``out/plots``."""
@@ -232,6 +237,7 @@ def train(request: TrainRequest, settings: Settings, *, client: MlflowClient | N
             if request.log_model:
                 prepared.write_model(out)
                 logger.upload_dir(out / MODEL_ARTIFACT, MODEL_ARTIFACT)
+                logger.upload_dir(out / PROFILE_ARTIFACT, PROFILE_ARTIFACT)
                 # The loader checks the model file against this before loading it (safeload).
                 logger.log_batch(tags=checksum_tags(out / MODEL_ARTIFACT))
             if request.log_plots:

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 
 import numpy as np
+import pandas as pd
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -16,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mlops_local.serving import protocol
+from mlops_local.serving.drift import DriftCollector
 from mlops_local.serving.holder import LoadedModel, ModelHolder
 from mlops_local.serving.metrics import NO_MODEL, ServingMetrics
 from mlops_local.settings import Settings
@@ -61,6 +63,11 @@ def score(loaded: LoadedModel, body: bytes, content_type: str | None) -> tuple[b
         values = np.asarray(raw, dtype=float).ravel()
     except (TypeError, ValueError):
         values = None  # non-numeric predictions: counted, not histogrammed
+    if loaded.drift is not None and isinstance(data, pd.DataFrame):
+        try:
+            loaded.drift.add(data, values)
+        except Exception:  # drift is monitoring: a bug in it must not fail a scored request
+            log.exception("drift window update failed")
     return protocol.encode(raw), values
 
 
@@ -103,6 +110,18 @@ def build_app(holder: ModelHolder, metrics: ServingMetrics, max_body_bytes: int)
             return _json({"status": NO_MODEL_YET, "alias": holder.alias, "model": holder.name}, 503)
         return _json(loaded.describe())
 
+    async def reload(_request: Request) -> Response:
+        # Re-check the alias now instead of within MLOPS_SERVE_POLL_INTERVAL (the UI's Reload button).
+        swapped = await run_in_threadpool(holder.check_now)
+        loaded = holder.current
+        if loaded is None:
+            message = holder.problem or f"{NO_MODEL_YET}: no registered model has alias {holder.alias!r}"
+            return _json({"swapped": False, "status": NO_MODEL_YET, "message": message}, 503)
+        unchanged = f"{loaded.name}@{loaded.alias} still points at version {loaded.version}: nothing to load"
+        message = f"now serving {loaded.name} version {loaded.version}" if swapped else \
+            holder.problem or unchanged
+        return _json({"swapped": swapped, "message": message, **loaded.describe()})
+
     async def prometheus_metrics(_request: Request) -> Response:
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -116,9 +135,15 @@ def build_app(holder: ModelHolder, metrics: ServingMetrics, max_body_bytes: int)
 
     routes = [Route("/invocations", invocations, methods=["POST"]),
               Route("/health", health, methods=["GET"]), Route("/ping", health, methods=["GET"]),
-              Route("/version", version, methods=["GET"]),
+              Route("/version", version, methods=["GET"]), Route("/reload", reload, methods=["POST"]),
               Route("/metrics", prometheus_metrics, methods=["GET"])]
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+def served_drift(holder: ModelHolder) -> tuple[str, object] | None:
+    """(model name, drift window or None) of the version being served, for the drift collector."""
+    loaded = holder.current
+    return None if loaded is None else (loaded.name, loaded.drift)
 
 
 def serve(settings: Settings) -> int:
@@ -134,7 +159,8 @@ def serve(settings: Settings) -> int:
     # SQLite fallback): the registry may come up after this service.
     client = tracking.new_client(settings.effective_tracking_uri, settings)
     holder = ModelHolder(client, metrics, settings.serve_model, settings.serve_alias,
-                         settings.serve_poll_interval)
+                         settings.serve_poll_interval, drift_window=settings.drift_window)
+    metrics.registry.register(DriftCollector(lambda: served_drift(holder)))
     app = build_app(holder, metrics, settings.serve_max_body_mb << 20)
     target = f"{settings.serve_model or '(most recent)'}@{settings.serve_alias}"
     log.info("serving models:/%s on %s", target, settings.serve_url)

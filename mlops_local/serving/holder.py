@@ -8,17 +8,22 @@ the old in its own thread; the old one is freed when its last request returns.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from mlops_local.errors import UserError
+from mlops_local.ml.profile import PROFILE_ARTIFACT, PROFILE_FILE, ProfileError, Reference, read_profile
 from mlops_local.ml.safeload import ModelRefused
+from mlops_local.serving.drift import MAX_EXPORTED_FEATURES, DriftWindow
 from mlops_local.serving.metrics import ServingMetrics, prediction_buckets
 from mlops_local.uris import mask_credentials
 
@@ -40,6 +45,8 @@ class LoadedModel:
     input_schema: object  # mlflow.types.Schema or None
     buckets: tuple[float, ...]
     buckets_source: str  # "training target quantiles (<dataset>)" or "defaults"
+    reference: Reference | None = None  # the run's training profile (None: logged before profiles were)
+    drift: DriftWindow | None = None  # the rows scored by this version, against ``reference``
 
     def describe(self) -> dict[str, object]:
         """The /version body."""
@@ -88,6 +95,27 @@ def target_buckets(client: MlflowClient, run_id: str) -> tuple[tuple[float, ...]
     return prediction_buckets(data.y.to_numpy()), f"training target quantiles ({builtin.name})"
 
 
+def reference_profile(client: MlflowClient, run_id: str) -> Reference | None:
+    """The run's training profile (``profile/reference.json``, read as JSON data); None if it has none."""
+    from mlflow import artifacts
+
+    with tempfile.TemporaryDirectory(prefix="mlops-profile-") as tmp:
+        try:
+            path = artifacts.download_artifacts(run_id=run_id,
+                                                artifact_path=f"{PROFILE_ARTIFACT}/{PROFILE_FILE}",
+                                                dst_path=tmp, tracking_uri=client.tracking_uri)
+        except (MlflowException, OSError) as exc:
+            log.info("run %s has no reference profile (%s): no drift metrics for it", run_id,
+                     str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+            return None
+        try:
+            return read_profile(Path(path))
+        except (ProfileError, OSError) as exc:
+            log.warning("run %s: %s/%s is not usable (%s): no drift metrics for it", run_id, PROFILE_ARTIFACT,
+                        PROFILE_FILE, exc)
+            return None
+
+
 def load_version(client: MlflowClient, name: str, alias: str, version: str) -> LoadedModel:
     """Download and load ``models:/name/version`` through the project's safe loader only."""
     from mlops_local.ml.predict import load_model
@@ -95,9 +123,10 @@ def load_version(client: MlflowClient, name: str, alias: str, version: str) -> L
     run_id = client.get_model_version(name, version).run_id or ""
     model = load_model(f"models:/{name}/{version}", client)  # skops, trusted types, checksum
     buckets, source = target_buckets(client, run_id) if run_id else (prediction_buckets(None), "defaults")
+    reference = reference_profile(client, run_id) if run_id else None
     return LoadedModel(name=name, alias=alias, version=version, run_id=run_id, loaded_at=time.time(),
                        model=model, input_schema=model.metadata.get_input_schema(), buckets=buckets,
-                       buckets_source=source)
+                       buckets_source=source, reference=reference)
 
 
 class ModelHolder:
@@ -105,9 +134,11 @@ class ModelHolder:
 
     def __init__(self, client: MlflowClient, metrics: ServingMetrics, name: str | None, alias: str,
                  poll_interval: float,
-                 loader: Callable[[MlflowClient, str, str, str], LoadedModel] = load_version) -> None:
+                 loader: Callable[[MlflowClient, str, str, str], LoadedModel] = load_version,
+                 drift_window: int = 0) -> None:
         self.client, self.metrics, self.name, self.alias = client, metrics, name, alias
         self.poll_interval = poll_interval
+        self.drift_window = drift_window  # rows; 0: no drift measured
         self.loader = loader
         self.current: LoadedModel | None = None
         self._attempted: tuple[str, str] | None = None  # last (name, version) tried, loaded or refused
@@ -115,6 +146,7 @@ class ModelHolder:
         self._reached = False  # the registry answered once (before that, a refused connection is waiting)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._check_lock = threading.Lock()  # the poller and POST /reload never load at once
 
     def check(self) -> bool:
         """One poll: load and swap in the version the alias points at if it changed; True if swapped."""
@@ -147,6 +179,7 @@ class ModelHolder:
                           f"{str(exc).splitlines()[0][:300]}")
             return False
         self._attempted = target
+        loaded = self._with_drift(loaded)  # a new window: the new version's rows against its own profile
         self.current = loaded  # the swap: one reference assignment
         self.metrics.served(loaded.name, loaded.alias, loaded.version, loaded.run_id, loaded.loaded_at,
                             loaded.buckets)
@@ -155,6 +188,27 @@ class ModelHolder:
         log.info("serving %s@%s version %s (run %s, was %s; prediction buckets: %s)", name, self.alias,
                  version, loaded.run_id, was, loaded.buckets_source)
         return True
+
+    def check_now(self) -> bool:
+        """One poll now (POST /reload), never at the same time as the poller's."""
+        with self._check_lock:
+            return self.check()
+
+    @property
+    def problem(self) -> str:
+        """The last poll problem still standing ('' when the last poll went well)."""
+        return self._last_problem
+
+    def _with_drift(self, loaded: LoadedModel) -> LoadedModel:
+        """``loaded`` with an empty drift window over its profile (unchanged without one, or drift off)."""
+        if loaded.reference is None or self.drift_window <= 0:
+            return loaded
+        window = DriftWindow(loaded.reference, self.drift_window)
+        wide = len(window.features) > MAX_EXPORTED_FEATURES
+        log.info("drift: %d feature(s) and the predictions compared with the training profile over the last "
+                 "%d rows%s", len(window.features), self.drift_window,
+                 f" (mlops_feature_drift_psi shows the top {MAX_EXPORTED_FEATURES} by PSI)" if wide else "")
+        return dataclasses.replace(loaded, drift=window)
 
     def _problem(self, message: str, level: int = logging.WARNING) -> None:
         """Log a poll problem once, not every few seconds while it lasts."""
@@ -170,7 +224,7 @@ class ModelHolder:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.check()
+                self.check_now()
             except Exception:  # the poller must outlive any one bad poll
                 log.exception("model reload check failed")
             self._stop.wait(self.poll_interval)

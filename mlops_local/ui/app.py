@@ -21,5 +21,6 @@ navigation = st.navigation([
     st.Page(PAGES / "runs.py", title="Runs", icon=":material/table_rows:"),
     st.Page(PAGES / "predict.py", title="Predict", icon=":material/online_prediction:"),
     st.Page(PAGES / "monitoring.py", title="Monitoring", icon=":material/monitoring:"),
+    st.Page(PAGES / "serving.py", title="Serving", icon=":material/dns:"),
 ])
 navigation.run()

@@ -128,3 +128,40 @@ def timeseries(frame: pd.DataFrame, title: str, start: float | None = None,
         fig.update_xaxes(range=[datetime.fromtimestamp(start, tz=UTC),
                                 datetime.fromtimestamp(end, tz=UTC)])
     return fig
+
+
+PSI_COLOURS = ("#009E73", "#E69F00", "#D55E00")  # stable, moderate, shifted (Okabe-Ito)
+
+
+def psi_bars(values: Sequence[tuple[str, float]], warn: float, alert: float) -> go.Figure:
+    """Horizontal bars of PSI per feature, largest on top, coloured at the ``warn``/``alert`` lines."""
+    data = sorted(values, key=lambda item: item[1])
+    colours = [PSI_COLOURS[0] if v < warn else PSI_COLOURS[1] if v < alert else PSI_COLOURS[2]
+               for _, v in data]
+    fig = go.Figure(go.Bar(x=[v for _, v in data], y=[name for name, _ in data], orientation="h",
+                           marker_color=colours, text=[f"{v:.3f}" for _, v in data], textposition="outside",
+                           cliponaxis=False, hovertemplate="%{y}: PSI %{x:.4f}<extra></extra>"))
+    for line, label in ((warn, f"{warn:g} moderate"), (alert, f"{alert:g} shifted")):
+        fig.add_vline(x=line, line_dash="dash", line_color="grey", annotation_text=label,
+                      annotation_position="top")
+    top = max([alert * 1.2, *(v * 1.15 for _, v in data)])
+    fig.update_xaxes(range=[0, top], title_text="PSI (population stability index)")
+    fig.update_layout(height=max(_HEIGHT, 28 * len(data) + 140), title="Input drift: PSI per feature",
+                      margin={"l": 10, "t": 80}, showlegend=False)
+    return fig
+
+
+def bucket_shares(labels: Sequence[str], served: Sequence[float],
+                  reference: Sequence[float] | None) -> go.Figure:
+    """Grouped bars: share of predictions per bucket, beside training's share when known."""
+    fig = go.Figure(go.Bar(x=list(labels), y=list(served), name="served predictions",
+                           marker_color=SERIES_COLOURS[0], hovertemplate="%{x}: %{y:.1%}<extra></extra>"))
+    if reference is not None:
+        fig.add_trace(go.Bar(x=list(labels), y=list(reference), name="training target",
+                             marker_color="#999999", hovertemplate="%{x}: %{y:.1%}<extra></extra>"))
+    fig.update_yaxes(tickformat=".0%", title_text="share of predictions")
+    fig.update_xaxes(title_text="predicted value (bucket)")
+    fig.update_layout(height=_HEIGHT + 40, barmode="group", title="Prediction distribution against training",
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+                      margin={"t": 110})
+    return fig

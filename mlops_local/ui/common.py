@@ -27,7 +27,7 @@ from mlops_local.uris import link_base, mask_credentials
 log = logging.getLogger(__name__)
 
 # Material icons and badges ship with Streamlit: they render without emoji fonts.
-STATE_BADGE = {"up": "green", "down": "orange", "not installed": "gray"}
+STATE_BADGE = {"up": "green", "down": "orange", "not installed": "gray", "no model": "blue"}
 UPLOAD_TYPES = ["csv", "tsv", "txt", "parquet"]
 GRAFANA_MISSING = "Grafana is not installed (see README)"
 
@@ -97,6 +97,8 @@ def grafana_note(status: ServiceStatus) -> str:
 
 def _service_link(status: ServiceStatus) -> str:
     # MLflow's home page opens its GenAI view; its experiments list in the ML view is what we track.
+    if status.name == "model":  # the service has no page at /: what it serves is the useful link
+        return f"{status.url}/version"
     return f"{status.url}/#/experiments{tracking.UI_VIEW_QUERY}" if status.name == "mlflow" else status.url
 
 
