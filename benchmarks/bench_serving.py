@@ -100,6 +100,34 @@ def serve_bare(port: int) -> int:
     return 0
 
 
+def cpu_costs(client: object, name: str, version: str, body: bytes, n: int) -> dict[str, float]:
+    """Median CPU time (this thread's, so other load on the machine barely moves it) of one request's
+    score() without and with the drift window, and of metrics.observe(), in ms."""
+    from dataclasses import replace
+
+    from mlops_local.serving.app import score
+    from mlops_local.serving.drift import DriftWindow
+    from mlops_local.serving.holder import load_version
+    from mlops_local.serving.metrics import ServingMetrics
+
+    loaded = load_version(client, name, "champion", version)
+    assert loaded.reference is not None, "the run has no reference profile"
+    variants = {"score": replace(loaded, drift=None),
+                "score + drift": replace(loaded, drift=DriftWindow(loaded.reference, 1000))}
+    metrics = ServingMetrics()
+    metrics.served(name, "champion", version, loaded.run_id, loaded.loaded_at, loaded.buckets)
+    out: dict[str, list[float]] = {k: [] for k in (*variants, "metrics.observe")}
+    for _ in range(n):
+        for label, model in variants.items():
+            started = time.thread_time()
+            _, values = score(model, body, "application/json")
+            out[label].append(time.thread_time() - started)
+        started = time.thread_time()
+        metrics.observe(name, version, "ok", 0.01, values)
+        out["metrics.observe"].append(time.thread_time() - started)
+    return {k: statistics.median(v) * 1000 for k, v in out.items()}
+
+
 def uptime() -> str:
     """The load averages, as `uptime` prints them."""
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
@@ -136,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
                                    params={"n_estimators": args.trees}, experiment="bench-serving",
                                    source="cli")
             result = train(request, Settings.from_env(env))
-            runs.register_model(client, result.run_id, "bench-serving", "champion")
+            version = str(runs.register_model(client, result.run_id, "bench-serving", "champion").version)
+            cpu = cpu_costs(client, "bench-serving", version, one_row_body(), 300)
             ours = start_service("model", env, home / "logs")
             started.append(ours)
             wait_until_responds(ours.url + "/health", timeout=120, proc=ours.proc)
@@ -185,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
           f"p99 {ours_m['p99_ms'] / theirs_m['p99_ms']:.2f}x")
     print(f"  metrics+drift cost: {1 - ours_m['rps'] / bare_m['rps']:+.1%} of the requests/s without them, "
           f"p99 {ours_m['p99_ms'] / bare_m['p99_ms']:.2f}x")
+    added = (cpu["score + drift"] - cpu["score"] + cpu["metrics.observe"]) / cpu["score"]
+    print("  CPU per one-row request, in process (median thread time): " +
+          ", ".join(f"{k} {v:.3f} ms" for k, v in cpu.items()) + f"; metrics+drift add {added:.1%}")
     return 0
 
 

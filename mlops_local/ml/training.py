@@ -174,7 +174,8 @@ def train(request: TrainRequest, settings: Settings, *, client: MlflowClient | N
     called with each step name ("load", "split", "fit", "evaluate", "log") as the step starts.
     ``keep_model(metrics, save)`` is called once the test metrics are known; calling ``save(directory)``
     writes the run's artifacts there as they would be uploaded, not uploading them: the fitted model
-    (``model/``, an MLflow model directory) and the plots (``plots/``). A sweep keeps its best trial's
+    (``model/``, an MLflow model directory), its reference profile (``profile/``) and the plots
+    (``plots/``). A sweep keeps its best trial's
     this way instead of logging every trial's (with ``log_model`` and ``log_plots`` off).
     ``experiment_id``: the id of ``request.experiment`` when the caller already resolved it (a sweep's
     trials: one request fewer each).
