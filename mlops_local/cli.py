@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "train": "mlops_local.commands.train",
     "sweep": "mlops_local.commands.sweep",
     "export": "mlops_local.commands.export",
+    "promote": "mlops_local.commands.promote",
     "grafana-dashboard": "mlops_local.commands.grafana_dashboard",
 }
 
