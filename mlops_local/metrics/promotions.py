@@ -52,6 +52,11 @@ class PromotionMetrics(Collector):
         return sum(self.observe(run.info.run_id, run.data.tags[TAG_RESULT]) for run in runs
                    if run.info.status == "FINISHED" and TAG_RESULT in run.data.tags)
 
+    def counted(self, verdict_run_id: str) -> bool:
+        """Whether this verdict run is counted already."""
+        with self._lock:
+            return verdict_run_id in self._seen
+
     def counts(self) -> dict[str, int]:
         """Verdicts counted per result."""
         with self._lock:
