@@ -190,6 +190,38 @@ def test_unknown_metric_lists_the_choices(capsys) -> None:
     assert "invalid choice: 'accuracy' (choose from 'r2', 'rmse', 'mae')" in capsys.readouterr().err
 
 
+def test_a_file_dataset_is_rebuilt_only_while_it_is_unchanged(cli_env, capsys, client, good,
+                                                              tmp_path: Path) -> None:
+    """A run trained on a file: its test split is rebuilt from the file while it holds the same rows."""
+    from sklearn.datasets import load_diabetes
+
+    csv = tmp_path / "diabetes.csv"
+    load_diabetes(as_frame=True, scaled=False).frame.to_csv(csv, index=False)
+    on_file = train(TrainRequest(DatasetSpec(str(csv), target="target"), "ridge", params={"alpha": 1.0},
+                                 experiment=EXPERIMENT, log_plots=False), get_settings())
+    name = "promo-file"
+    assert promote(capsys, good.run_id, "--name", name)[0] == 0
+    code, out, _ = promote(capsys, on_file.run_id, "--name", name)
+    assert "test split of diabetes.csv, seed 42, test size 0.2" in out
+    # the same rows as in training, so the same score
+    assert f"candidate run {on_file.run_id[:8]}: {on_file.metrics['r2']:.4f}" in out
+    assert code in (0, REFUSED)
+
+    csv.write_text(csv.read_text().replace("\n59.0,", "\n58.0,", 1))  # one age changed: not the same rows
+    code, out, _ = promote(capsys, on_file.run_id, "--name", name, "--alias", "next")
+    assert code == 0 and "no champion yet" in out  # nothing to compare with: the recorded score is shown
+    assert f"{on_file.metrics['r2']:.4f}" in out and "as recorded at training" in out
+    code, out, _ = promote(capsys, on_file.run_id, "--name", name)  # the champion is `good`
+    assert code == REFUSED
+    assert "diabetes.csv changed since run" in out and "--dataset FILE" in out
+    csv.unlink()
+    code, out, _ = promote(capsys, on_file.run_id, "--name", name)
+    assert code == REFUSED and "which is not on this machine" in out
+    code, out, _ = promote(capsys, on_file.run_id, "--name", name, "--dataset", "diabetes")
+    assert "on 442 held-out rows (every row of diabetes)" in out and code in (0, REFUSED)
+    assert f"champion {name}@champion (version 1): " in out
+
+
 def test_stale_verdict_is_refused(cli_env, client, good, bad) -> None:
     settings = get_settings()
     name = "promo-stale"

@@ -44,6 +44,10 @@ TAG_RESULT = TAG_PROMOTION_RESULT  # on the verdict run and on the candidate's m
 _EPSILON = 1e-12  # a margin equal to --min-improvement, up to float rounding, is enough
 
 
+class RowsUnavailable(UserError):
+    """The candidate's test split cannot be rebuilt here (file not on this machine, changed, not recorded)."""
+
+
 @dataclass(frozen=True)
 class HeldOut:
     """The rows both models are scored on, and what they are (for the verdict)."""
@@ -104,7 +108,7 @@ class Verdict:
             return ("no champion yet: the candidate wins" if self.champion_version is None
                     else "the candidate wins")
         if not self.comparable:
-            return "the gate refuses: the champion cannot be compared (promote anyway to force it)"
+            return "the gate refuses: the models cannot be compared (promote anyway to force it)"
         return "the gate refuses: the candidate does not beat the champion by the margin"
 
 
@@ -177,11 +181,14 @@ def _file_path(run: Run) -> str | None:
     return None
 
 
+_GIVE_ROWS = "score both on rows you give instead (`mlops-local promote ... --dataset FILE`)"
+
+
 def _recorded(params: Mapping[str, str], key: str, run_id: str) -> str:
     value = params.get(key)
     if value is None or value == "":
-        raise UserError(f"run {run_id} has no {key!r} param: it was not trained by mlops-local, so its test "
-                        "split cannot be rebuilt; pass --dataset with rows to score both models on")
+        raise RowsUnavailable(f"run {run_id[:8]} has no {key!r} param (not trained by mlops-local), so its "
+                              f"test split cannot be rebuilt; {_GIVE_ROWS}")
     return value
 
 
@@ -200,19 +207,20 @@ def candidate_split(run: Run, features: list[str]) -> HeldOut:
     else:
         path = _file_path(run)
         if path is None or not Path(path).is_file():
-            raise UserError(f"run {run_id[:8]} was trained on the file {name!r}, which is not on this "
-                            f"machine ({path or 'uploaded in the UI'}): pass --dataset with the rows to "
-                            "score both models on")
+            raise RowsUnavailable(f"run {run_id[:8]} was trained on the file {name!r}, which is not on this "
+                                  f"machine ({path or 'uploaded in the UI'}), so its test split cannot be "
+                                  f"rebuilt; {_GIVE_ROWS}")
         data, where = load_dataset(DatasetSpec(path, target=target)), path
     missing = [c for c in features if c not in data.X.columns]
     if missing:
-        raise UserError(f"{where} has no column(s) {', '.join(missing)} that run {run_id[:8]}'s model takes")
+        raise RowsUnavailable(f"{where} has no column(s) {', '.join(missing)} that run {run_id[:8]}'s model "
+                              f"takes; {_GIVE_ROWS}")
     X = data.X[features]
     recorded = params.get("dataset_fingerprint")
     if recorded and fingerprint(X, data.y) != recorded:
-        raise UserError(f"{where} changed since run {run_id[:8]} was trained on it (its rows no longer match "
-                        "the recorded fingerprint), so its test split cannot be rebuilt; pass --dataset with "
-                        "held-out rows")
+        raise RowsUnavailable(f"{where} changed since run {run_id[:8]} was trained on it (its rows no longer "
+                              f"match the recorded fingerprint), so its test split cannot be rebuilt; "
+                              f"{_GIVE_ROWS}")
     _, X_test, _, y_test = evaluation.split(X, data.y, size, seed)
     return HeldOut(X_test, y_test, f"test split of {name}, seed {seed}, test size {size:g}")
 
@@ -278,17 +286,32 @@ def evaluate(client: MlflowClient, run_id: str, name: str, alias: str = DEFAULT_
         return Verdict(**base, rows=0, held_out="", candidate_score=math.nan, champion_version=str(
             champion.version), champion_run_id=run_id, already=True)
     target = run.data.params.get("target")
+    rows: HeldOut | None = None
     if dataset:  # read (and checked) before any model is downloaded
         if not target:
             raise UserError(f"run {run_id[:8]} records no target column, so {dataset!r} cannot be scored")
         rows = given_rows(dataset, target)
     candidate = predict.load_model(where.uri, client)
+    unavailable = None
     if not dataset:
-        rows = candidate_split(run, _columns(candidate))
-    candidate_score = score(candidate, rows, metric, f"the candidate (run {run_id[:8]})")
-    base.update(rows=len(rows.y), held_out=rows.label, candidate_score=candidate_score)
+        try:
+            rows = candidate_split(run, _columns(candidate))
+        except RowsUnavailable as exc:  # e.g. trained on a file uploaded in the UI
+            rows, unavailable = None, exc
+    if rows is not None:
+        candidate_score = score(candidate, rows, metric, f"the candidate (run {run_id[:8]})")
+        base.update(rows=len(rows.y), held_out=rows.label, candidate_score=candidate_score)
+    else:  # what training measured on its test split: shown, never compared with another model's score
+        recorded, n_test = run.data.metrics.get(metric), run.data.params.get("n_test", "0")
+        if recorded is None:
+            raise unavailable
+        base.update(rows=int(n_test) if n_test.isdigit() else 0, candidate_score=float(recorded),
+                    held_out="the candidate's test split, as recorded at training (the rows are not here)")
     if champion is None:
         return Verdict(**base, won=True)
+    if rows is None:
+        base.update(champion_version=str(champion.version), champion_run_id=champion.run_id)
+        return Verdict(**base, note=f"the models cannot be compared on the same rows: {unavailable}")
     version = str(champion.version)
     label = f"the champion {name}@{alias} (version {version})"
     base.update(champion_version=version, champion_run_id=champion.run_id)
@@ -319,7 +342,9 @@ def _verdict_record(verdict: Verdict, result: str, version: str) -> tuple[dict[s
               "metric": verdict.metric, "min_improvement": f"{verdict.min_improvement:g}",
               "held_out": verdict.held_out, "rows": str(verdict.rows),
               "forced": str(result == "forced").lower(), "result": result, "note": verdict.note[:500]}
-    metrics = {"candidate_score": verdict.candidate_score, "rows": float(verdict.rows)}
+    metrics = {"rows": float(verdict.rows)}
+    if math.isfinite(verdict.candidate_score):
+        metrics["candidate_score"] = verdict.candidate_score
     if verdict.champion_score is not None:
         metrics["champion_score"] = verdict.champion_score
     if verdict.margin is not None:

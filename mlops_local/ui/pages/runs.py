@@ -210,7 +210,8 @@ def _verdict_panel(run_id: str, name: str, alias: str) -> None:
                        help=f"{'Higher' if promotion.HIGHER_IS_BETTER[verdict.metric] else 'Lower'} "
                             f"{verdict.metric} is better; the candidate must beat the champion.")
         cols[3].metric("Held-out rows", f"{verdict.rows:,}", help=verdict.held_out)
-        st.caption(f"Both scored on the same rows: {verdict.held_out}."
+        st.caption((f"Both scored on the same rows: {verdict.held_out}." if verdict.comparable
+                    else f"Rows: {verdict.held_out}.")
                    + (f" {verdict.note[0].upper()}{verdict.note[1:]}." if verdict.note else ""))
         if outcome is None:
             st.success(f"{verdict.outcome()[0].upper()}{verdict.outcome()[1:]}: promote it to move "
@@ -224,11 +225,10 @@ def _verdict_panel(run_id: str, name: str, alias: str) -> None:
         buttons = st.columns([1.3, 1.3, 4])
         promote = buttons[0].button(f"Promote to {verdict.alias}", key="runs_promote_button", type="primary",
                                     disabled=outcome is not None)
-        force = buttons[1].button("Promote anyway", key="runs_promote_force", disabled=outcome is None,
-                                  help="Move the alias although the gate refused; recorded as forced on the "
-                                       "verdict run and the model version.")
+        force = buttons[1].button("Promote anyway", key="runs_promote_force", disabled=outcome is None)
         buttons[2].caption("Nothing has moved yet." if outcome is None else
-                           "The refusal is recorded in the promotions experiment.")
+                           "The refusal is recorded in the promotions experiment; promoting anyway is "
+                           "recorded as forced.")
     if promote or force:
         with common.user_errors("Promotion failed"):
             decided = _decide(verdict, force=force)
@@ -241,6 +241,8 @@ def _verdict_panel(run_id: str, name: str, alias: str) -> None:
 def _register_section(frame: pd.DataFrame, selected: list[str]) -> None:
     """Register the ticked run (a ticked sweep registers its best trial)."""
     st.subheader("Register a model")
+    st.caption("With an alias, Register first scores the run and the alias's current version on the same "
+               "held-out rows (the promotion gate); the alias moves only when you promote.")
     rows = {row["run_id"]: row for row in frame.to_dict("records")}
     targets: dict[str, str] = {}  # run to register -> label
     for rid in selected:
@@ -261,9 +263,8 @@ def _register_section(frame: pd.DataFrame, selected: list[str]) -> None:
                               help="Follows the chosen run until you type your own name.")
     alias = cols[1].text_input("Alias", "champion", key="runs_register_alias",
                                help="Letters, digits, '_' and '-', e.g. champion or challenger.")
-    if cols[2].button("Register", key="runs_register_button", type="primary",
-                      help="With an alias, the promotion gate scores this run and the alias's current "
-                           "version on the same held-out rows first."):
+    # No help tooltip on these buttons: Streamlit then draws each button twice in its container.
+    if cols[2].button("Register", key="runs_register_button", type="primary"):
         if alias.strip():
             _gate(run_id, name, alias.strip())
         else:
