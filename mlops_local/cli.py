@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "backup": "mlops_local.commands.backup",
     "restore": "mlops_local.commands.backup",
     "replay": "mlops_local.commands.replay",
+    "promote": "mlops_local.commands.promote",
     "grafana-dashboard": "mlops_local.commands.grafana_dashboard",
     "alerts": "mlops_local.commands.alerts",
 }

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from mlops_local.metrics.exporter import ModelMetricsExporter
+from mlops_local.metrics.promotions import PromotionMetrics
 from mlops_local.metrics.registry import build_registry
 from mlops_local.metrics.server import MetricsServer, start_metrics_server
 from mlops_local.metrics.sweeps import SweepMetrics
@@ -35,6 +36,7 @@ class Runtime:
     metrics_server: MetricsServer
     exporter: ModelMetricsExporter
     sweeps: SweepMetrics
+    promotions: PromotionMetrics | None = None  # verdicts of the promotion gate (Runs page and CLI)
 
     def stop(self) -> None:
         """Stop the sync thread, then the /metrics server."""
@@ -53,11 +55,13 @@ def ensure_runtime(settings: Settings) -> Runtime:
             exporter = ModelMetricsExporter(registry, settings, reaper=Reaper(registry))
             sweeps = SweepMetrics(registry, max_series=settings.max_series)
             exporter.add_run_listener(sweeps.observe_runs)  # sweeps from the CLI/other machines
+            promotions = PromotionMetrics(registry)
+            exporter.add_run_listener(promotions.observe_runs)  # `mlops-local promote` verdicts
             server = start_metrics_server(registry, settings.host, settings.metrics_port)
             # After the server: a scrape during the first read waits briefly for its first page.
             exporter.start()
             _runtime = Runtime(settings=settings, registry=registry, metrics_server=server,
-                               exporter=exporter, sweeps=sweeps)
+                               exporter=exporter, sweeps=sweeps, promotions=promotions)
             log.info("runtime started (metrics on %s, syncing from %s)", server.url,
                      settings.effective_tracking_uri)
         return _runtime

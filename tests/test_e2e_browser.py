@@ -69,6 +69,8 @@ def test_upload_train_register_predict_monitor_export(honcho_stack: dict[str, st
     name.press("Enter")
     wait_idle(page)
     page.locator(key("runs_register_button")).locator("button").click()
+    page.get_by_text("No champion yet: the candidate wins").wait_for()  # the gate's verdict first
+    page.locator(key("runs_promote_button")).locator("button").click()
     page.get_by_text("as e2e-co2 version 1; @champion now points at version 1").wait_for()
     screenshot(page, "e2e-2-runs")
 

@@ -29,10 +29,15 @@ def _name_is(page, expected: str) -> None:
     expect(page.locator(key("runs_register_name")).locator("input")).to_have_value(expected, timeout=60_000)
 
 
-def _register(page, expected: str) -> str:
-    """Click Register; the message it shows, which must contain ``expected``."""
+def _register(page, expected: str, then: str | None = None) -> str:
+    """Click Register (then the promotion gate's button ``then``, once the verdict shows it); the message
+    shown, which must contain ``expected``."""
     wait_script_done(page)
     page.locator(key("runs_register_button")).locator("button").click()
+    if then is not None:
+        button = page.locator(key(then)).locator("button")
+        expect(button).to_be_enabled(timeout=60_000)
+        button.click()
     message = page.locator('[data-testid="stAlertContainer"]').filter(has_text=expected)
     expect(message).to_be_visible(timeout=60_000)
     return message.inner_text()
@@ -76,7 +81,7 @@ def test_tick_register_and_fold_sweeps(honcho_stack: dict[str, str], browser_pag
     tick_row(page, "runs_table", 2)  # untick the forest, tick the ridge
     tick_row(page, "runs_table", 1)
     _name_is(page, "diabetes-ridge")
-    first = _register(page, "as diabetes-ridge version 1")
+    first = _register(page, "as diabetes-ridge version 1", then="runs_promote_button")
     assert "@champion now points at version 1" in first, first
     _register(page, "already diabetes-ridge version 1: no new version was added")
     assert len(client.search_model_versions("name = 'diabetes-ridge'")) == 1
@@ -90,7 +95,9 @@ def test_tick_register_and_fold_sweeps(honcho_stack: dict[str, str], browser_pag
     tick_row(page, "runs_table", 2)  # untick and tick again: the typed name stays
     tick_row(page, "runs_table", 2)
     _name_is(page, "diabetes-ridge")
-    moved = _register(page, "diabetes-ridge version 2")
+    # a co2 forest cannot be scored against the diabetes champion: the gate refuses, forcing moves it
+    moved = _register(page, "@champion moved from version 1 to version 2", then="runs_promote_force")
+    assert "diabetes-ridge version 2" in moved, moved
     assert "@champion moved from version 1 to version 2" in moved, moved
     assert client.get_model_version_by_alias("diabetes-ridge", "champion").run_id == forest.run_id
     screenshot(page, "e2e-runs-2-registered")

@@ -8,6 +8,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 DEFAULT_EXPERIMENT = "mlops-local"
+# The promotion gate's verdict runs (ml/promotion.py) carry their result in this tag; the UI counts them.
+TAG_PROMOTION_RESULT = "mlops.promotion.result"
+PROMOTION_RESULTS = ("promoted", "forced", "refused")
 
 # Steps a training reports through its progress callback, in order.
 STEPS = ("load", "split", "fit", "evaluate", "log", "publish")

@@ -1,5 +1,8 @@
 """Runs: an experiment's MLflow runs, filtered and sorted by the server; tick rows to compare or register.
 
+Registering with an alias goes through the promotion gate (mlops_local.ml.promotion): the verdict (both
+scores on the same held-out rows, the margin) is shown before the alias moves.
+
 Sweep trials are folded under their sweep (its row shows the best trial's metrics); ticking one sweep
 lists its trials, or "Show sweep trials" puts every trial in the table.
 """
@@ -7,12 +10,14 @@ lists its trials, or "Show sweep trials" puts every trial in the table.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 
 import pandas as pd
 import streamlit as st
 
 from mlops_local import runs
+from mlops_local.ml import promotion
 from mlops_local.ml.catalog import CATALOG
 from mlops_local.ml.datasets import BUILTINS
 from mlops_local.ml.types import DEFAULT_EXPERIMENT
@@ -31,6 +36,7 @@ NAME_KEY = "runs_register_name"
 AUTO_NAME_KEY = "runs_register_auto_name"  # the name last filled in for the user (not typed by them)
 TYPED_NAME_KEY = "runs_register_typed_name"  # the name the user typed, if any
 SHOWN_METRICS = ("r2", "rmse", "mae")
+VERDICT_KEY = "runs_promotion_verdict"  # the last Register's verdict: what for, the verdict, its outcome
 
 st.title("Runs")
 uri = common.settings().effective_tracking_uri
@@ -145,19 +151,99 @@ def _compare(frame: pd.DataFrame, params: dict[str, dict[str, str]], selected: l
 
 
 def _register(run_id: str, name: str, alias: str) -> None:
+    """Register without an alias: nothing moves, so there is nothing for the gate to judge."""
     with common.user_errors("Registration failed"):
         done = runs.register_model(common.client(), run_id, name, alias or None)
         common.clear_run_caches()
-        message = done.message()
-        if done.alias:
-            message += f" Predict with `{done.name}@{done.alias}`."
-        (st.success if done.created or done.alias_moved else st.info)(message)
-        st.link_button("Open the model version in MLflow", common.mlflow_model_url(done.name, done.version))
+        _show_registration(done.message(), done.name, done.version, done.alias,
+                           done.created or done.alias_moved)
+
+
+def _show_registration(message: str, name: str, version: str, alias: str | None, changed: bool) -> None:
+    if alias:
+        message += f" Predict with `{name}@{alias}`."
+    (st.success if changed else st.info)(message)
+    st.link_button("Open the model version in MLflow", common.mlflow_model_url(name, version))
+
+
+def _decide(verdict: promotion.Verdict, force: bool) -> promotion.Outcome:
+    """Act on the verdict (register, verdict run, tags, alias) and count it on this process's /metrics."""
+    outcome = promotion.decide(common.client(), common.settings(), verdict, force=force)
+    common.clear_run_caches()
+    counter = common.runtime().promotions
+    if outcome.verdict_run_id and counter is not None:
+        counter.observe(outcome.verdict_run_id, outcome.result)
+    return outcome
+
+
+def _gate(run_id: str, name: str, alias: str) -> None:
+    """Register pressed with an alias: the verdict first; a losing candidate is refused (and recorded) at
+    once, a winning one waits for "Promote to champion"."""
+    st.session_state.pop(VERDICT_KEY, None)
+    with common.user_errors("Registration failed"), \
+            st.spinner("Scoring the candidate and the champion on the same held-out rows…"):
+        verdict = promotion.evaluate(common.client(), run_id, name, alias)
+        state = {"target": (run_id, name.strip(), alias), "verdict": verdict, "outcome": None}
+        if verdict.already or not verdict.won:
+            state["outcome"] = _decide(verdict, force=False)
+        st.session_state[VERDICT_KEY] = state
+
+
+def _verdict_panel(run_id: str, name: str, alias: str) -> None:
+    """The verdict of the last Register for this run, name and alias: both scores, rows, margin, buttons."""
+    state = st.session_state.get(VERDICT_KEY)
+    if not state or state["target"] != (run_id, name.strip(), alias):
+        return
+    verdict, outcome = state["verdict"], state["outcome"]
+    if outcome is not None and outcome.result == "unchanged":
+        _show_registration(outcome.message(), verdict.name, outcome.registration.version, verdict.alias,
+                           False)
+        return
+    with st.container(border=True, key="runs_verdict"):
+        st.markdown(f"**Promotion gate** · `{verdict.name}@{verdict.alias}`")
+        cols = st.columns(4)
+        cols[0].metric(f"Candidate {verdict.metric}", f"{verdict.candidate_score:.4f}")
+        champion = f"Champion {verdict.metric}" + (f" (v{verdict.champion_version})"
+                                                  if verdict.champion_version else "")
+        cols[1].metric(champion, f"{verdict.champion_score:.4f}" if verdict.comparable
+                       else "none yet" if verdict.champion_version is None else "not scored")
+        cols[2].metric("Margin", f"{verdict.margin:+.4f}" if verdict.margin is not None else "–",
+                       help=f"{'Higher' if promotion.HIGHER_IS_BETTER[verdict.metric] else 'Lower'} "
+                            f"{verdict.metric} is better; the candidate must beat the champion.")
+        cols[3].metric("Held-out rows", f"{verdict.rows:,}", help=verdict.held_out)
+        st.caption((f"Both scored on the same rows: {verdict.held_out}." if verdict.comparable
+                    else f"Rows: {verdict.held_out}.")
+                   + (f" {verdict.note[0].upper()}{verdict.note[1:]}." if verdict.note else ""))
+        if outcome is None:
+            st.success(f"{verdict.outcome()[0].upper()}{verdict.outcome()[1:]}: promote it to move "
+                       f"@{verdict.alias}.")
+        elif outcome.result == "refused":
+            st.warning(outcome.message())
+        else:
+            _show_registration(outcome.message(), verdict.name, outcome.registration.version, verdict.alias,
+                               True)
+            return
+        buttons = st.columns([1.3, 1.3, 4])
+        promote = buttons[0].button(f"Promote to {verdict.alias}", key="runs_promote_button", type="primary",
+                                    disabled=outcome is not None)
+        force = buttons[1].button("Promote anyway", key="runs_promote_force", disabled=outcome is None)
+        buttons[2].caption("Nothing has moved yet." if outcome is None else
+                           "The refusal is recorded in the promotions experiment; promoting anyway is "
+                           "recorded as forced.")
+    if promote or force:
+        with common.user_errors("Promotion failed"):
+            decided = _decide(verdict, force=force)
+            if outcome is not None and outcome.registration.created:  # the refusal added the version
+                decided = replace(decided, registration=replace(decided.registration, created=True))
+            state["outcome"] = decided
+            st.rerun()
 
 
 def _register_section(frame: pd.DataFrame, selected: list[str]) -> None:
     """Register the ticked run (a ticked sweep registers its best trial)."""
     st.subheader("Register a model")
+    st.caption("With an alias, Register first scores the run and the alias's current version on the same "
+               "held-out rows (the promotion gate); the alias moves only when you promote.")
     rows = {row["run_id"]: row for row in frame.to_dict("records")}
     targets: dict[str, str] = {}  # run to register -> label
     for rid in selected:
@@ -178,8 +264,13 @@ def _register_section(frame: pd.DataFrame, selected: list[str]) -> None:
                               help="Follows the chosen run until you type your own name.")
     alias = cols[1].text_input("Alias", "champion", key="runs_register_alias",
                                help="Letters, digits, '_' and '-', e.g. champion or challenger.")
+    # No help tooltip on these buttons: Streamlit then draws each button twice in its container.
     if cols[2].button("Register", key="runs_register_button", type="primary"):
-        _register(run_id, name, alias.strip())
+        if alias.strip():
+            _gate(run_id, name, alias.strip())
+        else:
+            _register(run_id, name, "")
+    _verdict_panel(run_id, name, alias.strip())
 
 
 with common.user_errors():
