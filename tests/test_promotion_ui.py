@@ -120,3 +120,26 @@ def test_a_verdict_goes_when_the_run_or_name_changes(ui_env: dict[str, str], rid
     assert at.button(key="runs_promote_button")
     at.text_input(key="runs_register_name").set_value("promo-ui-other").run()
     assert not [b for b in at.button if b.key == "runs_promote_button"]  # no button for another name
+
+
+def test_cli_verdicts_reach_the_ui_process_metrics_through_the_sync(ui_env: dict[str, str], ridges) -> None:
+    """A `mlops-local promote` process is gone before any scrape: the UI's sync counts its verdict run."""
+    import urllib.request
+
+    from mlops_local.settings import get_settings
+    from mlops_local.ui import common
+    from tests.services import wait_for
+
+    good, bad = ridges
+    runtime = common.runtime()  # started here as `serve ui` starts it (the sync runs every second)
+    client = MlflowClient(ui_env["MLFLOW_TRACKING_URI"])
+    settings = get_settings()
+    promotion.decide(client, settings, promotion.evaluate(client, good.run_id, "promo-ui-sync"))
+    refused = promotion.decide(client, settings, promotion.evaluate(client, bad.run_id, "promo-ui-sync"))
+    assert refused.result == "refused"
+    wait_for(lambda: runtime.promotions.counted(refused.verdict_run_id), "the sync counting the verdict run")
+    with urllib.request.urlopen(runtime.metrics_server.url, timeout=10) as response:
+        exposed = response.read().decode()
+    refused_total = runtime.promotions.counts()["refused"]
+    assert refused_total >= 1
+    assert f'mlops_promotions_total{{result="refused"}} {float(refused_total)}' in exposed
