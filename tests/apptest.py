@@ -17,6 +17,6 @@ def open_app(page: str | None = None, timeout: float = 60) -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=timeout)
     at.run()
     if page is not None:
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"views/{page}.py").run()
     assert not at.exception, at.exception
     return at

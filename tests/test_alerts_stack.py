@@ -117,7 +117,7 @@ def test_the_monitoring_page_and_the_sidebar_list_the_firing_alert(
     assert not at.exception, at.exception
     sidebar = [m.value for m in at.sidebar.markdown]
     assert any("1 alert firing, worst: warning" in t for t in sidebar), sidebar
-    at.switch_page("pages/monitoring.py").run()
+    at.switch_page("views/monitoring.py").run()
     assert not at.exception, at.exception
     texts = [m.value for m in at.markdown]
     heading = next(t for t in texts if "**ModelQualityRegression**" in t)

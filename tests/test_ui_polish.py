@@ -72,7 +72,7 @@ def test_every_page_is_in_the_readme_and_no_page_repeats_the_sidebar() -> None:
     titles = [title for _, title in pages]
     assert "Services" not in titles  # the sidebar shows every service's state and link
     assert sorted(f"{name}.py" for name, _ in pages) == sorted(
-        p.name for p in (ROOT / "mlops_local" / "ui" / "pages").glob("*.py"))
+        p.name for p in (ROOT / "mlops_local" / "ui" / "views").glob("*.py"))
     readme = (ROOT / "README.md").read_text()
     assert [title for title in titles if f"**{title}**" not in readme] == []
     assert "**Services**" not in readme

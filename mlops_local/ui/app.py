@@ -14,7 +14,7 @@ common.warm_training_stack()  # background: the first Train click no longer pays
 common.sidebar_status(common.service_statuses(common.settings()))
 common.sidebar_alerts(common.service_statuses(common.settings()))
 
-PAGES = Path(__file__).parent / "pages"
+PAGES = Path(__file__).parent / "views"  # not "pages": see mlops_local/ui/__init__.py
 navigation = st.navigation([
     st.Page(PAGES / "train.py", title="Train", icon=":material/model_training:", default=True),
     st.Page(PAGES / "sweep.py", title="Sweep", icon=":material/tune:"),

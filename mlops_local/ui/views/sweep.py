@@ -202,7 +202,7 @@ def _results(done: SweepJob) -> None:
     links = st.columns(2)
     links[0].link_button("Sweep in MLflow", common.mlflow_run_url(result.experiment_id, result.parent_run_id),
                          width="stretch")
-    links[1].page_link("pages/runs.py", label="Compare trials on Runs", icon=":material/table_rows:")
+    links[1].page_link("views/runs.py", label="Compare trials on Runs", icon=":material/table_rows:")
     if result.model_uri:
         st.caption(f"Best model: `{result.model_uri}`" + (f", registered as {done.spec.register} version "
                                                           f"{result.registered_version}"
