@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.postgres import STORES, store_overrides
 from tests.services import MLOPS, ROOT, Service, stack_env, start_service
 from tests.test_sync import RunSpec, log_runs, new_experiment, now_ms, wait_for
 
@@ -73,10 +74,10 @@ class Stack:
         return float(result[0]["value"][1]) if result else None
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    home = tmp_path_factory.mktemp("exporter-stack")
-    env = stack_env(home)
+@pytest.fixture(scope="module", params=STORES)
+def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    home = tmp_path_factory.mktemp(f"exporter-stack-{request.param}")
+    env = stack_env(home, **store_overrides(request, request.param))
     env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{env['MLOPS_MLFLOW_PORT']}"
     services = [start_service("mlflow", env, home / "logs")]
     stack = None
@@ -106,6 +107,24 @@ def test_a_cli_training_reaches_prometheus_with_the_value_mlflow_holds(stack):
     assert value == r2
     info = stack.query(f'mlops_last_run_info{{run_id="{run_id}"}}')
     assert len(info) == 1
+
+
+def test_a_second_machine_trains_on_this_server_and_its_run_reaches_this_prometheus(stack, tmp_path):
+    # Another machine: its own MLOPS_HOME and ports (nothing of its own running), this stack's server URL.
+    other = stack_env(tmp_path / "machine-b", MLFLOW_TRACKING_URI=stack.env["MLFLOW_TRACKING_URI"])
+    done = subprocess.run(
+        [*MLOPS, "train", "--dataset", "friedman1", "--model", "lasso", "--experiment", "machine-b",
+         "--json"],
+        env=other, cwd=str(ROOT), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["local_store_fallback"] is False
+    assert not (tmp_path / "machine-b" / "mlflow").exists()  # nothing stored on the client
+    run = stack.client.get_run(result["run_id"])
+    assert run.data.tags["source"] == "cli"
+    expr = 'mlops_model_r2{model="lasso",experiment="machine-b",dataset="friedman1"}'
+    value = wait_for(lambda: stack.value(expr), "the other machine's R2 here", timeout=stack.deadline)
+    assert value == run.data.metrics["r2"]
 
 
 def test_two_trainings_within_one_second_are_both_counted(stack):
