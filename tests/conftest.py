@@ -13,11 +13,10 @@ import pytest
 from mlops_local import tracking
 from mlops_local.ml.types import TrainResult
 from mlops_local.settings import Settings
-from tests.postgres import postgres_cluster, store_overrides  # noqa: F401 (postgres_cluster: a fixture)
 from tests.services import Service, apply_stack_env, stack_env, start_service, wait_for
 
 # Browser fixtures (chromium, browser_page) for every test module; lanes marks tests by the services they use.
-pytest_plugins = ["tests.browser", "tests.lanes"]
+pytest_plugins = ["tests.browser", "tests.lanes", "tests.postgres"]
 
 for _key, _value in tracking.bounded_client_env().items():  # as the product's processes run
     os.environ.setdefault(_key, _value)
@@ -41,6 +40,8 @@ def stack_settings(tmp_path: Path) -> Settings:
 
 def _session_mlflow(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest,
                     store: str) -> Iterator[dict[str, str]]:
+    from tests.postgres import store_overrides  # a plugin module: imported by pytest first
+
     home = tmp_path_factory.mktemp(f"mlflow-home-{store}")
     env = stack_env(home, **store_overrides(request, store))
     service = start_service("mlflow", env, home / "logs")
@@ -67,7 +68,7 @@ def postgresql_mlflow_env(tmp_path_factory: pytest.TempPathFactory,
 def mlflow_env(request: pytest.FixtureRequest) -> dict[str, str]:
     """The session's MLflow server (SQLite; tests marked ``on_both_stores`` get PostgreSQL's too);
     its env points clients at it."""
-    return request.getfixturevalue(f"{getattr(request, 'param', 'sqlite')}_mlflow_env")
+    return request.getfixturevalue(f"{getattr(request, 'param', None) or 'sqlite'}_mlflow_env")
 
 
 @pytest.fixture(scope="session")

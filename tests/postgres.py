@@ -26,10 +26,42 @@ import pytest
 from tests.services import free_port
 
 STORES = ("sqlite", "postgresql")
-# A test (or module, as pytestmark) that uses the session's MLflow server runs on each store.
-on_both_stores = pytest.mark.parametrize("mlflow_env", STORES, indirect=True)
+# A test that uses the session's MLflow server runs on each store. SQLite's parameter is None, the
+# value a test that is not parametrized has: the session's SQLite server and what hangs off it (the UI
+# training, module fixtures) are then the same for both, never rebuilt when pytest switches between them.
+on_both_stores = pytest.mark.parametrize("mlflow_env", [None, "postgresql"], ids=STORES, indirect=True)
 USER = "mlops"  # the cluster's superuser (a database role, not a system account)
 RUN_AS = "nobody"  # the system account the server runs as when the tests run as root
+
+
+_COLLECTED = pytest.StashKey[dict[str, int]]()
+
+
+class _CollectionOrder:
+    """Notes the order of collection, before pytest groups the tests by session parameter."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(self, session: pytest.Session, items: list[pytest.Item]) -> None:
+        session.stash[_COLLECTED] = {item.nodeid: n for n, item in enumerate(items)}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_CollectionOrder(), "mlops-collection-order")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.Item]) -> None:
+    """Every test on SQLite in collection order, then those on PostgreSQL. SQLite's parameter is the
+    unparametrized value (None): pytest's grouping by parameter would only move those tests out of their
+    module (rebuilding its fixtures); and the session's MLflow server switches to PostgreSQL once, never
+    back (which would rebuild the UI training and log it twice)."""
+    order = session.stash.get(_COLLECTED, {})
+
+    def key(item: pytest.Item) -> tuple[bool, int]:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        return "postgresql" in params.values(), order.get(item.nodeid, len(order))
+
+    items.sort(key=key)
 
 
 def pg_bindir() -> Path | None:
