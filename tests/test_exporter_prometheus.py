@@ -127,6 +127,37 @@ def test_a_second_machine_trains_on_this_server_and_its_run_reaches_this_prometh
     assert value == run.data.metrics["r2"]
 
 
+def _sweep_trials_on_metrics(stack) -> float:
+    with urllib.request.urlopen(stack.metrics_url, timeout=10) as resp:
+        lines = resp.read().decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines
+               if line.startswith("mlops_sweep_trials_total{"))
+
+
+def test_two_machines_sweeping_at_once_lose_nothing(stack, tmp_path):
+    # diabetes, not friedman1: the test of two trainings in one second counts every friedman1/ridge run
+    before = stack.value("sum(mlops_sweep_trials_total)") or 0.0
+    procs = []
+    for machine in ("machine-c", "machine-d"):
+        env = stack_env(tmp_path / machine, MLFLOW_TRACKING_URI=stack.env["MLFLOW_TRACKING_URI"])
+        log = tmp_path / f"{machine}.log"  # a file, not a pipe: neither process can block on its output
+        procs.append((subprocess.Popen(
+            [*MLOPS, "sweep", "--dataset", "diabetes", "--model", "ridge", "--strategy", "random",
+             "--trials", "3", "--jobs", "2", "--models", "none", "--experiment", f"sweep-{machine}"],
+            env=env, cwd=str(ROOT), stdout=log.open("wb"), stderr=subprocess.STDOUT), log))
+    for proc, log in procs:
+        assert proc.wait(timeout=300) == 0, log.read_text()
+    trials = 0
+    for machine in ("machine-c", "machine-d"):
+        experiment = stack.client.get_experiment_by_name(f"sweep-{machine}")
+        trials += len(stack.client.search_runs([experiment.experiment_id],
+                                               "tags.source = 'sweep' and tags.sweep_role = 'trial'"))
+    assert trials == 6
+    assert wait_for(lambda: stack.value("sum(mlops_sweep_trials_total)") == before + trials,
+                    "every trial of both sweeps in Prometheus", timeout=stack.deadline)
+    assert _sweep_trials_on_metrics(stack) == before + trials
+
+
 def test_two_trainings_within_one_second_are_both_counted(stack):
     name, experiment_id = new_experiment(stack.client, "twice")
     t = now_ms()
