@@ -59,3 +59,28 @@ ensure_chromium() {
   fi
   die "Chromium not found at $bin: install it (Debian: apt-get install chromium) or set MLOPS_CHROMIUM"
 }
+
+# with_store_extras EXTRAS: EXTRAS plus `postgres` (its driver) when MLOPS_BACKEND_STORE_URI is PostgreSQL.
+with_store_extras() {
+  case "${MLOPS_BACKEND_STORE_URI:-}" in
+    postgresql*) printf '%s,postgres' "$1" ;;
+    *) printf '%s' "$1" ;;
+  esac
+}
+
+# The tests' throwaway PostgreSQL clusters need Debian's server binaries (initdb, pg_ctl).
+ensure_postgresql() {
+  local initdb
+  initdb="$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n 1 || true)"
+  if [ -n "$initdb" ]; then say "PostgreSQL: $(dirname "$initdb")"; return 0; fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing Debian's postgresql for the PostgreSQL store tests (apt-get)"
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+    # No system-wide cluster (nor a server left running): the tests create and stop their own.
+    mkdir -p /etc/postgresql-common/createcluster.d
+    echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/mlops-local.conf
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql >/dev/null \
+      && { say "PostgreSQL installed"; return 0; }
+  fi
+  say "PostgreSQL not installed and cannot be installed here: the PostgreSQL store tests will be skipped"
+}

@@ -213,8 +213,15 @@ def default_archive(settings: Settings, now: float) -> Path:
     return settings.home / "backups" / f"mlops-backup-{stamp}.tar.gz"
 
 
+def _require_sqlite(settings: Settings, what: str) -> None:
+    if not settings.store_is_sqlite:
+        raise UserError(f"{what} covers the SQLite store only, and MLOPS_BACKEND_STORE_URI is "
+                        f"{settings.store_label}: use pg_dump/pg_restore for PostgreSQL")
+
+
 def backup(settings: Settings, out: Path | None = None, *, clock=time.time) -> BackupResult:
     """Write a consistent archive of this installation (see the module's docstring); returns it."""
+    _require_sqlite(settings, "backup")
     started = time.perf_counter()
     db = settings.mlflow_db
     if not db.is_file():
@@ -319,6 +326,7 @@ def _stack_running(settings: Settings) -> str | None:
 
 def restore(settings: Settings, archive: Path, *, force: bool = False, clock=time.time) -> RestoreResult:
     """Restore ``archive`` into settings.home: empty (or absent), or moved aside with ``force``."""
+    _require_sqlite(settings, "restore")
     manifest = read_manifest(archive)
     home = settings.home
     occupied = home.exists() and any(home.iterdir())

@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Exception as exc:  # one line naming the cause; the traceback with --verbose
         log.debug("command failed", exc_info=True)
-        print(f"mlops-local: {describe_failure(exc, settings)}", file=sys.stderr)
+        print(f"mlops-local: {mask_credentials(describe_failure(exc, settings))}", file=sys.stderr)
         return 1
 
 

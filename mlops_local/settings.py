@@ -87,6 +87,17 @@ def _http_url(value: str) -> str:
     return value.strip()
 
 
+STORE_SCHEMES = ("postgresql", "postgresql+psycopg")
+
+
+def _store_uri(value: str) -> str:
+    # Another SQLite file is not offered: the store's folder, backup and recovery assume MLOPS_HOME's.
+    if value.partition("://")[0].lower() not in STORE_SCHEMES or "://" not in value:
+        raise ValueError("must be postgresql://user@host:port/db (unset it for the SQLite store in "
+                         "MLOPS_HOME)")
+    return value
+
+
 def _default_home() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
@@ -118,6 +129,10 @@ SETTINGS: tuple[Setting, ...] = (
             "(PSI); 0 turns drift off."),
     Setting("tracking_uri", "MLFLOW_TRACKING_URI", None, str,
             "MLflow tracking URI. Default: the local server at MLOPS_HOST:MLOPS_MLFLOW_PORT."),
+    Setting("backend_store", "MLOPS_BACKEND_STORE_URI", None, _store_uri,
+            "MLflow store of `serve mlflow` (and of training while the local server is down): "
+            "postgresql://user@host:port/db for a team (extra `postgres`). Default: SQLite in MLOPS_HOME.",
+            secret=True),
     Setting("grafana_admin_password", "MLOPS_GRAFANA_ADMIN_PASSWORD", None, str,
             "Grafana admin password. Default: generated once, stored 0600 in MLOPS_HOME/grafana.",
             secret=True),
@@ -186,6 +201,7 @@ class Settings:
     serve_max_body_mb: int = 10
     drift_window: int = 1000
     tracking_uri: str | None = None
+    backend_store: str | None = None
     grafana_admin_password: str | None = None
     scrape_interval: float = 5.0
     sync_interval: float = 5.0
@@ -244,7 +260,18 @@ class Settings:
 
     @property
     def backend_store_uri(self) -> str:
-        return f"sqlite:///{self.mlflow_db}"
+        """MLflow's store: MLOPS_BACKEND_STORE_URI, else the SQLite file in MLOPS_HOME."""
+        return self.backend_store or f"sqlite:///{self.mlflow_db}"
+
+    @property
+    def store_is_sqlite(self) -> bool:
+        """Whether MLflow's store is the SQLite file in MLOPS_HOME (no MLOPS_BACKEND_STORE_URI)."""
+        return self.backend_store is None
+
+    @property
+    def store_label(self) -> str:
+        """The store's URI for messages and logs: password masked."""
+        return mask_credentials(self.backend_store_uri)
 
     @property
     def artifacts_dir(self) -> Path:
@@ -327,6 +354,8 @@ class Settings:
             elif setting.attr == "tracking_uri":
                 value = (mask_credentials(value) if value is not None
                          else f"{self.effective_tracking_uri} (local server)")
+            elif setting.attr == "backend_store":
+                value = self.store_label if value is not None else f"{self.backend_store_uri} (SQLite)"
             elif setting.attr == "serve_model" and value is None:
                 value = f"(most recently updated model with alias {self.serve_alias})"
             elif setting.secret:

@@ -1,10 +1,10 @@
 """Everything that talks to MLflow: bounded clients, server-down fallback, experiments, artifacts.
 
 When the tracking URI is the local server (the default) and it is not running, runs go straight into
-the same SQLite store the server uses, with artifacts under the same directory the server serves
-(``mlflow-artifacts:/...`` URIs map to ``<MLOPS_HOME>/mlflow/artifacts/...`` either way), so they
-appear in the MLflow UI as soon as the server is started. Any other URI that does not answer fails
-within seconds with a clear message.
+the same store the server uses (the SQLite file, or MLOPS_BACKEND_STORE_URI's PostgreSQL), with
+artifacts under the same directory the server serves (``mlflow-artifacts:/...`` URIs map to
+``<MLOPS_HOME>/mlflow/artifacts/...`` either way), so they appear in the MLflow UI as soon as the
+server is started. Any other URI that does not answer fails within seconds with a clear message.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from mlops_local.errors import ServiceUnavailable, UserError
 from mlops_local.health import probe
 from mlops_local.settings import Settings
+from mlops_local.store import check_postgres
 from mlops_local.uris import link_base, mask_credentials
 
 log = logging.getLogger(__name__)
@@ -108,10 +109,11 @@ def connect(settings: Settings) -> Connection:
                 f"MLflow tracking server {mask_credentials(uri)} is not reachable (from "
                 "MLFLOW_TRACKING_URI); start it, or unset MLFLOW_TRACKING_URI to use the local store"
             )
+        check_postgres(settings)  # seconds, not MLflow's two minutes of retries
         settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
         settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
         note = (f"MLflow server at {mask_credentials(uri)} is not running; writing to the local store "
-                f"{settings.backend_store_uri} directly (start it with `mlops-local serve mlflow` to see "
+                f"{settings.store_label} directly (start it with `mlops-local serve mlflow` to see "
                 "the runs)")
         log.warning(note)
         uri = settings.backend_store_uri
@@ -121,7 +123,7 @@ def connect(settings: Settings) -> Connection:
 
 def fallback_client(settings: Settings, uri: str) -> MlflowClient | None:
     """A client on the local store when ``uri`` is this installation's server and it has gone away
-    (the store is the same SQLite file: what the server wrote is there); else None."""
+    (the store is the server's own: what it wrote is there); else None."""
     if not _is_http(uri) or not is_local_server(settings, uri) or server_reachable(settings, uri):
         return None
     return new_client(settings.backend_store_uri, settings)
@@ -151,7 +153,7 @@ def get_client(settings: Settings) -> MlflowClient:
 
 
 def uses_local_store(client: MlflowClient, settings: Settings) -> bool:
-    """Whether ``client`` writes directly to this installation's SQLite store (no server in between)."""
+    """Whether ``client`` writes directly to this installation's store (no server in between)."""
     return client.tracking_uri == settings.backend_store_uri
 
 

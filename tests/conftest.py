@@ -16,7 +16,7 @@ from mlops_local.settings import Settings
 from tests.services import Service, apply_stack_env, stack_env, start_service, wait_for
 
 # Browser fixtures (chromium, browser_page) for every test module; lanes marks tests by the services they use.
-pytest_plugins = ["tests.browser", "tests.lanes", "tests.serving_stack"]
+pytest_plugins = ["tests.browser", "tests.lanes", "tests.serving_stack", "tests.postgres"]
 
 for _key, _value in tracking.bounded_client_env().items():  # as the product's processes run
     os.environ.setdefault(_key, _value)
@@ -38,15 +38,37 @@ def stack_settings(tmp_path: Path) -> Settings:
     return Settings.from_env(stack_env(tmp_path / "home"))
 
 
-@pytest.fixture(scope="session")
-def mlflow_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """One real MLflow server for the session (it is the slow one); its env points clients at it."""
-    home = tmp_path_factory.mktemp("mlflow-home")
-    env = stack_env(home)
+def _session_mlflow(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest,
+                    store: str) -> Iterator[dict[str, str]]:
+    from tests.postgres import store_overrides  # a plugin module: imported by pytest first
+
+    home = tmp_path_factory.mktemp(f"mlflow-home-{store}")
+    env = stack_env(home, **store_overrides(request, store))
     service = start_service("mlflow", env, home / "logs")
     env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{env['MLOPS_MLFLOW_PORT']}"
     yield env
     service.stop()
+
+
+@pytest.fixture(scope="session")
+def sqlite_mlflow_env(tmp_path_factory: pytest.TempPathFactory,
+                      request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """One real MLflow server on the SQLite store for the session (it is the slow one)."""
+    yield from _session_mlflow(tmp_path_factory, request, "sqlite")
+
+
+@pytest.fixture(scope="session")
+def postgresql_mlflow_env(tmp_path_factory: pytest.TempPathFactory,
+                          request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """One real MLflow server on a database of the session's PostgreSQL cluster."""
+    yield from _session_mlflow(tmp_path_factory, request, "postgresql")
+
+
+@pytest.fixture(scope="session")
+def mlflow_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The session's MLflow server (SQLite; tests marked ``on_both_stores`` get PostgreSQL's too);
+    its env points clients at it."""
+    return request.getfixturevalue(f"{getattr(request, 'param', None) or 'sqlite'}_mlflow_env")
 
 
 @pytest.fixture(scope="session")

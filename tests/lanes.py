@@ -12,7 +12,7 @@ import pytest
 # Fixtures that start (or depend on) a real MLflow, Prometheus, Streamlit or honcho stack.
 SERVICE_FIXTURES = frozenset({
     "mlflow_env", "mlflow_settings", "mlflow_service", "honcho_stack", "prometheus_stack", "ui_env",
-    "ui_trained_run", "app_stack_env",
+    "ui_trained_run", "app_stack_env", "postgres_cluster",
 })
 BROWSER_FIXTURES = frozenset({"chromium", "browser_page"})
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.postgres import STORES, store_overrides
 from tests.services import MLOPS, ROOT, Service, stack_env, start_service
 from tests.test_sync import RunSpec, log_runs, new_experiment, now_ms, wait_for
 
@@ -73,10 +74,10 @@ class Stack:
         return float(result[0]["value"][1]) if result else None
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    home = tmp_path_factory.mktemp("exporter-stack")
-    env = stack_env(home)
+@pytest.fixture(scope="module", params=STORES)
+def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    home = tmp_path_factory.mktemp(f"exporter-stack-{request.param}")
+    env = stack_env(home, **store_overrides(request, request.param))
     env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{env['MLOPS_MLFLOW_PORT']}"
     services = [start_service("mlflow", env, home / "logs")]
     stack = None
@@ -106,6 +107,55 @@ def test_a_cli_training_reaches_prometheus_with_the_value_mlflow_holds(stack):
     assert value == r2
     info = stack.query(f'mlops_last_run_info{{run_id="{run_id}"}}')
     assert len(info) == 1
+
+
+def test_a_second_machine_trains_on_this_server_and_its_run_reaches_this_prometheus(stack, tmp_path):
+    # Another machine: its own MLOPS_HOME and ports (nothing of its own running), this stack's server URL.
+    other = stack_env(tmp_path / "machine-b", MLFLOW_TRACKING_URI=stack.env["MLFLOW_TRACKING_URI"])
+    done = subprocess.run(
+        [*MLOPS, "train", "--dataset", "friedman1", "--model", "lasso", "--experiment", "machine-b",
+         "--json"],
+        env=other, cwd=str(ROOT), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["local_store_fallback"] is False
+    assert not (tmp_path / "machine-b" / "mlflow").exists()  # nothing stored on the client
+    run = stack.client.get_run(result["run_id"])
+    assert run.data.tags["source"] == "cli"
+    expr = 'mlops_model_r2{model="lasso",experiment="machine-b",dataset="friedman1"}'
+    value = wait_for(lambda: stack.value(expr), "the other machine's R2 here", timeout=stack.deadline)
+    assert value == run.data.metrics["r2"]
+
+
+def _sweep_trials_on_metrics(stack) -> float:
+    with urllib.request.urlopen(stack.metrics_url, timeout=10) as resp:
+        lines = resp.read().decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines
+               if line.startswith("mlops_sweep_trials_total{"))
+
+
+def test_two_machines_sweeping_at_once_lose_nothing(stack, tmp_path):
+    # diabetes, not friedman1: the test of two trainings in one second counts every friedman1/ridge run
+    before = stack.value("sum(mlops_sweep_trials_total)") or 0.0
+    procs = []
+    for machine in ("machine-c", "machine-d"):
+        env = stack_env(tmp_path / machine, MLFLOW_TRACKING_URI=stack.env["MLFLOW_TRACKING_URI"])
+        log = tmp_path / f"{machine}.log"  # a file, not a pipe: neither process can block on its output
+        procs.append((subprocess.Popen(
+            [*MLOPS, "sweep", "--dataset", "diabetes", "--model", "ridge", "--strategy", "random",
+             "--trials", "3", "--jobs", "2", "--models", "none", "--experiment", f"sweep-{machine}"],
+            env=env, cwd=str(ROOT), stdout=log.open("wb"), stderr=subprocess.STDOUT), log))
+    for proc, log in procs:
+        assert proc.wait(timeout=300) == 0, log.read_text()
+    trials = 0
+    for machine in ("machine-c", "machine-d"):
+        experiment = stack.client.get_experiment_by_name(f"sweep-{machine}")
+        trials += len(stack.client.search_runs([experiment.experiment_id],
+                                               "tags.source = 'sweep' and tags.sweep_role = 'trial'"))
+    assert trials == 6
+    assert wait_for(lambda: stack.value("sum(mlops_sweep_trials_total)") == before + trials,
+                    "every trial of both sweeps in Prometheus", timeout=stack.deadline)
+    assert _sweep_trials_on_metrics(stack) == before + trials
 
 
 def test_two_trainings_within_one_second_are_both_counted(stack):

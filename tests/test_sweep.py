@@ -26,6 +26,7 @@ from mlops_local.ml.sweep import run_sweep
 from mlops_local.ml.sweep_types import SweepProgress, SweepSpec
 from mlops_local.ml.types import DatasetSpec
 from mlops_local.settings import Settings
+from tests.postgres import on_both_stores
 from tests.services import ROOT, stack_env, start_service, wait_for
 
 FRIEDMAN = DatasetSpec("friedman1", options={"n_samples": 200})
@@ -48,6 +49,7 @@ def running(client: MlflowClient, experiment_id: str) -> list:
     return list(client.search_runs([experiment_id], "attributes.status = 'RUNNING'"))
 
 
+@on_both_stores
 def test_grid_sweep_tracks_children_best_trial_failures_and_registration(mlflow_settings, client, tmp_path,
                                                                         caplog):
     metrics = SweepMetrics(CollectorRegistry())

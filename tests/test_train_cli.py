@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from mlops_local import cli
 from mlops_local.settings import get_settings
+from tests.postgres import on_both_stores
 from tests.services import ROOT, apply_stack_env, free_port, stack_env
 from tests.test_datasets import BAD_CASES, bad_files, french_csv
 
@@ -35,6 +36,7 @@ def _runs(env: dict[str, str], experiment: str) -> list:
     return [] if exp is None else client.search_runs([exp.experiment_id])
 
 
+@on_both_stores
 def test_json_output_is_one_object_with_the_agreed_fields(cli_env, capsys):
     code = cli.main(["train", "--dataset", "friedman1", "--dataset-option", "n_samples=120", "--model",
                      "random_forest", "--param", "n_estimators=8", "--param", "max_depth=4", "--cv", "3",
@@ -119,6 +121,7 @@ def _run(args: list[str], env: dict[str, str], timeout: float = 240) -> subproce
                           cwd=str(ROOT))
 
 
+@on_both_stores
 def test_subprocess_json_stdout_is_clean(mlflow_env):
     proc = _run(["train", "--dataset", "diabetes", "--model", "ridge", "--experiment", "cli-sub", "--json"],
                 mlflow_env)

@@ -14,6 +14,7 @@ from mlops_local import runs
 from mlops_local.ml import predict
 from mlops_local.ml.types import TrainResult
 from tests.apptest import open_app
+from tests.postgres import on_both_stores
 
 TARGET = "CO2 Emissions(g/km)"
 REF = "ui-predict-co2@champion"
@@ -47,6 +48,7 @@ def with_model(ref: str, typed: bool = False) -> AppTest:
     return at
 
 
+@on_both_stores
 def test_one_row_from_registered_alias(ui_env: dict[str, str], registered: str, reference_model) -> None:
     model, fields = reference_model
     at = with_model(registered)

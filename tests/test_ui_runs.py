@@ -18,6 +18,7 @@ from mlops_local.ml.training import train
 from mlops_local.ml.types import DatasetSpec, TrainRequest, TrainResult
 from mlops_local.settings import Settings
 from tests.apptest import open_app
+from tests.postgres import on_both_stores
 
 EXPERIMENT = "ui-tests"
 
@@ -92,6 +93,7 @@ def sweep(mlflow_env: dict[str, str], logged_runs: dict[str, str]):
     return result
 
 
+@on_both_stores
 def test_filter_and_sort(ui_env: dict[str, str], logged_runs: dict[str, str]) -> None:
     at = open_runs()
     assert len(at.dataframe) >= 1
@@ -175,6 +177,7 @@ def test_ticked_rows_drive_compare(ui_env: dict[str, str], logged_runs: dict[str
          for r in (logged_runs["trained"], logged_runs["ridge"]))}
 
 
+@on_both_stores
 def test_register_and_alias(ui_env: dict[str, str], logged_runs: dict[str, str]) -> None:
     at = tick(open_runs(), logged_runs["trained"])
     at.text_input(key="runs_register_name").set_value("ui-runs-co2").run()

@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 from mlops_local.ml import training
 from mlops_local.ui import jobs
 from tests.apptest import open_app
+from tests.postgres import on_both_stores
 
 TIMEOUT = 120
 
@@ -52,6 +53,7 @@ def test_opening_the_ui_warms_up_the_training_stack_once_in_the_background(
     assert not thread.is_alive() and common.warmed_in_s is not None and common.warmed_in_s > 0
 
 
+@on_both_stores
 def test_first_click_trains_and_shows_cards(ui_env: dict[str, str]) -> None:
     at = open_app(timeout=TIMEOUT)
     at.number_input(key="train_param_random_forest_n_estimators").set_value(10)

@@ -76,7 +76,8 @@ def _table(result: TrainResult, settings: Settings) -> str:
              ("model uri", result.model_uri or "-"),
              ("mlflow", tracking.run_url(settings, result.experiment_id, result.run_id))]
     if result.tracking_uri != settings.effective_tracking_uri:
-        rows.append(("stored in", f"{result.tracking_uri} (server not running; shown once it starts)"))
+        rows.append(("stored in", f"{mask_credentials(result.tracking_uri)} (server not running; shown once "
+                                  "it starts)"))
     return "\n".join(f"{name:<13} {value}" for name, value in rows)
 
 
@@ -105,7 +106,7 @@ def _train_or_fall_back(request: TrainRequest, settings: Settings) -> TrainResul
             raise
         log.debug("MLflow failed during the training", exc_info=True)
     print(f"mlops-local: the MLflow server at {settings.effective_tracking_uri} stopped during the training; "
-          f"training again into the local store {settings.backend_store_uri}", file=sys.stderr, flush=True)
+          f"training again into the local store {settings.store_label}", file=sys.stderr, flush=True)
     return train(request, settings, client=client)
 
 

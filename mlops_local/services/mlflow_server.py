@@ -1,4 +1,5 @@
-"""`serve mlflow`: the MLflow tracking server on the SQLite store, tuned for a desktop.
+"""`serve mlflow`: the MLflow tracking server on the SQLite store (or MLOPS_BACKEND_STORE_URI's
+PostgreSQL), tuned for a desktop.
 
 The default (one worker, no GenAI job runner) runs MLflow's ASGI app under uvicorn in this very
 process: no `mlflow server` CLI parent that only waits on its uvicorn child (about 200 MB and two
@@ -23,6 +24,7 @@ from pathlib import Path
 from mlops_local.errors import StoreCorrupt, UserError
 from mlops_local.services.process import child_env, ensure_port_free, run_foreground
 from mlops_local.settings import Settings
+from mlops_local.store import check_postgres
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +88,8 @@ def serve_in_process(settings: Settings) -> int:
     # As `mlflow server` does before it starts workers: create or check the store now, so a store that
     # cannot be opened fails the start instead of every request.
     initialize_backend_stores(settings.backend_store_uri, settings.backend_store_uri, ARTIFACT_ROOT)
-    log.info("starting mlflow (uvicorn, in process) on http://%s:%d", settings.host, settings.mlflow_port)
+    log.info("starting mlflow (uvicorn, in process) on http://%s:%d, store %s", settings.host,
+             settings.mlflow_port, settings.store_label)
     # Our logging (configured at the entry point) for uvicorn's lines; no access line per request: the
     # UI's sync alone would print one every few seconds into honcho's output.
     uvicorn.run(APP, host=settings.host, port=settings.mlflow_port, workers=1, log_config=None,
@@ -181,12 +184,21 @@ def upgrade_store(db: Path, clock=time.time) -> Path | None:
     return backup
 
 
+def check_backend(settings: Settings) -> None:
+    """The configured store can be opened: the SQLite file is a database, or PostgreSQL answers."""
+    if settings.store_is_sqlite:
+        check_store(settings.mlflow_db)
+    else:
+        check_postgres(settings)
+
+
 def serve(settings: Settings, workers: int = 1, job_execution: bool = False) -> int:
     """Run the tracking server in the foreground until SIGTERM/SIGINT."""
     ensure_port_free(settings.host, settings.mlflow_port, "MLOPS_MLFLOW_PORT")
-    check_store(settings.mlflow_db)
-    # Before MLflow opens it: MLflow upgrades a store that lacks a table silently, and refuses others.
-    upgrade_store(settings.mlflow_db)
+    check_backend(settings)
+    if settings.store_is_sqlite:
+        # Before MLflow opens it: MLflow upgrades a store that lacks a table silently, and refuses others.
+        upgrade_store(settings.mlflow_db)
     settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
     if workers == 1 and not job_execution:
         os.chdir(settings.mlflow_dir)
