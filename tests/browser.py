@@ -125,12 +125,35 @@ def wait_script_done(page, timeout_ms: int = TIMEOUT_MS) -> None:
                    return !w || !/Stop|Running|Connecting/i.test(w.innerText); }""", timeout=timeout_ms)
 
 
+def _row_states(page, name: str) -> list[str | None]:
+    """aria-selected of every data row of the dataframe with ``key=name`` (its accessibility table)."""
+    return page.evaluate("""(sel) => Array.from(document.querySelectorAll(sel + ' tbody tr'))
+                                        .map(r => r.getAttribute('aria-selected'))""", key(name))
+
+
+def _settled_box(page, locator, timeout_s: float = 10.0) -> dict:
+    """The element's bounding box once it stopped moving (a scroll into view or a layout change above
+    it still under way would send a click computed from the box to another row, or the header)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    box = locator.bounding_box()
+    while time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+        again = locator.bounding_box()
+        if again == box:
+            return box
+        box = again
+    raise AssertionError(f"{locator} kept moving for {timeout_s} s")
+
+
 def tick_row(page, name: str, row: int, attempts: int = 3) -> None:
     """Click the selection checkbox of ``row`` (0 = first data row) of the dataframe with ``key=name``.
 
     The grid is drawn on a canvas: the checkbox is found by its position, and the click is checked on
     the grid's accessibility table (its row's aria-selected flips). A grid being redrawn after a rerun
-    can drop a click: it is then clicked again, at most ``attempts`` times.
+    can drop a click: it is then clicked again, at most ``attempts`` times, unless the first click did
+    land and the grid was only slow to show it. Any other row changing fails the call, naming the rows.
     """
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
@@ -139,18 +162,24 @@ def tick_row(page, name: str, row: int, attempts: int = 3) -> None:
     grid.scroll_into_view_if_needed()  # clicking a button further down scrolls the grid out of view
     selected_js = """([sel, row]) => { const r = document.querySelectorAll(sel + ' tbody tr')[row];
                                         return r ? r.getAttribute('aria-selected') : null; }"""
-    before = page.evaluate(selected_js, [key(name), row])
+    before = _row_states(page, name)
+    was = page.evaluate(selected_js, [key(name), row])  # None while the grid has not drawn its rows
     for _ in range(attempts):
-        box = grid.bounding_box()
+        box = _settled_box(page, grid)
         x, y = box["x"] + 16, box["y"] + DATAFRAME_ROW_PX * (row + 1.5)
         page.mouse.move(x, y, steps=3)  # as a hand does: the grid tracks the pointer to know the cell
         page.mouse.click(x, y)
         try:
-            page.wait_for_function(f"(arg) => ({selected_js})(arg) !== {before!r}".replace("None", "null"),
-                                   arg=[key(name), row], timeout=10_000)
+            changed = f"(arg) => ({selected_js})(arg) !== {was!r}".replace("None", "null")
+            page.wait_for_function(changed, arg=[key(name), row], timeout=10_000)
             break
         except PlaywrightTimeout:
-            continue
+            wait_script_done(page)
+            if page.evaluate(selected_js, [key(name), row]) != was:
+                break  # the click landed; the grid was slow to show it
     else:
         raise AssertionError(f"row {row} of {name} did not toggle after {attempts} clicks")
     wait_script_done(page)
+    after = _row_states(page, name)
+    others = [i for i, (was, now) in enumerate(zip(before, after, strict=False)) if was != now and i != row]
+    assert not others, f"ticking row {row} of {name} also toggled row(s) {others}: {before} -> {after}"
