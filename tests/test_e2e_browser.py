@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser import choose, key, metric_value, open_page, screenshot, selected, tick_row, wait_idle
 
@@ -64,7 +65,7 @@ def test_upload_train_register_predict_monitor_export(honcho_stack: dict[str, st
     page.locator(key("runs_action_run")).wait_for()
     assert run_id[:8] in selected(page, "runs_action_run")
     name = page.locator(key("runs_register_name")).locator("input")
-    assert name.input_value() == "co2_emissions_canada-csv-random_forest"
+    expect(name).to_have_value("co2_emissions_canada-csv-random_forest")  # once the tick's rerun drew it
     name.fill("e2e-co2")
     name.press("Enter")
     wait_idle(page)
