@@ -84,7 +84,7 @@ class RestoreResult:
 
 
 # -- backup -----------------------------------------------------------------------------------------
-def _sqlite_copy(source: Path, target: Path) -> None:
+def sqlite_copy(source: Path, target: Path) -> None:
     """A consistent copy of a live SQLite database (the online backup API, not a file copy)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)) as src, \
@@ -119,7 +119,7 @@ def _copy_tree(source: Path, target: Path, skip: set[str] = frozenset()) -> None
             src, dst = Path(root) / name, target / rel / name
             try:
                 if name.endswith(".db"):
-                    _sqlite_copy(src, dst)
+                    sqlite_copy(src, dst)
                 else:
                     shutil.copy2(src, dst)
             except FileNotFoundError:  # removed while we walked (a finished temp file)
@@ -233,7 +233,7 @@ def backup(settings: Settings, out: Path | None = None, *, clock=time.time) -> B
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".mlops-backup-", dir=path.parent) as tmp:
         staging = Path(tmp) / "content"
-        _sqlite_copy(db, staging / MLFLOW_DB)  # first: the point in time of the backup
+        sqlite_copy(db, staging / MLFLOW_DB)  # first: the point in time of the backup
         if settings.artifacts_dir.is_dir():
             _copy_tree(settings.artifacts_dir, staging / ARTIFACTS)
         how = _prometheus_snapshot(settings, staging)

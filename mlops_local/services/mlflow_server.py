@@ -21,6 +21,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mlops_local.backup import sqlite_copy
 from mlops_local.errors import StoreCorrupt, UserError
 from mlops_local.services.process import child_env, ensure_port_free, run_foreground
 from mlops_local.settings import Settings
@@ -165,9 +166,7 @@ def upgrade_store(db: Path, clock=time.time) -> Path | None:
                         f"one ({mlflow.__version__}): install that MLflow, or restore a backup made with it")
     stamp = datetime.fromtimestamp(clock(), UTC).strftime("%Y%m%dT%H%M%SZ")
     backup = db.with_name(f"{db.name}.before-upgrade-{current}-{stamp}")
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as src, \
-            contextlib.closing(sqlite3.connect(backup)) as dst:
-        src.backup(dst)
+    sqlite_copy(db, backup)
     import sqlalchemy
     from mlflow.store.db.utils import _upgrade_db
 
