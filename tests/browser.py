@@ -65,11 +65,18 @@ def key(name: str) -> str:
 
 
 def wait_idle(page, timeout_ms: int = TIMEOUT_MS) -> None:
-    """Wait until Streamlit is connected and no script run is in progress."""
+    """Wait until Streamlit is connected and no script run is in progress.
+
+    Reads the state Streamlit's app root carries for its own end-to-end tests
+    (``data-test-connection-state``, ``data-test-script-state``): the status widget's "Running" text
+    appears only after a delay, so a run that just started could pass for an idle page (a click sent
+    then can race the run's redraw)."""
     page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
     page.wait_for_function(
-        """() => { const w = document.querySelector('[data-testid="stStatusWidget"]');
-                   return !w || !/Running|Connecting/i.test(w.innerText); }""", timeout=timeout_ms)
+        """() => { const app = document.querySelector('[data-testid="stApp"]');
+                   return app && app.getAttribute('data-test-connection-state') === 'CONNECTED'
+                       && ['notRunning', 'compilationError'].includes(
+                              app.getAttribute('data-test-script-state')); }""", timeout=timeout_ms)
 
 
 def open_page(page, title: str) -> None:
@@ -118,11 +125,8 @@ DATAFRAME_ROW_PX = 35  # Streamlit's default dataframe row height (the header ro
 
 
 def wait_script_done(page, timeout_ms: int = TIMEOUT_MS) -> None:
-    """Wait until no script run is in progress: this Streamlit shows a "Stop" button, not "Running"."""
+    """Wait until no script run is in progress (see ``wait_idle``)."""
     wait_idle(page, timeout_ms)
-    page.wait_for_function(
-        """() => { const w = document.querySelector('[data-testid="stStatusWidget"]');
-                   return !w || !/Stop|Running|Connecting/i.test(w.innerText); }""", timeout=timeout_ms)
 
 
 def _row_states(page, name: str) -> list[str | None]:
