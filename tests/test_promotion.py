@@ -324,3 +324,37 @@ def test_verdict_runs_from_mlflow_are_counted_once(cli_env, capsys, client, good
     assert counter.counts() == {"promoted": 2, "forced": 0, "refused": 1}
     samples = {s.labels["result"]: s.value for f in counter.collect() for s in f.samples}
     assert samples == {"promoted": 2.0, "forced": 0.0, "refused": 1.0}
+
+
+def test_a_sweep_moves_the_alias_only_through_the_gate(cli_env, capsys, client, good, bad) -> None:
+    """`sweep --register --alias` is no way around the gate: a sweep whose best trial loses to the
+    champion registers its model, leaves the alias where it was and says so, with a verdict run."""
+    from mlops_local.ml.sweep import run_sweep
+    from mlops_local.ml.sweep_types import SweepSpec
+
+    name = "promo-sweep"
+    assert promote(capsys, good.run_id, "--name", name)[0] == 0
+    # Ridge regularised into near-constants (as `bad`): every trial scores about 0 against good's ~0.45.
+    spec = SweepSpec(DatasetSpec("diabetes"), "ridge", strategy="grid", experiment=EXPERIMENT, jobs=1,
+                     ranges={"alpha": "100000|300000"}, search=("alpha",), register=name, alias="champion")
+    result = run_sweep(spec, Settings.from_env(cli_env))
+
+    assert result.status == "FINISHED" and result.best is not None and result.best.score < 0.1
+    assert result.promotion == "refused" and not result.alias_set
+    assert champion_run(client, name) == good.run_id
+    versions = {v.run_id: v.version for v in client.search_model_versions(f"name = '{name}'")}
+    assert versions[result.best.run_id] == result.registered_version  # registered, without the alias
+    assert any("The gate refused: @champion stays on version 1" in w and f"{good.metrics['r2']:.4f}" in w
+               for w in result.warnings), result.warnings
+    verdict = verdict_runs(client, name)[-1]
+    assert verdict.data.params["result"] == "refused"
+    assert verdict.data.params["candidate_run_id"] == result.best.run_id
+
+    # The command line prints the registration without the alias, and the refusal among its warnings.
+    code = cli.main(["sweep", "--dataset", "diabetes", "--model", "ridge", "--strategy", "grid",
+                     "--param-range", "alpha=100000|300000", "--search", "alpha", "--jobs", "1",
+                     "--experiment", EXPERIMENT, "--register", name, "--alias", "champion"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "(alias champion)" not in out and "The gate refused" in out
+    assert champion_run(client, name) == good.run_id

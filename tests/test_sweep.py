@@ -113,6 +113,7 @@ def test_grid_sweep_tracks_children_best_trial_failures_and_registration(mlflow_
     assert len(mlflow.pyfunc.load_model(local).predict(data.X.head(5))) == 5
     version = client.get_model_version_by_alias("sweep-test-knn", "champion")
     assert version.run_id == best.info.run_id and result.registered_version == version.version
+    assert result.promotion == "promoted" and result.alias_set  # no champion yet: the gate lets it in
 
     # metrics: published as trials ended, and derived from MLflow alone (a sweep run by the CLI)
     assert metrics.trial_counts() == {"finished": 4, "failed": 2, "killed": 0}

@@ -72,7 +72,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT,
                         help=f"MLflow experiment (default {DEFAULT_EXPERIMENT})")
     parser.add_argument("--register", metavar="NAME", help="register the best model under this name")
-    parser.add_argument("--alias", metavar="ALIAS", help="alias for the registered version, e.g. champion")
+    parser.add_argument("--alias", metavar="ALIAS",
+                        help="alias to move to the registered version, e.g. champion, through the promotion "
+                             "gate: only when the best trial beats the version the alias points at (as "
+                             "`mlops-local promote`; the verdict is logged in the 'promotions' experiment)")
     parser.add_argument("--models", default="best", choices=MODEL_MODES,
                         help="which trials log their model, plots and dataset input: best (default: only "
                              "the best trial's, uploaded when the sweep ends), all (every trial's, like "
@@ -153,7 +156,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         rows += [("model uri", result.model_uri or "-")]
         if result.registered_version:
             rows.append(("registered", f"{spec.register} version {result.registered_version}"
-                                       + (f" (alias {spec.alias})" if spec.alias else "")))
+                                       + (f" (alias {spec.alias})" if result.alias_set else "")))
         rows += [("warning", w) for w in result.warnings]
         rows.append(("mlflow", tracking.run_url(settings, result.experiment_id, result.parent_run_id)))
         print("\n".join(f"{name:<13} {value}" for name, value in rows))

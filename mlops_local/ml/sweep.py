@@ -32,6 +32,7 @@ from mlflow.tracking import MlflowClient
 
 from mlops_local import tracking
 from mlops_local.errors import UserError
+from mlops_local.ml.promotion import decide, evaluate
 from mlops_local.ml.safeload import checksum_tags
 from mlops_local.ml.sweep_exec import open_executor
 from mlops_local.ml.sweep_plan import plan_sweep, worker_env
@@ -130,7 +131,7 @@ def _check_reachable_from_dask(uri: str, scheduler: str) -> None:
 def _finish(sweep: SweepRun, start: float) -> SweepResult:
     """Run the trials, draw the charts, log the best model, close the parent run."""
     spec, client, settings, plan = sweep.spec, sweep.client, sweep.settings, sweep.plan
-    model_uri = version = None
+    model_uri = version = promotion = None
     warnings: list[str] = []
     status, state, error = "FINISHED", "finished", None
     try:
@@ -144,7 +145,7 @@ def _finish(sweep: SweepRun, start: float) -> SweepResult:
                 render_artifacts(artifacts, sweep.outcomes, plan.score_metric, plan.higher_is_better,
                                  sweep.baseline)
                 if not sweep.cancel.is_set():
-                    model_uri, version = _best_model(sweep, warnings)
+                    model_uri, version, promotion = _best_model(sweep, warnings)
                     _best_dataset(sweep, warnings)
             except KeyboardInterrupt:
                 sweep.cancel.set()
@@ -173,16 +174,18 @@ def _finish(sweep: SweepRun, start: float) -> SweepResult:
         status=status, dataset=plan.dataset, model=spec.model, strategy=spec.strategy,
         score_metric=plan.score_metric, higher_is_better=plan.higher_is_better, total=plan.strategy.total,
         trials=sorted(sweep.outcomes, key=lambda o: o.number), best=sweep.best, model_uri=model_uri,
-        registered_version=version, url=tracking.run_url(settings, sweep.experiment_id, sweep.parent),
+        registered_version=version, promotion=promotion,
+        url=tracking.run_url(settings, sweep.experiment_id, sweep.parent),
         duration_s=time.perf_counter() - start, executor=sweep.executor.label, warnings=warnings,
         baseline=sweep.baseline)
 
 
-def _best_model(sweep: SweepRun, warnings: list[str]) -> tuple[str | None, str | None]:
-    """The best trial's model URI (models = best: uploaded now), registered when asked."""
+def _best_model(sweep: SweepRun, warnings: list[str]) -> tuple[str | None, str | None, str | None]:
+    """The best trial's model URI (models = best: uploaded now), its registered version when asked, and
+    what the promotion gate did with the alias (None without one)."""
     best, spec = sweep.best, sweep.spec
     if best is None or best.run_id is None or spec.models == "none":
-        return None, None
+        return None, None, None
     uri = f"runs:/{best.run_id}/{MODEL_ARTIFACT}"  # models = all: the trial logged it
     if spec.models == "best":
         try:
@@ -201,15 +204,23 @@ def _best_model(sweep: SweepRun, warnings: list[str]) -> tuple[str | None, str |
         except Exception as exc:  # the trials stand; say what is missing
             warnings.append(f"best model not logged: {type(exc).__name__}: {exc}")
             log.error("could not log the best model of sweep %s", sweep.parent, exc_info=True)
-            return None, None
+            return None, None, None
     if not spec.register:
-        return uri, None
+        return uri, None, None
+    promotion = None
     try:
-        version = register_model(sweep.client, best.run_id, spec.register, spec.alias)
+        if spec.alias:  # the alias moves through the promotion gate, as from `promote` and the Runs page
+            outcome = decide(sweep.client, sweep.settings,
+                             evaluate(sweep.client, best.run_id, spec.register, spec.alias))
+            if outcome.result == "refused":
+                warnings.append(f"{outcome.message()} Verdict: " + "; ".join(outcome.verdict.lines()))
+            version, promotion = outcome.registration, outcome.result
+        else:
+            version = register_model(sweep.client, best.run_id, spec.register)
     except (UserError, MlflowException) as exc:
         warnings.append(f"best model not registered as {spec.register!r}: {exc}")
-        return uri, None
-    return uri, str(version.version)
+        return uri, None, None
+    return uri, str(version.version), promotion
 
 
 def _best_dataset(sweep: SweepRun, warnings: list[str]) -> None:

@@ -143,6 +143,13 @@ class SweepResult:
     executor: str
     warnings: list[str] = field(default_factory=list)  # e.g. the best model could not be registered
     baseline: float | None = None  # the default hyperparameters' score (SweepSpec.baseline)
+    # what the promotion gate did with SweepSpec.alias: promoted | refused | unchanged (None: no alias)
+    promotion: str | None = None
+
+    @property
+    def alias_set(self) -> bool:
+        """Whether the alias asked for points at the registered version now."""
+        return self.promotion in ("promoted", "forced", "unchanged")
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready view (the CLI's --json output)."""
@@ -153,7 +160,8 @@ class SweepResult:
             "model": self.model, "strategy": self.strategy, "score_metric": self.score_metric,
             "goal": "maximize" if self.higher_is_better else "minimize", "planned": self.total,
             "counts": counts, "best": self.best.to_dict() if self.best else None,
-            "model_uri": self.model_uri, "registered_version": self.registered_version, "url": self.url,
+            "model_uri": self.model_uri, "registered_version": self.registered_version,
+            "promotion": self.promotion, "url": self.url,
             "duration_s": round(self.duration_s, 3), "executor": self.executor,
             "warnings": list(self.warnings), "baseline": self.baseline,
             "trials": [t.to_dict() for t in self.trials],

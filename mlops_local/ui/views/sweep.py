@@ -204,8 +204,9 @@ def _results(done: SweepJob) -> None:
                          width="stretch")
     links[1].page_link("views/runs.py", label="Compare trials on Runs", icon=":material/table_rows:")
     if result.model_uri:
+        alias = f" (@{done.spec.alias})" if result.alias_set else ""
         st.caption(f"Best model: `{result.model_uri}`" + (f", registered as {done.spec.register} version "
-                                                          f"{result.registered_version}"
+                                                          f"{result.registered_version}{alias}"
                                                           if result.registered_version else ""))
     table = pd.DataFrame([{"trial": t.number, "status": t.status, "score": t.score, **t.params,
                            "error": t.error or ""} for t in result.trials])
@@ -239,7 +240,10 @@ with data_col:
                               help="Every trial logs its params and metrics. The model, plots and dataset "
                                    "input go on the best trial's run only, on every trial's, or on none.")
         register = st.text_input("Register the best model as (optional)", key="sweep_register").strip()
-        alias = st.text_input("Alias (optional)", "champion", key="sweep_alias").strip()
+        alias = st.text_input("Alias (optional)", "champion", key="sweep_alias",
+                              help="Moved through the promotion gate: only when the best trial beats the "
+                                   "version the alias points at now (the verdict is a run of the "
+                                   "'promotions' experiment).").strip()
 with model_col:
     st.subheader("Model")
     names = list(CATALOG)
