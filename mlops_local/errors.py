@@ -65,10 +65,13 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 
 def _store_path(settings: object, text: str) -> str:
-    """The path a store error is about: the SQLite file when the message is SQLite's, else MLOPS_HOME."""
+    """What a store error is about: the database when the message names one (the SQLite file, or the
+    masked URI of MLOPS_BACKEND_STORE_URI), else MLOPS_HOME."""
     if settings is None:
         return "MLOPS_HOME"
-    return str(settings.mlflow_db if "database" in text else settings.home)
+    if "database" not in text:
+        return str(settings.home)
+    return str(settings.mlflow_db) if settings.store_is_sqlite else f"the database {settings.store_label}"
 
 
 def known_cause(exc: BaseException, settings: object = None) -> str | None:

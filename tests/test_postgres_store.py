@@ -129,3 +129,17 @@ def test_a_postgresql_store_masks_its_password_and_the_fallback_writes_into_it(p
 
 def mask(uri: str) -> str:
     return uri.replace(f":{SECRET}@", ":***@")
+
+
+def test_a_store_error_names_the_postgresql_store_masked_not_the_sqlite_file(tmp_path: Path) -> None:
+    from mlops_local.errors import known_cause
+
+    uri = "postgresql://mlflow:s3cret@127.0.0.1:5999/mlflow"
+    settings = Settings.from_env({"MLOPS_HOME": str(tmp_path), "MLOPS_BACKEND_STORE_URI": uri})
+    # psycopg's words when the database refuses a write (a read-only replica, a revoked grant)
+    exc = RuntimeError("(psycopg.errors.InsufficientPrivilege) permission denied for database mlflow")
+    line = known_cause(exc, settings)
+    assert line is not None and "postgresql://mlflow:***@127.0.0.1:5999/mlflow" in line, line
+    assert "mlflow.db" not in line and "s3cret" not in line
+    sqlite = Settings.from_env({"MLOPS_HOME": str(tmp_path)})
+    assert str(sqlite.mlflow_db) in known_cause(exc, sqlite)
