@@ -210,12 +210,13 @@ def no_stray_mlflow_store() -> Iterator[None]:
 
 
 def running_runs_left(root: Path) -> list[str]:
-    """Runs the product opened (they carry an owner) still RUNNING in any MLflow store under ``root``."""
+    """Runs the product opened (they carry an owner) still RUNNING in any MLflow store under ``root``
+    (SQLite files; the PostgreSQL cluster's databases are read as it stops, see tests/postgres.py)."""
     import contextlib
     import sqlite3
 
-    query = ("SELECT r.run_uuid, r.name, t.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
-             "AND t.key = 'mlops.owner.pid' WHERE r.status = 'RUNNING' AND r.lifecycle_stage = 'active'")
+    from tests.postgres import RUNNING_QUERY as query
+
     found = []
     for db in sorted(root.rglob("mlflow.db")):
         try:
@@ -231,7 +232,9 @@ def running_runs_left(root: Path) -> list[str]:
 def nothing_left_running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Once the whole session ends (servers stopped), no store of any test holds a RUNNING run."""
     yield
-    left = running_runs_left(tmp_path_factory.getbasetemp())
+    from tests.postgres import LEFT_RUNNING
+
+    left = running_runs_left(tmp_path_factory.getbasetemp()) + LEFT_RUNNING
     assert not left, "runs left RUNNING after the session:\n" + "\n".join(left)
 
 

@@ -32,6 +32,10 @@ STORES = ("sqlite", "postgresql")
 on_both_stores = pytest.mark.parametrize("mlflow_env", [None, "postgresql"], ids=STORES, indirect=True)
 USER = "mlops"  # the cluster's superuser (a database role, not a system account)
 RUN_AS = "nobody"  # the system account the server runs as when the tests run as root
+# Runs the product opened (they carry an owner) still RUNNING: (run id, name, owner pid). Same SQL on
+# SQLite and PostgreSQL; conftest's end-of-session check runs it on every store.
+RUNNING_QUERY = ("SELECT r.run_uuid, r.name, t.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                 "AND t.key = 'mlops.owner.pid' WHERE r.status = 'RUNNING' AND r.lifecycle_stage = 'active'")
 
 
 _COLLECTED = pytest.StashKey[dict[str, int]]()
@@ -134,6 +138,29 @@ class PostgresCluster:
     def uri(self, database: str) -> str:
         return f"postgresql://{USER}@127.0.0.1:{self.port}/{database}"
 
+    def psql(self, database: str, sql: str) -> list[list[str]]:
+        """Rows of ``sql`` in ``database`` (unaligned, tab-separated)."""
+        done = self._run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, "-d", database,
+                         "-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql, timeout=60)
+        return [line.split("\t") for line in done.stdout.splitlines() if line]
+
+    def running_runs(self, query: str) -> list[str]:
+        """``query``'s (run id, name, owner pid) rows in every store database of the cluster, described."""
+        found = []
+        databases = self.psql("postgres", "SELECT datname FROM pg_database WHERE datname LIKE 'mlflow%'")
+        for (database,) in databases:
+            try:
+                rows = self.psql(database, query)
+            except RuntimeError:
+                continue  # a database MLflow never initialised (no runs table)
+            found += [f"postgresql {database}: run {run_id} ({name}, owner pid {pid})"
+                      for run_id, name, pid in rows]
+        return found
+
+
+# What the cluster's databases held RUNNING when it stopped: conftest's end-of-session check reads it.
+LEFT_RUNNING: list[str] = []
+
 
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[PostgresCluster]:
@@ -151,6 +178,8 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
     try:
         cluster.init_and_start()
         yield cluster
+        # The stacks on it are stopped by now (they depend on this fixture): what is RUNNING stays so.
+        LEFT_RUNNING.extend(cluster.running_runs(RUNNING_QUERY))
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
