@@ -13,7 +13,7 @@ import pytest
 from mlops_local import tracking
 from mlops_local.ml.types import TrainResult
 from mlops_local.settings import Settings
-from tests.services import Service, apply_stack_env, stack_env, start_service, wait_for
+from tests.services import Service, apply_stack_env, serve_metrics, stack_env, start_service, wait_for
 
 # Browser fixtures (chromium, browser_page) for every test module; lanes marks tests by the services they use.
 pytest_plugins = ["tests.browser", "tests.lanes", "tests.serving_stack", "tests.postgres"]
@@ -135,12 +135,11 @@ def prometheus_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prome
     from mlops_local.metrics.exporter import ModelMetricsExporter
     from mlops_local.metrics.promapi import PrometheusClient
     from mlops_local.metrics.registry import build_registry
-    from mlops_local.metrics.server import start_metrics_server
-
     home = tmp_path_factory.mktemp("prometheus-home")
     env = stack_env(home)
-    settings = Settings.from_env(env)
     registry = build_registry()
+    server = serve_metrics(registry, env)
+    settings = Settings.from_env(env)
     exporter = ModelMetricsExporter(registry, settings)
     first = [_training("mlops-local", "co2_canada", "random_forest", 0.91, 1.5, 1),
              _training("mlops-local", "co2_canada", "ridge", 0.83, 0.2, 2),
@@ -148,7 +147,6 @@ def prometheus_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prome
              _training("team-a", "diabetes", "gradient_boosting", 0.42, 0.9, 4)]
     for result in first:
         exporter.observe(result)
-    server = start_metrics_server(registry, settings.host, settings.metrics_port)
     prom = start_service("prometheus", env, home / "logs")
     client = PrometheusClient.from_settings(settings)
     since = time.time() - 1

@@ -27,6 +27,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def serve_metrics(registry, env: dict[str, str]):  # CollectorRegistry -> MetricsServer
+    """/metrics for ``registry`` in this process on a port the OS picks at bind time (port 0: nothing can
+    take it between a pick and the bind, as with ``free_port``); ``env``'s MLOPS_METRICS_PORT becomes
+    that port, so a Prometheus started from ``env`` afterwards scrapes it."""
+    from mlops_local.metrics.server import start_metrics_server
+
+    server = start_metrics_server(registry, env.get("MLOPS_HOST", "127.0.0.1"), 0)
+    env["MLOPS_METRICS_PORT"] = str(server.port)
+    return server
+
+
 def apply_stack_env(monkeypatch, env: Mapping[str, str]) -> None:  # pytest.MonkeyPatch
     """Point this process at ``env`` (its MLOPS_/MLFLOW_ variables) and make the settings re-read it."""
     from mlops_local.settings import get_settings

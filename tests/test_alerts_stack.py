@@ -23,7 +23,15 @@ from mlops_local.services import alertmanager
 from mlops_local.settings import Settings
 from mlops_local.ui.common import service_statuses
 from tests.apptest import APP
-from tests.services import Service, apply_stack_env, free_port, stack_env, start_service, wait_for
+from tests.services import (
+    Service,
+    apply_stack_env,
+    free_port,
+    serve_metrics,
+    stack_env,
+    start_service,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -58,17 +66,16 @@ def _regressions(client: PrometheusClient, experiment: str, state: str = "firing
 def alert_stack(mlflow_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlertStack]:
     from mlops_local.metrics.exporter import ModelMetricsExporter
     from mlops_local.metrics.registry import build_registry
-    from mlops_local.metrics.server import start_metrics_server
 
     home = tmp_path_factory.mktemp("alerts-home")
     env = stack_env(home, MLOPS_ALERT_FOR_SCALE=FOR_SCALE)
     env["MLFLOW_TRACKING_URI"] = mlflow_env["MLFLOW_TRACKING_URI"]
-    settings = Settings.from_env(env)
     experiment = f"alerts-{uuid.uuid4().hex[:8]}"
     registry = build_registry()
+    server = serve_metrics(registry, env)
+    settings = Settings.from_env(env)
     # The exporter as the UI process runs it: syncing from the real MLflow (this experiment only).
     exporter = ModelMetricsExporter(registry, settings, experiments=[experiment])
-    server = start_metrics_server(registry, settings.host, settings.metrics_port)
     services: list[Service] = []
     try:
         manager = None

@@ -20,10 +20,10 @@ from prometheus_client.core import GaugeMetricFamily
 
 from mlops_local.metrics.export import export_csv
 from mlops_local.metrics.promapi import PrometheusClient
-from mlops_local.metrics.server import MetricsServer, start_metrics_server
+from mlops_local.metrics.server import MetricsServer
 from mlops_local.services.prometheus import LOOKBACK_INTERVALS
 from mlops_local.settings import Settings
-from tests.services import Service, process_tree, stack_env, start_service, wait_for
+from tests.services import Service, process_tree, serve_metrics, stack_env, start_service, wait_for
 
 # Label values that open as a formula in a spreadsheet (OWASP CSV injection), one per leading character.
 HOSTILE = ("=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(A1)", "\tcmd", "\rcmd")
@@ -56,10 +56,10 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("prometheus-safety")
     env = stack_env(home)
-    settings = Settings.from_env(env)
     registry = CollectorRegistry()
     registry.register(HostileSeries())
-    server: MetricsServer = start_metrics_server(registry, settings.host, settings.metrics_port)
+    server: MetricsServer = serve_metrics(registry, env)
+    settings = Settings.from_env(env)
     since = time.time() - 1
     prometheus = start_service("prometheus", env, home / "logs")
     client = PrometheusClient.from_settings(settings)
