@@ -62,6 +62,26 @@ def test_mlflow_server_is_tuned_for_a_desktop(tmp_path: Path) -> None:
         service.stop()
 
 
+@pytest.mark.parametrize("name", ["prometheus", "alertmanager"])
+def test_serve_becomes_the_binary_with_no_wrapper_left_waiting(name: str, tmp_path: Path) -> None:
+    if name == "alertmanager" and shutil.which("prometheus-alertmanager") is None \
+            and shutil.which("alertmanager") is None:
+        pytest.skip("Alertmanager is not installed")
+    env = stack_env(tmp_path / "home")
+    service = start_service(name, env, tmp_path / "logs")
+    try:
+        from tests.services import alive, process_tree
+
+        # The PID honcho started runs the binary itself (exec): no Python wrapper waiting on a child.
+        assert alive(process_tree(service.proc.pid)) == {service.proc.pid}
+        exe = Path(f"/proc/{service.proc.pid}/exe").resolve().name
+        assert name in exe and "python" not in exe, exe
+    finally:
+        leftovers = service.stop()
+    assert service.proc.returncode == 0, service.log()[-2000:]  # SIGTERM is the binary's clean shutdown
+    assert not leftovers
+
+
 def test_prometheus_web_ui_works_not_only_the_api(tmp_path: Path) -> None:
     env = stack_env(tmp_path / "home")
     service = start_service("prometheus", env, tmp_path / "logs")

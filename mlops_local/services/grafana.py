@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mlops_local.errors import UserError
 from mlops_local.grafana import DASHBOARD_FILE, DASHBOARDS_DIR, DATASOURCE_UID
-from mlops_local.services.process import child_env, ensure_port_free, run_foreground
+from mlops_local.services.process import child_env, ensure_port_free, exec_service
 from mlops_local.settings import Settings, setting
 
 log = logging.getLogger(__name__)
@@ -226,10 +226,10 @@ def wait_idle(message: str = "") -> int:
 
 
 def serve(settings: Settings, install: GrafanaInstall | None = None) -> int:
-    """Run Grafana when found; otherwise say once how to install it and stay up idle."""
+    """Become Grafana (exec) when found; otherwise say once how to install it and stay up idle."""
     install = install or find_grafana()
     if install is None:
         return wait_idle(INSTALL_HINT.format(port=settings.grafana_port))
     ensure_port_free(settings.host, settings.grafana_port, "MLOPS_GRAFANA_PORT")
     config = render_ini(settings)
-    return run_foreground(install.command(config), "grafana", child_env(), cwd=str(install.homepath))
+    exec_service(install.command(config), "grafana", child_env(), cwd=str(install.homepath))
