@@ -27,7 +27,7 @@ from tests.services import (
 )
 
 
-def _wait_all(urls: list[str], timeout: float = 120.0) -> None:
+def _wait_all(urls: list[str], timeout: float = 300.0) -> None:  # loaded: a default server took > 120 s
     pending, deadline = list(urls), time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
         try:
@@ -42,17 +42,34 @@ def _wait_all(urls: list[str], timeout: float = 120.0) -> None:
         raise TimeoutError(f"not healthy: {pending}")
 
 
-def tree_memory_mb(pid: int) -> tuple[float, float, int]:
-    """(RSS sum, PSS sum, process count) of a process tree, in MB."""
+def label(pid: int) -> str:
+    """What a process of the stack is: `serve X`, a binary's name, honcho, sh."""
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    if "serve" in argv:
+        return "serve " + argv[argv.index("serve") + 1]
+    if any("honcho" in a for a in argv[:2]):
+        return "honcho"
+    if "-c" in argv and "sigwait" in argv[-2]:
+        return "idle placeholder"
+    return Path(argv[0]).name
+
+
+def tree_memory_mb(pid: int, by_label: dict[str, float] | None = None) -> tuple[float, float, int]:
+    """(RSS sum, PSS sum, process count) of a process tree, in MB; PSS per label added to ``by_label``."""
     rss = pss = 0
     pids = alive(process_tree(pid))
     for p in pids:
         try:
+            own = 0
             for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Rss:"):
                     rss += int(line.split()[1])
                 elif line.startswith("Pss:"):
-                    pss += int(line.split()[1])
+                    own = int(line.split()[1])
+            pss += own
+            if by_label is not None:
+                name = label(p)
+                by_label[name] = by_label.get(name, 0.0) + own / 1024
         except OSError:
             continue
     return rss / 1024, pss / 1024, len(pids)
@@ -67,10 +84,12 @@ def measure_stack(idle: float) -> dict[str, float]:
             _wait_all(list(required_health_urls(env).values()))
             ready = time.monotonic() - t0
             time.sleep(idle)
-            rss, pss, n = tree_memory_mb(stack.proc.pid)
+            by_label: dict[str, float] = {}
+            rss, pss, n = tree_memory_mb(stack.proc.pid, by_label)
         finally:
             stack.stop()
-    return {"ready_s": ready, "rss_mb": rss, "pss_mb": pss, "procs": n}
+    return {"ready_s": ready, "rss_mb": rss, "pss_mb": pss, "procs": n,
+            **{f"PSS {name}": mb for name, mb in by_label.items()}}
 
 
 def measure_default_mlflow(idle: float) -> dict[str, float]:
@@ -104,9 +123,13 @@ def main() -> None:
         results["default mlflow server"].append(measure_default_mlflow(args.idle))
     print(f"{'':24} {'ready s':>8} {'RSS MB':>8} {'PSS MB':>8} {'procs':>6}   (median of {args.rounds})")
     for name, rows in results.items():
-        med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+        med = {k: statistics.median(r.get(k, 0.0) for r in rows) for k in rows[0]}
         print(f"{name:24} {med['ready_s']:8.1f} {med['rss_mb']:8.0f} {med['pss_mb']:8.0f} "
               f"{med['procs']:6.0f}")
+    print("\nmlops-local stack, idle PSS MB by process (all processes of a kind, median):")
+    stack_rows = results["mlops-local stack"]
+    for key in sorted({k for r in stack_rows for k in r if k.startswith("PSS ")}):
+        print(f"  {key[4:]:22} {statistics.median(r.get(key, 0.0) for r in stack_rows):8.1f}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from mlops_local.errors import UserError
 from mlops_local.grafana import DASHBOARD_FILE, DASHBOARD_UID, DATASOURCE_UID
 from mlops_local.services import grafana
 from mlops_local.settings import Settings
-from tests.services import MLOPS, stack_env, start_service
+from tests.services import MLOPS, stack_env, start_service, wait_for
 
 
 def _ini(path: Path) -> configparser.ConfigParser:
@@ -185,6 +185,9 @@ def test_serve_grafana_without_grafana_prints_the_hint_once_and_idles_until_sigt
         first = proc.stdout.readline()  # blocks until the hint starts (or the process dies)
         assert "Grafana is not installed" in first
         assert proc.poll() is None, "serve grafana must stay up when Grafana is missing"
+        # It waits as a bare interpreter (exec), not as the wrapper with its imports (issue 13, section 5).
+        cmdline = Path(f"/proc/{proc.pid}/cmdline")
+        wait_for(lambda: b"mlops_local" not in cmdline.read_bytes(), "the exec of the idle placeholder", 30)
     finally:
         proc.send_signal(signal.SIGTERM)
         rest = proc.stdout.read()  # not communicate(): it would skip what readline() buffered

@@ -1,9 +1,11 @@
-"""A stop at any point of `run_foreground`'s start-up leaves no orphan (issue 11, section 4).
+"""A stop at any point of a service's start-up leaves no orphan and is never lost (issue 11, section 4):
+`run_foreground` (a child it waits on) and `exec_service` (the program in place of the wrapper).
 
 The stops are real SIGTERMs. A driver process, made a child subreaper, runs the wrapper (as `serve`
-runs it) and fires the signal: from inside the wrapper at each line of run_foreground's start-up, and
+runs it) and fires the signal: from inside the wrapper at each line of the function's start-up, and
 from outside at delays spread over the whole start-up, while busy loops load every core. Whatever
-the wrapper leaves behind is re-parented to the driver, which finds it by PID.
+the wrapper leaves behind is re-parented to the driver, which finds it by PID; a stop that was lost
+leaves `sleep 60` running, which the driver sees as a hang.
 """
 
 from __future__ import annotations
@@ -21,16 +23,17 @@ from tests.services import ROOT
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl and /proc are Linux")
 
 RUNS = 50
-LINE_SHOTS = 20  # the first runs: SIGTERM at the k-th line of run_foreground (then at its wait)
+LINE_SHOTS = 20  # the first runs: SIGTERM at the k-th line of the function (then at its wait or exec)
 
 WRAPPER = r"""
 import os, signal, sys
 from mlops_local.services import process
 
-shot = int(sys.argv[1])  # -1: the driver fires from outside
-code = process.run_foreground.__code__
+shot, how = int(sys.argv[1]), sys.argv[2]  # shot -1: the driver fires from outside
+code = getattr(process, how).__code__
+last = "os.execvpe(" if how == "exec_service" else "proc.wait("
 wait_line = next(i for i, line in enumerate(open(code.co_filename), 1)
-                 if i > code.co_firstlineno and "proc.wait(" in line)
+                 if i > code.co_firstlineno and last in line)
 seen = [0]
 
 def trace(frame, event, arg):
@@ -50,6 +53,8 @@ def trace(frame, event, arg):
 if shot >= 0:
     sys.settrace(trace)
 print("ready", flush=True)
+if how == "exec_service":
+    process.exec_service(["sleep", "60"], "sleeper", os.environ)
 process.run_foreground(["sleep", "60"], "sleeper")
 """
 
@@ -59,7 +64,7 @@ from tests.services import alive, process_tree
 
 libc = ctypes.CDLL(None, use_errno=True)
 assert libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER: orphans come to us
-runs, line_shots, wrapper = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+runs, line_shots, wrapper, how = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 me = os.getpid()
 
 
@@ -79,13 +84,22 @@ def descendants():
 
 
 def start(shot):
-    return subprocess.Popen([sys.executable, "-c", wrapper, str(shot)], stdout=subprocess.PIPE)
+    return subprocess.Popen([sys.executable, "-c", wrapper, str(shot), how], stdout=subprocess.PIPE)
 
 
-# How long start-up takes under this load: from launch until the wrapper has its child.
+def started(pid):  # the wrapper has its child, or has become it
+    if alive(process_tree(pid) - {pid}):
+        return True
+    try:
+        return open(f"/proc/{pid}/cmdline", "rb").read().startswith(b"sleep")
+    except OSError:
+        return False
+
+
+# How long start-up takes under this load: from launch until the program runs.
 t0 = time.monotonic()
 calib = start(-1)
-while not alive(process_tree(calib.pid) - {calib.pid}):
+while not started(calib.pid):
     time.sleep(0.001)
 startup = time.monotonic() - t0
 calib.send_signal(signal.SIGTERM)
@@ -131,11 +145,12 @@ def cpu_load() -> Iterator[list[int]]:
             p.wait()
 
 
-def test_sigterm_at_every_point_of_start_up_leaves_no_orphan(cpu_load: list[int]) -> None:
+@pytest.mark.parametrize("how", ["run_foreground", "exec_service"])
+def test_sigterm_at_every_point_of_start_up_leaves_no_orphan(cpu_load: list[int], how: str) -> None:
     assert len(cpu_load) >= 1
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", DRIVER, str(RUNS), str(LINE_SHOTS), WRAPPER], cwd=str(ROOT),
-                         env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run([sys.executable, "-c", DRIVER, str(RUNS), str(LINE_SHOTS), WRAPPER, how],
+                         cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["runs"] == RUNS

@@ -62,6 +62,68 @@ def test_mlflow_server_is_tuned_for_a_desktop(tmp_path: Path) -> None:
         service.stop()
 
 
+def test_mlflow_in_process_sets_the_environment_mlflow_server_hands_its_workers(tmp_path: Path) -> None:
+    """The names are MLflow's private ones, spelled out because importing mlflow.server.constants would
+    build MLflow's Flask app before they are set (and without its security middleware)."""
+    from mlflow.server import constants
+
+    from mlops_local.services import mlflow_server
+
+    env = mlflow_server.app_environment(Settings(home=tmp_path))
+    for name in ("BACKEND_STORE_URI", "REGISTRY_STORE_URI", "ARTIFACT_ROOT", "SERVE_ARTIFACTS",
+                 "ARTIFACTS_DESTINATION"):
+        assert getattr(constants, f"{name}_ENV_VAR") in env, name
+
+
+def test_mlflow_refuses_a_foreign_host_and_a_cross_origin_write(tmp_path: Path) -> None:
+    """MLflow's security middleware, as `mlflow server` has it by default: a page served elsewhere
+    (DNS rebinding, another origin) gets nothing from the tracking server; loopback callers do."""
+    import http.client
+
+    env = stack_env(tmp_path / "home")
+    service = start_service("mlflow", env, tmp_path / "logs")
+    port = int(env["MLOPS_MLFLOW_PORT"])
+    search = "/api/2.0/mlflow/experiments/search?max_results=1"
+
+    def status(method: str, path: str, headers: dict[str, str]) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            body = "{}" if method == "POST" else None
+            conn.request(method, path, body=body, headers={"Content-Type": "application/json", **headers})
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    try:
+        assert status("GET", search, {"Host": f"127.0.0.1:{port}"}) == 200
+        assert status("GET", search, {"Host": f"localhost:{port}"}) == 200
+        assert status("GET", search, {"Host": "attacker.example.com"}) == 403
+        create = "/api/2.0/mlflow/experiments/create"
+        assert status("POST", create, {"Origin": "http://attacker.example.com"}) == 403
+    finally:
+        service.stop()
+
+
+@pytest.mark.parametrize("name", ["prometheus", "alertmanager"])
+def test_serve_becomes_the_binary_with_no_wrapper_left_waiting(name: str, tmp_path: Path) -> None:
+    if name == "alertmanager" and shutil.which("prometheus-alertmanager") is None \
+            and shutil.which("alertmanager") is None:
+        pytest.skip("Alertmanager is not installed")
+    env = stack_env(tmp_path / "home")
+    service = start_service(name, env, tmp_path / "logs")
+    try:
+        from tests.services import alive, process_tree
+
+        # The PID honcho started runs the binary itself (exec): no Python wrapper waiting on a child.
+        assert alive(process_tree(service.proc.pid)) == {service.proc.pid}
+        exe = Path(f"/proc/{service.proc.pid}/exe").resolve().name
+        assert name in exe and "python" not in exe, exe
+    finally:
+        leftovers = service.stop()
+    assert service.proc.returncode == 0, service.log()[-2000:]  # SIGTERM is the binary's clean shutdown
+    assert not leftovers
+
+
 def test_prometheus_web_ui_works_not_only_the_api(tmp_path: Path) -> None:
     env = stack_env(tmp_path / "home")
     service = start_service("prometheus", env, tmp_path / "logs")

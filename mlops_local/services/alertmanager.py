@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from mlops_local.errors import PortInUse
-from mlops_local.services.process import child_env, ensure_port_free, run_foreground
+from mlops_local.services.process import child_env, ensure_port_free, exec_service
 from mlops_local.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def command(settings: Settings, binary: Path) -> list[str]:
 
 
 def serve(settings: Settings, binary: Path | None = None) -> int:
-    """Run Alertmanager when installed; otherwise say once how to install it and stay up idle."""
+    """Become Alertmanager (exec) when installed; otherwise say once how to install it and stay up idle."""
     from mlops_local.services.grafana import wait_idle
 
     binary = binary or find_binary()
@@ -91,5 +91,4 @@ def serve(settings: Settings, binary: Path | None = None) -> int:
     except PortInUse as exc:
         return wait_idle(PORT_TAKEN.format(error=exc))
     (settings.alertmanager_dir / "data").mkdir(parents=True, exist_ok=True)
-    return run_foreground(command(settings, binary), "alertmanager", child_env(),
-                          cwd=str(settings.alertmanager_dir))
+    exec_service(command(settings, binary), "alertmanager", child_env(), cwd=str(settings.alertmanager_dir))

@@ -9,13 +9,14 @@ import re
 import secrets
 import shutil
 import signal
-import threading
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from mlops_local.errors import UserError
 from mlops_local.grafana import DASHBOARD_FILE, DASHBOARDS_DIR, DATASOURCE_UID
-from mlops_local.services.process import child_env, ensure_port_free, run_foreground
+from mlops_local.services.process import child_env, ensure_port_free, exec_service
 from mlops_local.settings import Settings, setting
 
 log = logging.getLogger(__name__)
@@ -206,30 +207,33 @@ def render_ini(settings: Settings) -> Path:
     return path
 
 
-def wait_idle(message: str = "") -> int:
-    """Print ``message``, then block until SIGTERM/SIGINT (a missing optional Grafana must not stop honcho).
+# What a missing optional service's placeholder runs once it has said so: a bare interpreter (4 MB PSS, not
+# the 10 MB of this one with its imports) that waits for the stop and exits 0.
+IDLE_PROGRAM = "import signal, sys; signal.sigwait({signal.SIGTERM, signal.SIGINT}); sys.exit(0)"
 
-    The handlers are in place before the message appears, so a stop sent as soon as it is read is a
-    clean exit 0, not a kill.
+
+def wait_idle(message: str = "") -> NoReturn:
+    """Print ``message``, then wait for SIGTERM/SIGINT and exit 0 (a missing optional Grafana must not stop
+    honcho), as a bare interpreter in place of this process.
+
+    The two signals are blocked before the message appears and stay blocked through the exec (the mask
+    is inherited) until sigwait takes them: a stop sent as soon as the message is read is a clean exit 0,
+    not a kill.
     """
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        if message:
-            print(message, flush=True)
-        while not stop.wait(3600):
-            pass
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    if message:
+        print(message, flush=True)
+    for handler in logging.getLogger().handlers:  # exec drops whatever is still buffered
+        handler.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", IDLE_PROGRAM])
 
 
 def serve(settings: Settings, install: GrafanaInstall | None = None) -> int:
-    """Run Grafana when found; otherwise say once how to install it and stay up idle."""
+    """Become Grafana (exec) when found; otherwise say once how to install it and stay up idle."""
     install = install or find_grafana()
     if install is None:
         return wait_idle(INSTALL_HINT.format(port=settings.grafana_port))
     ensure_port_free(settings.host, settings.grafana_port, "MLOPS_GRAFANA_PORT")
     config = render_ini(settings)
-    return run_foreground(install.command(config), "grafana", child_env(), cwd=str(install.homepath))
+    exec_service(install.command(config), "grafana", child_env(), cwd=str(install.homepath))

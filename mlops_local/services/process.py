@@ -1,4 +1,5 @@
-"""Run a child process in the foreground: output passed through, signals forwarded, no orphans."""
+"""Run a service's program in the foreground: in place of this process (`exec_service`), or as a child
+with output passed through, signals forwarded and no orphans (`run_foreground`)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from typing import NoReturn
 
-from mlops_local.errors import PortInUse
+from mlops_local.errors import PortInUse, UserError
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,36 @@ def run_foreground(
         return 0
     log.info("%s exited with code %s", name, code)
     return code
+
+
+# Dispositions Python changes at start-up that a program we exec must not inherit (subprocess restores the
+# same ones for its children): a Go server with SIGPIPE ignored would not die on a closed stdout.
+RESTORED_SIGNALS = ("SIGPIPE", "SIGXFZ", "SIGXFSZ")
+
+
+def exec_service(cmd: Sequence[str], name: str, env: Mapping[str, str], cwd: str | None = None) -> NoReturn:
+    """Replace this process with ``cmd`` once our set-up is done: no wrapper left waiting on its child.
+
+    The program keeps our PID and process group, so honcho's SIGTERM (and its SIGKILL after a grace
+    period) reach it directly, as do a test's or a user's signals to the PID. There is no child, so a
+    stop at any point of start-up cannot orphan one: SIGTERM and SIGINT go back to their default action
+    first (a stop from then on ends this process at once), and one that came before was raised as an
+    exception before we get here.
+    """
+    for sig in (signal.SIGTERM, signal.SIGINT, *(getattr(signal, n) for n in RESTORED_SIGNALS
+                                                  if hasattr(signal, n))):
+        signal.signal(sig, signal.SIG_DFL)
+    log.info("starting %s: %s", name, " ".join(cmd))
+    for handler in logging.getLogger().handlers:  # exec drops whatever is still buffered
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        os.execvpe(cmd[0], list(cmd), dict(env))
+    except OSError as exc:
+        raise UserError(f"cannot run {name} ({cmd[0]}): {exc.strerror}") from None
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -20,7 +20,7 @@ from mlops_local.alerts import render
 from mlops_local.alerts.render import duration  # also the scrape interval and lookback
 from mlops_local.errors import UserError
 from mlops_local.services import alertmanager as alertmanager_service
-from mlops_local.services.process import child_env, ensure_port_free, run_foreground
+from mlops_local.services.process import child_env, ensure_port_free, exec_service
 from mlops_local.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -266,9 +266,8 @@ def command(settings: Settings, binary: Path) -> list[str]:
 
 
 def serve(settings: Settings) -> int:
-    """Run Prometheus in the foreground until SIGTERM/SIGINT."""
+    """Check the port and the binary, then become Prometheus (exec): it runs until SIGTERM/SIGINT."""
     ensure_port_free(settings.host, settings.prometheus_port, "MLOPS_PROMETHEUS_PORT")
     binary = ensure_binary(settings, allow_download=False, allow_apt=False)
     (settings.prometheus_dir / "data").mkdir(parents=True, exist_ok=True)
-    return run_foreground(command(settings, binary), "prometheus", child_env(),
-                          cwd=str(settings.prometheus_dir))
+    exec_service(command(settings, binary), "prometheus", child_env(), cwd=str(settings.prometheus_dir))
