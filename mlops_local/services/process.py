@@ -96,7 +96,7 @@ def run_foreground(
 
 # Dispositions Python changes at start-up that a program we exec must not inherit (subprocess restores the
 # same ones for its children): a Go server with SIGPIPE ignored would not die on a closed stdout.
-RESTORED_SIGNALS = ("SIGPIPE", "SIGXFZ", "SIGXFSZ")
+RESTORED_SIGNALS = ("SIGPIPE", "SIGXFSZ")
 
 
 def exec_service(cmd: Sequence[str], name: str, env: Mapping[str, str], cwd: str | None = None) -> NoReturn:
