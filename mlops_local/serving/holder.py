@@ -119,9 +119,10 @@ def reference_profile(client: MlflowClient, run_id: str) -> Reference | None:
 def load_version(client: MlflowClient, name: str, alias: str, version: str) -> LoadedModel:
     """Download and load ``models:/name/version`` through the project's safe loader only."""
     from mlops_local.ml.predict import load_model
+    from mlops_local.serving.fastpredict import for_serving
 
     run_id = client.get_model_version(name, version).run_id or ""
-    model = load_model(f"models:/{name}/{version}", client)  # skops, trusted types, checksum
+    model = for_serving(load_model(f"models:/{name}/{version}", client))  # skops, trusted types, checksum
     buckets, source = target_buckets(client, run_id) if run_id else (prediction_buckets(None), "defaults")
     reference = reference_profile(client, run_id) if run_id else None
     return LoadedModel(name=name, alias=alias, version=version, run_id=run_id, loaded_at=time.time(),
