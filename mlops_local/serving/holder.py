@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlops_local.errors import UserError
 from mlops_local.ml.profile import PROFILE_ARTIFACT, PROFILE_FILE, ProfileError, Reference, read_profile
 from mlops_local.ml.safeload import ModelRefused
+from mlops_local.serving import memory
 from mlops_local.serving.drift import MAX_EXPORTED_FEATURES, DriftWindow
 from mlops_local.serving.metrics import ServingMetrics, prediction_buckets
 from mlops_local.uris import mask_credentials
@@ -188,6 +189,8 @@ class ModelHolder:
         was = f"version {current.version}" if current else "no model"
         log.info("serving %s@%s version %s (run %s, was %s; prediction buckets: %s)", name, self.alias,
                  version, loaded.run_id, was, loaded.buckets_source)
+        del current
+        memory.release()  # what loading used beyond the model (and the old version once its requests end)
         return True
 
     def check_now(self) -> bool:
