@@ -5,7 +5,9 @@ client: a bounded load generator (``--connections`` keep-alive connections in th
 one-row ``dataframe_split`` requests for ``--seconds``). Three servers take turns for ``--rounds``
 rounds; medians over rounds: ours as shipped (metrics and drift on), ours with metrics and drift off
 (the same app with a metrics object that records nothing and no drift window: what they cost), and
-`mlflow models serve`. Idle PSS of each server's process tree is read after the warm-up; the machine's
+`mlflow models serve`. Each server's CPU time per request (its process tree's user + system time over
+the round / requests answered) is printed too: other work on the machine moves it far less than requests/s.
+Idle PSS of each server's process tree is read after the warm-up; the machine's
 load (`uptime`) is printed before and after, since other work on the machine moves every figure.
 Run: .venv/bin/python -m benchmarks.bench_serving [--trees 100] [--seconds 60] [--connections 4] [--rounds 2]
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -24,7 +27,15 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_startup import tree_memory_mb
-from tests.services import ROOT, Service, free_port, stack_env, start_service, wait_until_responds
+from tests.services import (
+    ROOT,
+    Service,
+    free_port,
+    process_tree,
+    stack_env,
+    start_service,
+    wait_until_responds,
+)
 
 OURS, BARE, THEIRS = "serve model", "serve model, metrics+drift off", "mlflow models serve"
 
@@ -73,6 +84,28 @@ def load(port: int, body: bytes, seconds: float, connections: int) -> dict[str, 
     q = statistics.quantiles(every, n=100)
     return {"rps": len(every) / elapsed, "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000,
             "requests": len(every), "failures": sum(failures)}
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by ``pid`` and its descendants (from /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def measured(port: int, pid: int, body: bytes, seconds: float, connections: int) -> dict[str, float]:
+    """:func:`load` plus the server's CPU milliseconds per request (other load on the machine barely
+    moves it, unlike requests/s: a saturated server's requests/s is about its cores / this)."""
+    before = tree_cpu_seconds(pid)
+    result = load(port, body, seconds, connections)
+    result["cpu_ms"] = (tree_cpu_seconds(pid) - before) * 1000 / max(result["requests"], 1)
+    return result
 
 
 def serve_bare(port: int) -> int:
@@ -196,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             results: dict[str, list[dict[str, float]]] = {name: [] for name in ports}
             for _ in range(args.rounds):
                 for name, p in ports.items():
-                    results[name].append(load(p, body, args.seconds, args.connections))
+                    results[name].append(measured(p, pids[name], body, args.seconds, args.connections))
         finally:
             for service in reversed(started):
                 service.stop()
@@ -208,12 +241,15 @@ def main(argv: list[str] | None = None) -> int:
                for name, rows in results.items()}
     for name, m in medians.items():
         print(f"  {name:32s} {m['rps']:8.1f} req/s  p50 {m['p50_ms']:6.2f} ms  p99 {m['p99_ms']:6.2f} ms  "
+              f"CPU {m['cpu_ms']:6.2f} ms/request  "
               f"failures {int(sum(r['failures'] for r in results[name]))}  idle PSS {idle_pss[name]:6.1f} MB")
     ours_m, bare_m, theirs_m = medians[OURS], medians[BARE], medians[THEIRS]
     print(f"  serve model vs mlflow models serve: {ours_m['rps'] / theirs_m['rps']:.2f}x requests/s, "
-          f"p99 {ours_m['p99_ms'] / theirs_m['p99_ms']:.2f}x")
+          f"p99 {ours_m['p99_ms'] / theirs_m['p99_ms']:.2f}x, server CPU per request "
+          f"{ours_m['cpu_ms'] / theirs_m['cpu_ms']:.2f}x")
     print(f"  metrics+drift cost: {1 - ours_m['rps'] / bare_m['rps']:+.1%} of the requests/s without them, "
-          f"p99 {ours_m['p99_ms'] / bare_m['p99_ms']:.2f}x")
+          f"p99 {ours_m['p99_ms'] / bare_m['p99_ms']:.2f}x, server CPU per request "
+          f"{ours_m['cpu_ms'] / bare_m['cpu_ms'] - 1:+.1%}")
     added = (cpu["score + drift"] - cpu["score"] + cpu["metrics.observe"]) / cpu["score"]
     print("  CPU per one-row request, in process (median thread time): " +
           ", ".join(f"{k} {v:.3f} ms" for k, v in cpu.items()) + f"; metrics+drift add {added:.1%}")

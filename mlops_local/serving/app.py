@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from mlops_local.serving import protocol
+from mlops_local.serving import memory, protocol
 from mlops_local.serving.drift import DriftCollector
 from mlops_local.serving.holder import LoadedModel, ModelHolder
 from mlops_local.serving.metrics import NO_MODEL, ServingMetrics
@@ -127,6 +127,7 @@ def build_app(holder: ModelHolder, metrics: ServingMetrics, max_body_bytes: int)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        memory.tune()
         holder.start()
         try:
             yield

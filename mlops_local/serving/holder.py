@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlops_local.errors import UserError
 from mlops_local.ml.profile import PROFILE_ARTIFACT, PROFILE_FILE, ProfileError, Reference, read_profile
 from mlops_local.ml.safeload import ModelRefused
+from mlops_local.serving import memory
 from mlops_local.serving.drift import MAX_EXPORTED_FEATURES, DriftWindow
 from mlops_local.serving.metrics import ServingMetrics, prediction_buckets
 from mlops_local.uris import mask_credentials
@@ -119,9 +120,10 @@ def reference_profile(client: MlflowClient, run_id: str) -> Reference | None:
 def load_version(client: MlflowClient, name: str, alias: str, version: str) -> LoadedModel:
     """Download and load ``models:/name/version`` through the project's safe loader only."""
     from mlops_local.ml.predict import load_model
+    from mlops_local.serving.fastpredict import for_serving
 
     run_id = client.get_model_version(name, version).run_id or ""
-    model = load_model(f"models:/{name}/{version}", client)  # skops, trusted types, checksum
+    model = for_serving(load_model(f"models:/{name}/{version}", client))  # skops, trusted types, checksum
     buckets, source = target_buckets(client, run_id) if run_id else (prediction_buckets(None), "defaults")
     reference = reference_profile(client, run_id) if run_id else None
     return LoadedModel(name=name, alias=alias, version=version, run_id=run_id, loaded_at=time.time(),
@@ -187,6 +189,8 @@ class ModelHolder:
         was = f"version {current.version}" if current else "no model"
         log.info("serving %s@%s version %s (run %s, was %s; prediction buckets: %s)", name, self.alias,
                  version, loaded.run_id, was, loaded.buckets_source)
+        del current
+        memory.release()  # what loading used beyond the model (and the old version once its requests end)
         return True
 
     def check_now(self) -> bool:
