@@ -55,6 +55,8 @@ def fast_predictor(pipeline: object) -> object:
         return pipeline
     if forest.n_jobs not in (None, 1):  # its threads add the trees in whatever order they finish
         return pipeline
+    if not callable(getattr(forest, "_validate_X_predict", None)):  # private: a scikit-learn without it
+        return pipeline
     return ForestPipeline(pipeline)
 
 
