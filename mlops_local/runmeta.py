@@ -5,7 +5,8 @@ write runs by these names; they live here, in a module that imports nothing of t
 layer can depend on it without depending on another layer.
 
 Every run:
-- tags ``dataset``, ``model``, ``source`` (ui | cli | sweep) and its owner process (host, pid, start);
+- tags ``dataset``, ``model``, ``source`` (ui | cli | sweep), ``mlops.client`` (MLOPS_CLIENT_NAME of
+  the machine that trained it) and its owner process (host, pid, start);
 - metrics ``r2``, ``rmse`` (sqrt of MSE), ``mae``, ``fit_s``, ``predict_s``, and with CV
   ``cv_r2_mean``, ``cv_r2_std``, ``cv_rmse_mean``, ``cv_rmse_std``;
 - artifacts ``model/`` (skops, its sha256 in ``mlops.model_sha256``) and ``plots/``;
@@ -27,6 +28,7 @@ TAG_DATASET = "dataset"
 TAG_MODEL = "model"
 TAG_SOURCE = "source"
 SOURCES = ("ui", "cli", "sweep")
+TAG_CLIENT = "mlops.client"  # which machine trained the run (MLOPS_CLIENT_NAME): one server, several clients
 TAG_ERROR = "error"
 TAG_NOTE = "mlflow.note.content"  # the run's description in MLflow's UI
 TAG_PARENT = "mlflow.parentRunId"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
+import socket
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -98,6 +100,23 @@ def _store_uri(value: str) -> str:
     return value
 
 
+_CLIENT_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+def _client_name(value: str) -> str:
+    # A Prometheus label value and an MLflow tag: the charset exported labels keep (metrics/labels.py).
+    if not _CLIENT_NAME.fullmatch(value.strip()):
+        raise ValueError("must be 1 to 64 letters, digits, '_', '.' or '-' (it names this machine in "
+                         "Prometheus)")
+    return value.strip()
+
+
+def _default_client_name() -> str:
+    """This machine's short host name, in the label charset."""
+    short = socket.gethostname().split(".")[0]
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", short)[:64] or "unknown"
+
+
 def _default_home() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
@@ -129,6 +148,10 @@ SETTINGS: tuple[Setting, ...] = (
             "(PSI); 0 turns drift off."),
     Setting("tracking_uri", "MLFLOW_TRACKING_URI", None, str,
             "MLflow tracking URI. Default: the local server at MLOPS_HOST:MLOPS_MLFLOW_PORT."),
+    Setting("client_name", "MLOPS_CLIENT_NAME", _default_client_name, _client_name,
+            "This machine's name on a shared tracking server: tagged on every run it trains "
+            "(mlops.client) and exported as the `client` label of mlops_client_runs_total. Default: the "
+            "short host name."),
     Setting("backend_store", "MLOPS_BACKEND_STORE_URI", None, _store_uri,
             "MLflow store of `serve mlflow` (and of training while the local server is down): "
             "postgresql://user@host:port/db for a team (extra `postgres`). Default: SQLite in MLOPS_HOME.",
@@ -215,6 +238,7 @@ class Settings:
     alert_p99_ms: float = 100.0
     alert_for_scale: float = 1.0
     alertmanager_port: int = 9093
+    client_name: str = field(default_factory=_default_client_name)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod

@@ -162,19 +162,24 @@ class PostgresCluster:
 LEFT_RUNNING: list[str] = []
 
 
+def new_cluster(prefix: str = "mlops-pg-") -> PostgresCluster:
+    """A cluster in a new temporary folder on a free port, not started yet (as ``nobody`` under root)."""
+    run_as = RUN_AS if os.geteuid() == 0 else None
+    # Not under pytest's basetemp: that is 0700 root's, which the server's user could not enter.
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    if run_as is not None:
+        entry = pwd.getpwnam(run_as)
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+    return PostgresCluster(pg_bindir(), root, free_port(), run_as)
+
+
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[PostgresCluster]:
     """One throwaway PostgreSQL cluster for the session (skips with the reason where it cannot run)."""
     reason = missing_reason()
     if reason is not None:
         pytest.skip(reason)
-    run_as = RUN_AS if os.geteuid() == 0 else None
-    # Not under pytest's basetemp: that is 0700 root's, which the server's user could not enter.
-    root = Path(tempfile.mkdtemp(prefix="mlops-pg-"))
-    if run_as is not None:
-        entry = pwd.getpwnam(run_as)
-        os.chown(root, entry.pw_uid, entry.pw_gid)
-    cluster = PostgresCluster(pg_bindir(), root, free_port(), run_as)
+    cluster = new_cluster()
     try:
         cluster.init_and_start()
         yield cluster
@@ -182,7 +187,7 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
         LEFT_RUNNING.extend(cluster.running_runs(RUNNING_QUERY))
     finally:
         cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(cluster.root, ignore_errors=True)
 
 
 def store_overrides(request: pytest.FixtureRequest, store: str) -> dict[str, str]:

@@ -142,6 +142,26 @@ def test_backup_and_restore_round_trip_keeps_files_and_modes(tmp_path: Path) -> 
         assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 2
 
 
+def test_a_large_artifact_goes_through_parallel_gzip_and_gnu_tar_reads_the_archive(tmp_path: Path) -> None:
+    import hashlib
+    import os
+
+    settings = _small_home(tmp_path / "home")
+    big = os.urandom(9 << 20)  # over the in-memory limit and two gzip blocks
+    (settings.artifacts_dir / "1" / "a" / "big.bin").write_bytes(big)
+    result = backup(settings, tmp_path / "b.tar.gz")
+    manifest = read_manifest(result.path)
+    entry = manifest["files"]["mlflow/artifacts/1/a/big.bin"]
+    assert entry == {"sha256": hashlib.sha256(big).hexdigest(), "bytes": len(big)}
+    listed = subprocess.run(["tar", "-tzf", str(result.path)], capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert set(listed.stdout.split()) == {MANIFEST, *manifest["files"]}
+    target = Settings.from_env(stack_env(tmp_path / "new"))
+    restore(target, result.path)
+    assert (target.artifacts_dir / "1" / "a" / "big.bin").read_bytes() == big
+    assert not list(tmp_path.glob(".mlops-backup-*"))  # the staging folder is gone
+
+
 def test_restore_refuses_a_non_empty_home_and_moves_it_aside_with_force(tmp_path: Path) -> None:
     settings = _small_home(tmp_path / "home")
     archive = backup(settings, tmp_path / "b.tar.gz").path

@@ -32,14 +32,15 @@ MODEL_FAMILIES = ("mlops_model_r2", "mlops_model_rmse", "mlops_model_mae")
 
 def result(n: int, *, experiment: str = "mlops-local", dataset: str = "co2_canada",
            model: str = "random_forest", r2: float = 0.9, fit_s: float = 0.3,
-           finished_at: float | None = None, status: str = "FINISHED") -> TrainResult:
+           finished_at: float | None = None, status: str = "FINISHED", client: str = "",
+           source: str = "") -> TrainResult:
     """A TrainResult as the training engine returns it (run id unique per ``n``)."""
     return TrainResult(
         run_id=f"{n:032x}", experiment_id="1", experiment=experiment, dataset=dataset, model=model,
         params={}, metrics={"r2": r2, "rmse": 2.0 - r2, "mae": 1.5 - r2},
         durations={"fit_s": fit_s, "predict_s": 0.01, "total_s": fit_s + 0.1}, model_uri=None,
         tracking_uri="http://127.0.0.1:1", finished_at=time.time() if finished_at is None else finished_at,
-        status=status)
+        status=status, client=client, source=source)
 
 
 @pytest.fixture
@@ -115,6 +116,37 @@ def test_two_trainings_within_one_second_are_both_counted_and_the_later_wins(set
     # The same run published twice is counted once.
     exporter.observe(result(2, r2=0.77, finished_at=now + 0.4))
     assert samples(scrape(server), "mlops_training_runs_total")[key] == 2
+
+
+def test_runs_are_counted_per_client_machine_and_source_from_the_ui_and_the_sync(settings, served):
+    from mlflow.entities import Metric, Run, RunData, RunInfo, RunTag
+
+    from mlops_local.metrics.records import record_from_run
+
+    def synced(n: int, tags: dict[str, str]) -> Run:
+        info = RunInfo(run_id=f"{n:032x}", experiment_id="1", user_id="", status="FINISHED",
+                       start_time=1, end_time=int(time.time() * 1000), lifecycle_stage="active")
+        tags = {"dataset": "diabetes", "model": "ridge", **tags}
+        data = RunData(metrics=[Metric("r2", 0.5, 0, 0)], params=[],
+                       tags=[RunTag(k, v) for k, v in tags.items()])
+        return Run(info, data)
+
+    registry, server = served
+    exporter = ModelMetricsExporter(registry, settings)
+    exporter.observe(result(1, client="ana-laptop", source="ui"))
+    exporter.observe(result(2, client="ana-laptop", source="ui"))
+    names = {"1": "mlops-local"}
+    exporter.apply_records([
+        record_from_run(synced(3, {"source": "cli", "mlops.client": "build-box"}), names),
+        record_from_run(synced(4, {"source": "sweep", "mlops.client": "build-box"}), names),
+        record_from_run(synced(5, {"source": "cli"}), names),  # from before MLOPS_CLIENT_NAME
+        record_from_run(synced(1, {"source": "ui", "mlops.client": "ana-laptop"}), names),  # seen already
+    ])
+    clients = samples(scrape(server), "mlops_client_runs_total")
+    assert clients == {(("client", "ana-laptop"), ("source", "ui")): 2,
+                       (("client", "build-box"), ("source", "cli")): 1,
+                       (("client", "build-box"), ("source", "sweep")): 1,
+                       (("client", "unknown"), ("source", "cli")): 1}
 
 
 def test_label_values_are_sanitised_and_bounded():

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from mlops_local.settings import Settings
 from tests.postgres import STORES, store_overrides
 from tests.services import MLOPS, ROOT, Service, stack_env, start_service
 from tests.test_sync import RunSpec, log_runs, new_experiment, now_ms, wait_for
@@ -111,7 +112,8 @@ def test_a_cli_training_reaches_prometheus_with_the_value_mlflow_holds(stack):
 
 def test_a_second_machine_trains_on_this_server_and_its_run_reaches_this_prometheus(stack, tmp_path):
     # Another machine: its own MLOPS_HOME and ports (nothing of its own running), this stack's server URL.
-    other = stack_env(tmp_path / "machine-b", MLFLOW_TRACKING_URI=stack.env["MLFLOW_TRACKING_URI"])
+    other = stack_env(tmp_path / "machine-b", MLFLOW_TRACKING_URI=stack.env["MLFLOW_TRACKING_URI"],
+                      MLOPS_CLIENT_NAME="machine-b")
     done = subprocess.run(
         [*MLOPS, "train", "--dataset", "friedman1", "--model", "lasso", "--experiment", "machine-b",
          "--json"],
@@ -121,10 +123,16 @@ def test_a_second_machine_trains_on_this_server_and_its_run_reaches_this_prometh
     assert result["local_store_fallback"] is False
     assert not (tmp_path / "machine-b" / "mlflow").exists()  # nothing stored on the client
     run = stack.client.get_run(result["run_id"])
-    assert run.data.tags["source"] == "cli"
+    assert (run.data.tags["source"], run.data.tags["mlops.client"]) == ("cli", "machine-b")
     expr = 'mlops_model_r2{model="lasso",experiment="machine-b",dataset="friedman1"}'
     value = wait_for(lambda: stack.value(expr), "the other machine's R2 here", timeout=stack.deadline)
     assert value == run.data.metrics["r2"]
+    # Prometheus tells the machines apart: the other machine's one training under its own name only.
+    assert Settings.from_env(stack.env).client_name != "machine-b"
+    assert wait_for(lambda: stack.query('mlops_client_runs_total{client="machine-b"}'),
+                    "the other machine's count", timeout=stack.deadline)
+    assert stack.value('sum(mlops_client_runs_total{client="machine-b"})') == 1
+    assert stack.value('mlops_client_runs_total{client="machine-b",source="cli"}') == 1
 
 
 def _sweep_trials_on_metrics(stack) -> float:
@@ -139,7 +147,8 @@ def test_two_machines_sweeping_at_once_lose_nothing(stack, tmp_path):
     before = stack.value("sum(mlops_sweep_trials_total)") or 0.0
     procs = []
     for machine in ("machine-c", "machine-d"):
-        env = stack_env(tmp_path / machine, MLFLOW_TRACKING_URI=stack.env["MLFLOW_TRACKING_URI"])
+        env = stack_env(tmp_path / machine, MLFLOW_TRACKING_URI=stack.env["MLFLOW_TRACKING_URI"],
+                        MLOPS_CLIENT_NAME=machine)
         log = tmp_path / f"{machine}.log"  # a file, not a pipe: neither process can block on its output
         procs.append((subprocess.Popen(
             [*MLOPS, "sweep", "--dataset", "diabetes", "--model", "ridge", "--strategy", "random",
@@ -156,6 +165,11 @@ def test_two_machines_sweeping_at_once_lose_nothing(stack, tmp_path):
     assert wait_for(lambda: stack.value("sum(mlops_sweep_trials_total)") == before + trials,
                     "every trial of both sweeps in Prometheus", timeout=stack.deadline)
     assert _sweep_trials_on_metrics(stack) == before + trials
+    # Each machine's trials under its own client name, in Prometheus as in MLflow.
+    for machine in ("machine-c", "machine-d"):
+        expr = f'mlops_client_runs_total{{client="{machine}",source="sweep"}}'
+        assert wait_for(lambda expr=expr: stack.value(expr) == 3, f"{machine}'s trials counted as its own",
+                        timeout=stack.deadline)
 
 
 def test_two_trainings_within_one_second_are_both_counted(stack):

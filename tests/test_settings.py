@@ -40,10 +40,20 @@ def test_environment_overrides_and_sources(tmp_path: Path) -> None:
     ("MLOPS_UI_PORT", "eighty", "MLOPS_UI_PORT='eighty'"),
     ("MLOPS_METRICS_PORT", "70000", "between 0 and 65535"),
     ("MLOPS_SCRAPE_INTERVAL", "-1", "greater than 0"),
+    ("MLOPS_CLIENT_NAME", 'ana"s laptop', "MLOPS_CLIENT_NAME=.*letters, digits"),
+    ("MLOPS_CLIENT_NAME", "x" * 65, "1 to 64"),
 ])
 def test_invalid_values_name_the_variable(var: str, value: str, needle: str) -> None:
     with pytest.raises(SettingsError, match=needle.replace("(", r"\(")):
         Settings.from_env({var: value})
+
+
+def test_the_client_name_defaults_to_the_short_host_name_in_the_label_charset(monkeypatch) -> None:
+    import socket
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "ana's box.lab.example")
+    assert Settings.from_env({}).client_name == "ana_s_box"
+    assert Settings.from_env({"MLOPS_CLIENT_NAME": " build-01 "}).client_name == "build-01"
 
 
 def test_wildcard_host_is_reached_on_loopback() -> None:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from mlflow.entities import Run
 
-from mlops_local.metrics.labels import clean_label
+from mlops_local.metrics.labels import UNKNOWN, clean_label
 from mlops_local.ml.types import TrainResult
-from mlops_local.runmeta import TAG_BEST_RUN, TAG_DATASET, TAG_MODEL, TAG_ROLE
+from mlops_local.runmeta import TAG_BEST_RUN, TAG_CLIENT, TAG_DATASET, TAG_MODEL, TAG_ROLE, TAG_SOURCE
 
 # Run statuses the exporter counts (others, RUNNING/SCHEDULED/KILLED, are ignored).
 COUNTED_STATUSES = ("FINISHED", "FAILED")
@@ -45,6 +45,8 @@ class RunRecord:
     mae: float | None = None
     fit_s: float | None = None
     role: str = "training"
+    client: str = UNKNOWN  # the machine that trained it (tag mlops.client; runs from before it: unknown)
+    source: str = UNKNOWN  # ui | cli | sweep
 
     @property
     def finished(self) -> bool:
@@ -62,12 +64,14 @@ class RunRecord:
 
 
 def _record(run_id: str, experiment: str, dataset: str, model: str, status: str, end_ms: int,
-            metrics: Mapping[str, object], role: str = "training") -> RunRecord:
+            metrics: Mapping[str, object], role: str = "training", client: str | None = None,
+            source: str | None = None) -> RunRecord:
     return RunRecord(
         run_id=clean_label(run_id), experiment=clean_label(experiment), dataset=clean_label(dataset),
         model=clean_label(model), status=status.lower(), end_ms=int(end_ms),
         r2=_finite(metrics.get("r2")), rmse=_finite(metrics.get("rmse")), mae=_finite(metrics.get("mae")),
-        fit_s=_finite(metrics.get("fit_s")), role=role,
+        fit_s=_finite(metrics.get("fit_s")), role=role, client=clean_label(client),
+        source=clean_label(source),
     )
 
 
@@ -76,7 +80,8 @@ def record_from_result(result: TrainResult) -> RunRecord:
     metrics = dict(result.metrics)
     metrics.setdefault("fit_s", result.durations.get("fit_s"))
     return _record(result.run_id, result.experiment, result.dataset, result.model,
-                   result.status or "FINISHED", round(result.finished_at * 1000), metrics)
+                   result.status or "FINISHED", round(result.finished_at * 1000), metrics,
+                   client=result.client, source=result.source)
 
 
 def record_from_run(run: Run, experiment_names: Mapping[str, str]) -> RunRecord | None:
@@ -98,4 +103,5 @@ def record_from_run(run: Run, experiment_names: Mapping[str, str]) -> RunRecord 
     if info.status == "FINISHED" and not any(_finite(data.metrics.get(k)) is not None for k in SCORES):
         return None  # tagged but never evaluated (a run cut short or a scratch run): not a training
     return _record(info.run_id, experiment, dataset, model, info.status, info.end_time, data.metrics,
-                   "trial" if role == "trial" else "training")
+                   "trial" if role == "trial" else "training", client=data.tags.get(TAG_CLIENT),
+                   source=data.tags.get(TAG_SOURCE))

@@ -54,6 +54,7 @@ class ExporterState:
         self.last_ts: BoundedMap[tuple[str, str], int] = BoundedMap(max_series)
         self.runs: BoundedMap[tuple[str, str, str], int] = BoundedMap(max_series)
         self.durations: BoundedMap[str, Histogram] = BoundedMap(max_series)
+        self.clients: BoundedMap[tuple[str, str], int] = BoundedMap(max_series)  # (client, source) -> runs
         self.last_run: RunRecord | None = None
         self.seen: dict[str, int] = {}  # run id -> end time (ms) of every run counted, until pruned
         self.max_seen = max_seen
@@ -111,6 +112,8 @@ class ExporterState:
     def _count(self, record: RunRecord) -> None:
         key = (record.dataset, record.model, record.status)
         self._put(self.runs, key, (self.runs.get(key) or 0) + 1, record.end_ms)
+        pair = (record.client, record.source)
+        self._put(self.clients, pair, (self.clients.get(pair) or 0) + 1, record.end_ms)
         if record.finished and record.fit_s is not None and record.fit_s >= 0:
             histogram = self.durations.get(record.model) or Histogram()
             histogram.observe(record.fit_s)
@@ -159,7 +162,12 @@ class ExporterState:
                                               "trainings per model.", labels=("model",))
             for model, histogram in sorted(self.durations.items(), key=lambda item: item[0]):
                 durations.add_metric((model,), histogram.cumulative(), histogram.total)
-            families += [runs, durations]
+            clients = CounterMetricFamily("mlops_client_runs", "Finished and failed trainings in MLflow "
+                                          "per client machine (MLOPS_CLIENT_NAME) and source.",
+                                          labels=("client", "source"))
+            for key, value in sorted(self.clients.items()):
+                clients.add_metric(key, value)
+            families += [runs, durations, clients]
         return families
 
 

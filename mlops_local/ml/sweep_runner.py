@@ -30,7 +30,7 @@ from mlops_local.ml.sweep_tracking import (
 from mlops_local.ml.sweep_types import SweepProgress, TrialOutcome, better
 from mlops_local.ml.sweep_worker import TrialTask, baseline_score, find_child, refit_model, run_trial
 from mlops_local.ml.types import TrainRequest
-from mlops_local.runmeta import TAG_GOAL, TAG_ROLE, TAG_SCORE_METRIC, TAG_SOURCE, TAG_TRIAL
+from mlops_local.runmeta import TAG_CLIENT, TAG_GOAL, TAG_ROLE, TAG_SCORE_METRIC, TAG_SOURCE, TAG_TRIAL
 from mlops_local.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,9 @@ class SweepRun:
 
     # -- tasks -----------------------------------------------------------------------------------
     def trial_tags(self, number: int) -> dict[str, str]:
-        return {TAG_SOURCE: "sweep", TAG_ROLE: "trial", TAG_TRIAL: str(number),
+        # The client too: a trial that fails before train() tags it is still this machine's.
+        return {TAG_SOURCE: "sweep", TAG_CLIENT: self.settings.client_name, TAG_ROLE: "trial",
+                TAG_TRIAL: str(number),
                 TAG_SCORE_METRIC: self.plan.score_metric,
                 TAG_GOAL: "maximize" if self.plan.higher_is_better else "minimize"}
 

@@ -31,6 +31,7 @@ from mlops_local.runmeta import (
     MODEL_ARTIFACT,
     PLOTS_ARTIFACT,
     SOURCES,
+    TAG_CLIENT,
     TAG_DATASET,
     TAG_MODEL,
     TAG_PARENT,
@@ -196,6 +197,7 @@ def train(request: TrainRequest, settings: Settings, *, client: MlflowClient | N
     if experiment_id is None:
         experiment_id = tracking.experiment_for(client, settings, request.experiment)
     tags = {TAG_DATASET: data.name, TAG_MODEL: request.model, TAG_SOURCE: request.source,
+            TAG_CLIENT: settings.client_name,
             "target": data.target, "mlflow.source.name": "mlops-local", "mlflow.source.type": "LOCAL"}
     tags.update({str(k): str(v) for k, v in request.extra_tags.items()})
     if request.parent_run_id:
@@ -264,5 +266,5 @@ def train(request: TrainRequest, settings: Settings, *, client: MlflowClient | N
         durations={"fit_s": fit_s, "predict_s": predict_s, "total_s": total_s},
         model_uri=f"runs:/{run_id}/{MODEL_ARTIFACT}" if request.log_model else None,
         tracking_uri=client.tracking_uri, finished_at=time.time(), y_test=y_test.to_numpy(), y_pred=y_pred,
-        feature_importance=importance,
+        feature_importance=importance, source=request.source, client=settings.client_name,
     )

@@ -67,3 +67,5 @@ class TrainResult:
     y_pred: object = None
     feature_importance: object = None  # pandas Series indexed by feature name, or None
     status: str = "FINISHED"
+    source: str = ""  # the request's (ui | cli | sweep)
+    client: str = ""  # MLOPS_CLIENT_NAME of the machine that trained it
