@@ -346,8 +346,12 @@ def test_ctrl_c_on_the_cli_cancels_cleanly(mlflow_env, client, tmp_path):
                "n_estimators=150:300", "--search", "n_estimators", "--trials", "24", "--jobs", "2",
                "--experiment", experiment, "--json"]
     # Its own session, so a Ctrl-C-like SIGINT goes to the whole group (CLI and workers) as in a terminal.
+    # SIGINT back to its default action first, as a terminal has it: a test run started in the background
+    # (`bin/test &`) ignores SIGINT, the child would inherit that, and Python then installs no
+    # KeyboardInterrupt handler (seen: every trial ran to the end after the Ctrl-C, exit 0).
     proc = subprocess.Popen(command, env=mlflow_env, cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         # The CLI's own progress line is the trigger (polling MLflow lagged so far behind under load
         # that every trial had finished before the Ctrl-C).
