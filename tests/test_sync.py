@@ -22,6 +22,7 @@ from mlops_local.metrics.exporter import ModelMetricsExporter
 from mlops_local.metrics.registry import build_registry
 from mlops_local.metrics.sync import MlflowSync
 from mlops_local.ml.types import TrainResult
+from mlops_local.runmeta import TAG_CLIENT, TAG_SOURCE
 from mlops_local.runtime import ensure_runtime, get_runtime, shutdown_runtime
 from mlops_local.settings import Settings
 from tests.services import stack_env, start_service
@@ -81,7 +82,8 @@ def train_result(client: MlflowClient, run_id: str) -> TrainResult:
         dataset=run.data.tags["dataset"], model=run.data.tags["model"], params={},
         metrics={k: run.data.metrics[k] for k in ("r2", "rmse", "mae")},
         durations={"fit_s": run.data.metrics["fit_s"]}, model_uri=None, tracking_uri=client.tracking_uri,
-        finished_at=run.info.end_time / 1000, status=run.info.status)
+        finished_at=run.info.end_time / 1000, status=run.info.status,
+        source=run.data.tags.get(TAG_SOURCE, ""), client=run.data.tags.get(TAG_CLIENT, ""))
 
 
 def model_samples(registry, skip: tuple[str, ...] = ("mlops_sync_", "mlops_series_evicted")) -> dict:
