@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunStatus, RunTag
 
 from mlops_local import runs
 from mlops_local.ml.training import train
@@ -79,46 +78,12 @@ def bench_train(page, ui_url: str, settings: Settings, rounds: int) -> tuple[lis
 
 
 def create_sweeps(client: MlflowClient, settings: Settings, sweeps: int, trials: int) -> str:
-    """``sweeps`` finished sweeps of ``trials`` trials each, tagged as the sweep engine tags them.
+    """``sweeps`` finished sweeps of ``trials`` trials each, tagged as the sweep engine tags them, written
+    in bulk into the server's database (benchmarks/seed_runs.py); the experiment's id."""
+    from benchmarks.seed_runs import seed_sweeps
 
-    Written through MLflow's own SQL store into the server's database (the server reads them as it
-    reads any run): through REST, 10,000 runs take about 40 minutes on a busy 2-core machine.
-    """
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    exp_id = client.create_experiment(BENCH_EXPERIMENT)
-    store = SqlAlchemyStore(settings.backend_store_uri, str(settings.artifacts_dir))
-    models = ("ridge", "random_forest", "knn", "gradient_boosting")
-    clock = int(time.time() * 1000) - sweeps * (trials + 1) * 1000
-
-    def run(name: str, tags: dict[str, str], metrics: dict[str, float], params: dict[str, str]) -> str:
-        nonlocal clock
-        clock += 1000
-        run_id = store.create_run(exp_id, "bench", clock, [RunTag(k, v) for k, v in tags.items()],
-                                  name).info.run_id
-        store.log_batch(run_id, metrics=[Metric(k, v, clock, 0) for k, v in metrics.items()],
-                        params=[Param(k, v) for k, v in params.items()], tags=[])
-        store.update_run_info(run_id, RunStatus.FINISHED, clock + 500, name)
-        return run_id
-
-    for s in range(sweeps):
-        base = {"dataset": ("co2_canada", "diabetes")[s % 2], "model": models[s % len(models)],
-                "source": "sweep"}
-        parent = run(f"sweep-random-{base['model']}-{base['dataset']}",
-                     {**base, "sweep_role": "parent", "sweep_score_metric": "r2", "sweep_goal": "maximize",
-                      "sweep_state": "finished"},
-                     {"best_r2": 0.9, "best_rmse": 3.0, "best_mae": 2.0, "best_score": 0.9,
-                      "trials_finished": float(trials), "trials_done": float(trials), "duration_s": 60.0},
-                     {"strategy": "random", "trials": str(trials)})
-        for t in range(trials):
-            i = s * trials + t
-            run(f"trial-{t}",
-                {**base, "sweep_role": "trial", "sweep_trial": str(t), "mlflow.parentRunId": parent},
-                {"r2": 0.5 + (i % 500) / 1000, "rmse": 10 - (i % 97) / 10, "mae": 5 - (i % 89) / 20,
-                 "fit_s": 0.1 + (i % 7) / 10, "predict_s": 0.01},
-                {"n_estimators": str(50 + i % 150), "max_depth": str(i % 12 or "None"), "test_size": "0.2",
-                 "seed": "42", "alpha": str(round(0.01 * (i % 300), 2))})
-    return exp_id
+    seed_sweeps(client, settings.backend_store_uri, BENCH_EXPERIMENT, sweeps, trials)
+    return client.get_experiment_by_name(BENCH_EXPERIMENT).experiment_id
 
 
 def naive_runs_table(client: MlflowClient, exp_id: str) -> float:

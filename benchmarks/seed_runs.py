@@ -1,10 +1,11 @@
 """Seed an MLflow store with many finished sweeps in seconds: rows written with MLflow's own table models.
 
-The same runs as bench_ui's ``create_sweeps`` (100 sweeps of 100 trials: tags, params, metrics as the
-Sweep page logs them), but inserted in bulk, a few transactions in all, instead of three store calls a
-run (about 7 runs/s on this busy 2-core machine: 25 minutes for 10,000). The server reads them as any
-run: the rows are MLflow's (its SQLAlchemy models: runs, tags, params, metrics, latest_metrics), with
-the artifact URI a run created through the server has (``mlflow-artifacts:/<experiment>/<run>/artifacts``).
+The runs of bench_ui, bench_team_store and bench_backup (100 sweeps of 100 trials: tags, params,
+metrics as the Sweep page logs them), inserted in bulk, a few transactions in all, instead of three
+store calls a run (about 7 runs/s on this busy 2-core machine: 25 minutes for 10,000). The server
+reads them as any run: the rows are MLflow's (its SQLAlchemy models: runs, tags, params, metrics,
+latest_metrics), with the artifact URI a run created through the server has
+(``mlflow-artifacts:/<experiment>/<run>/artifacts``).
 """
 
 from __future__ import annotations
