@@ -13,9 +13,7 @@ Run: .venv/bin/python -m benchmarks.bench_backup [--rounds 3] [--sweeps 100 --tr
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import shutil
 import statistics
 import subprocess
@@ -23,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bench_team_store import stop_cleanly_on_sigterm, uptime
+from benchmarks.bench_team_store import seeded_bench_args, uptime
 from benchmarks.bench_ui import BENCH_EXPERIMENT
 from benchmarks.seed_runs import seed_sweeps
 from mlops_local.settings import Settings
@@ -77,13 +75,7 @@ def timed_tar(home: Path, out: Path) -> tuple[float, int]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--sweeps", type=int, default=100)
-    parser.add_argument("--trials", type=int, default=100, help="trials per sweep")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    stop_cleanly_on_sigterm()
+    args = seeded_bench_args(__doc__, rounds=3)
     load_before = uptime()
     base = Path(tempfile.mkdtemp(prefix="bench-backup-"))
     home, outs = base / "home", base / "archives"

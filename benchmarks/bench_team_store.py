@@ -104,14 +104,20 @@ def stop_cleanly_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
+def seeded_bench_args(doc: str, rounds: int) -> argparse.Namespace:
+    """--rounds, --sweeps, --trials of a benchmark over seeded sweeps; quiet logging; SIGTERM cleans up."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--sweeps", type=int, default=100)
     parser.add_argument("--trials", type=int, default=100, help="trials per sweep")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     stop_cleanly_on_sigterm()
+    return args
+
+
+def main() -> int:
+    args = seeded_bench_args(__doc__, rounds=5)
     load_before = uptime()
     cluster = start_cluster()
     base = Path(tempfile.mkdtemp(prefix="bench-team-store-"))
