@@ -16,21 +16,20 @@ experiments, registered models, versions, aliases) and the sha256 of every file,
 bytes written into the archive as they go in (each file is read once). Artifacts go straight from the
 store into the archive, not through a copy: they are written once, and a small file is read whole
 before its header is written, so the archive never holds a size that a file changed meanwhile; large
-ones are copied first. Compression is gzip's fastest level, on every core: the tar stream is cut into
-blocks compressed in threads (zlib releases the GIL) and written in order as consecutive gzip members,
-which is still one valid .tar.gz for tar, gzip and Python. The archive is mostly models and plots;
-level 6 took several times as long for a few per cent. ``restore`` checks every checksum before
-it touches anything, then puts the files in place with one rename; a home that is not empty is moved
-aside (``--force``), never deleted.
+ones are copied first. Compression is ISA-L's deflate (python-isal) at its default level, on every core:
+the tar stream is cut into blocks compressed in threads (ISA-L releases the GIL) and written in order as
+consecutive gzip members, which is still one valid .tar.gz for tar, gzip and Python. ISA-L's level 2
+compresses as well as zlib's fastest level, about four times as fast (benchmarks/bench_backup.py);
+the archive is mostly models and plots, and zlib's level 6 took several times as long for a few per
+cent. ``restore`` checks every checksum before it touches anything, then puts the files in place with
+one rename; a home that is not empty is moved aside (``--force``), never deleted.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import gzip
 import hashlib
-import io
 import json
 import logging
 import os
@@ -47,6 +46,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path, PurePosixPath
+
+from isal import igzip
 
 from mlops_local import __version__
 from mlops_local.errors import UserError
@@ -68,7 +69,7 @@ COUNTED = {"experiments": "experiments", "runs": "runs", "registered_models": "r
 # `serve prometheus` writes again at start.
 PROMETHEUS_SKIP = {"lock", "snapshots"}
 _HTTP_TIMEOUT = 30.0
-COMPRESS_LEVEL = 1
+COMPRESS_LEVEL = 2  # ISA-L's 0-3; 2 (its default) is as small as zlib's 1 and faster than ISA-L's 1
 _BLOCK = 4 << 20  # bytes of tar stream per gzip member
 _IN_MEMORY = 8 << 20  # files up to this size are read whole into the archive; larger ones copied first
 
@@ -207,67 +208,132 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-class _ParallelGzip:
-    """A write-only file that gzips what it is given in blocks, on ``workers`` threads, in order."""
+def _header(name: str, size: int, mode: int, mtime: int) -> bytes:
+    """The GNU tar header of a regular file: the bytes ``TarInfo.tobuf(GNU_FORMAT)`` gives for it.
+
+    Filled into a template when the name fits the 100-byte field (every artifact path does): tarfile
+    builds each header field by field and copies the TarInfo on ``addfile``, which cost more per file
+    than compressing a small one; long names and huge sizes go through tarfile itself."""
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) > 100 or not 0 <= size < 8 ** 11 or not 0 <= mtime < 8 ** 11:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = size, mode & 0o7777, mtime
+        return info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+    buf = bytearray(_HEADER_TEMPLATE)
+    buf[0:100] = raw.ljust(100, b"\0")
+    buf[100:108] = b"%07o\0" % (mode & 0o7777)
+    buf[124:136] = b"%011o\0" % size
+    buf[136:148] = b"%011o\0" % mtime
+    buf[148:156] = b"        "  # the checksum is computed with its own field as spaces
+    buf[148:155] = b"%06o\0" % sum(buf)
+    return bytes(buf)
+
+
+_HEADER_TEMPLATE = tarfile.TarInfo("").tobuf(tarfile.GNU_FORMAT)
+
+
+def _compress_block(chunks: list[bytes], files: list[tuple[str, bytes]],
+                    level: int) -> tuple[bytes, list[tuple[str, str]]]:
+    """One gzip member of ``chunks``, and the sha256 of each file in it (both release the GIL)."""
+    return (igzip.compress(b"".join(chunks), level, mtime=0),
+            [(name, hashlib.sha256(data).hexdigest()) for name, data in files])
+
+
+class _TarGzWriter:
+    """A GNU tar stream written as gzip members compressed on ``workers`` threads, in order.
+
+    The stream is cut into blocks of about _BLOCK bytes; a worker compresses a block and hashes the
+    files read whole into it, and the blocks are written in order: consecutive gzip members, which is
+    one valid .tar.gz. ``files`` holds each member's sha256 and size for the manifest once ``drain``
+    has returned."""
 
     def __init__(self, fh, level: int = COMPRESS_LEVEL, workers: int | None = None) -> None:
         self.fh, self.level = fh, level
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="mlops-backup-gzip")
         self.pending: collections.deque[Future] = collections.deque()
-        self.chunks: list[bytes] = []  # joined once per block: no copy per write
+        self.chunks: list[bytes] = []  # joined once per block by its worker: no copy per write
+        self.hashing: list[tuple[str, bytes]] = []  # files of the current block, hashed by its worker
         self.buffered = 0
+        self.offset = 0  # bytes of tar stream so far (the end is padded to a whole record)
+        self.files: dict[str, dict] = {}
 
-    def write(self, data: bytes) -> int:
-        self.chunks.append(bytes(data))
+    def _write(self, data: bytes) -> None:
+        self.chunks.append(data)
         self.buffered += len(data)
-        if self.buffered >= _BLOCK:
-            self._submit(b"".join(self.chunks))
-            self.chunks, self.buffered = [], 0
-        return len(data)
+        self.offset += len(data)
 
-    def _submit(self, block: bytes) -> None:
-        # mtime=0: the same content gives the same bytes; at most 2 blocks a worker held in memory.
-        self.pending.append(self.pool.submit(gzip.compress, block, self.level, mtime=0))
-        while len(self.pending) > 2 * self.workers:
-            self.fh.write(self.pending.popleft().result())
+    def _pad(self, size: int) -> None:
+        if size % tarfile.BLOCKSIZE:
+            self._write(tarfile.NUL * (tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE))
+        if self.buffered >= _BLOCK:
+            self._submit()
+
+    def _submit(self) -> None:
+        if not self.chunks:
+            return
+        self.pending.append(self.pool.submit(_compress_block, self.chunks, self.hashing, self.level))
+        self.chunks, self.hashing, self.buffered = [], [], 0
+        while len(self.pending) > 2 * self.workers:  # at most 2 blocks a worker held in memory
+            self._write_next()
+
+    def _write_next(self) -> None:
+        compressed, digests = self.pending.popleft().result()
+        self.fh.write(compressed)
+        for name, digest in digests:
+            self.files[name]["sha256"] = digest
+
+    def add_bytes(self, name: str, data: bytes, mode: int, mtime: int, *, listed: bool = True) -> None:
+        """A member with ``data`` (hashed on a worker; ``listed``: recorded in ``files``)."""
+        self._write(_header(name, len(data), mode, mtime))
+        self._write(data)
+        if listed:
+            self.files[name] = {"sha256": None, "bytes": len(data)}
+            self.hashing.append((name, data))
+        self._pad(len(data))
+
+    def add_stream(self, name: str, fh, size: int, mode: int, mtime: int) -> None:
+        """A member of ``size`` bytes read from ``fh`` in pieces (a large file that does not change)."""
+        self._write(_header(name, size, mode, mtime))
+        digest, left = hashlib.sha256(), size
+        while left:
+            piece = fh.read(min(1 << 20, left))
+            if not piece:
+                raise OSError(f"{name} became shorter while it was archived")
+            digest.update(piece)
+            self._write(piece)
+            left -= len(piece)
+            if self.buffered >= _BLOCK:
+                self._submit()
+        self.files[name] = {"sha256": digest.hexdigest(), "bytes": size}
+        self._pad(size)
+
+    def drain(self) -> None:
+        """Compress and write everything so far: every sha256 in ``files`` is known after this."""
+        self._submit()
+        while self.pending:
+            self._write_next()
 
     def close(self) -> None:
-        """Compress what is left and write every block (the file itself stays open)."""
+        """End the tar stream (two zero blocks, padded to a whole record) and write it all."""
         try:
-            if self.chunks:
-                self._submit(b"".join(self.chunks))
-                self.chunks, self.buffered = [], 0
-            while self.pending:
-                self.fh.write(self.pending.popleft().result())
+            self._write(tarfile.NUL * (2 * tarfile.BLOCKSIZE))
+            if self.offset % tarfile.RECORDSIZE:
+                self._write(tarfile.NUL * (tarfile.RECORDSIZE - self.offset % tarfile.RECORDSIZE))
+            self.drain()
         finally:
-            self.pool.shutdown(cancel_futures=True)
+            self.abort()
 
-
-class _Hashing:
-    """A file object that hashes what is read from it (tarfile reads exactly the member's size)."""
-
-    def __init__(self, fh) -> None:
-        self.fh, self.digest = fh, hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.fh.read(size)
-        self.digest.update(data)
-        return data
+    def abort(self) -> None:
+        """Stop the workers; blocks not written yet are dropped."""
+        self.pool.shutdown(cancel_futures=True)
 
 
 class _ArchiveWriter:
-    """Files into an open tar, each read once: its sha256 and size recorded for the manifest."""
+    """Files of the home into the archive, each read once; large live files copied first."""
 
-    def __init__(self, tar: tarfile.TarFile, staging: Path) -> None:
-        self.tar, self.staging = tar, staging
-        self.files: dict[str, dict] = {}
-
-    def _info(self, name: str, st: os.stat_result, size: int) -> tarfile.TarInfo:
-        # Built by hand, not tar.gettarinfo: that looks the owner up by name for every file.
-        info = tarfile.TarInfo(name)
-        info.size, info.mode, info.mtime = size, st.st_mode & 0o7777, int(st.st_mtime)
-        return info
+    def __init__(self, out: _TarGzWriter, staging: Path) -> None:
+        self.out, self.staging = out, staging
 
     def add(self, path: Path | str, name: str) -> None:
         """Add the file at ``path`` as ``name``; a file removed meanwhile is skipped."""
@@ -275,9 +341,8 @@ class _ArchiveWriter:
             with open(path, "rb") as fh:
                 st = os.fstat(fh.fileno())
                 if st.st_size <= _IN_MEMORY:
-                    data = fh.read()
-                    self.tar.addfile(self._info(name, st, len(data)), io.BytesIO(data))
-                    self.files[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+                    # Read whole before its header is written: the size in the archive is what was read.
+                    self.out.add_bytes(name, fh.read(), st.st_mode, int(st.st_mtime))
                     return
         except FileNotFoundError:
             return
@@ -292,25 +357,25 @@ class _ArchiveWriter:
             path = copy
         with path.open("rb") as fh:
             st = os.fstat(fh.fileno())
-            hashing = _Hashing(fh)
-            self.tar.addfile(self._info(name, st, st.st_size), hashing)
-        self.files[name] = {"sha256": hashing.digest.hexdigest(), "bytes": st.st_size}
+            self.out.add_stream(name, fh, st.st_size, st.st_mode, int(st.st_mtime))
         if path.is_relative_to(self.staging / ".large"):
             path.unlink()
 
-    def add_tree(self, root: Path, prefix: str, skip: set[str] = frozenset()) -> None:
-        """Every plain file under ``root`` (not ``skip`` at its top) as ``prefix/<relative path>``."""
-        # Strings, not Path objects: this runs for every artifact (100,000 files and more).
-        top = str(root)
-        for folder, dirs, names in os.walk(top):
-            at_top = folder == top
-            rel = "" if at_top else os.path.relpath(folder, top).replace(os.sep, "/") + "/"
-            dirs[:] = sorted(d for d in dirs if not (at_top and d in skip))
-            for entry in sorted(names):
-                path = os.path.join(folder, entry)
-                if (at_top and entry in skip) or os.path.islink(path):
-                    continue
-                self.add(path, f"{prefix}/{rel}{entry}")
+    def add_tree(self, root: Path | str, prefix: str, skip: set[str] = frozenset()) -> None:
+        """Every regular file under ``root`` (not ``skip`` at its top) as ``prefix/<relative path>``."""
+        # DirEntry, not Path or os.walk + islink: its type comes with the listing, no stat per file
+        # (this runs for every artifact, 100,000 files and more). Links, sockets and FIFOs are left out.
+        try:
+            entries = sorted(os.scandir(root), key=lambda entry: entry.name)
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if entry.name in skip or entry.is_symlink():
+                continue
+            if entry.is_dir():
+                self.add_tree(entry.path, f"{prefix}/{entry.name}")
+            elif entry.is_file():
+                self.add(entry.path, f"{prefix}/{entry.name}")
 
 
 def _versions() -> dict[str, str]:
@@ -350,25 +415,29 @@ def backup(settings: Settings, out: Path | None = None, *, clock=time.time) -> B
         partial = Path(tmp) / "archive.tar.gz"
         # Created 0600 before anything is written: it holds Grafana's password and every run.
         os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        with partial.open("wb") as raw, contextlib.closing(_ParallelGzip(raw)) as gz, \
-                tarfile.open(fileobj=gz, mode="w|", format=tarfile.GNU_FORMAT) as tar:
-            archive = _ArchiveWriter(tar, staging)
-            archive.add(staging / MLFLOW_DB, MLFLOW_DB)
-            if settings.artifacts_dir.is_dir():
-                archive.add_tree(settings.artifacts_dir, ARTIFACTS)
-            how = _prometheus_snapshot(settings, staging)
-            archive.add_tree(staging / PROMETHEUS_DATA, PROMETHEUS_DATA)
-            if settings.grafana_dir.is_dir():
-                _copy_tree(settings.grafana_dir, staging / GRAFANA)
-                archive.add_tree(staging / GRAFANA, GRAFANA)
-            files = archive.files
-            counts = store_counts(staging / MLFLOW_DB)
-            manifest = {"format": FORMAT, "created": datetime.fromtimestamp(now, UTC).isoformat(),
-                        "versions": _versions(), "counts": counts, "prometheus": how, "files": files}
-            body = json.dumps(manifest, sort_keys=True).encode()  # no indent: the C encoder, 10x faster
-            info = tarfile.TarInfo(MANIFEST)
-            info.size, info.mode, info.mtime = len(body), 0o600, int(now)
-            tar.addfile(info, io.BytesIO(body))
+        with partial.open("wb") as raw:
+            out = _TarGzWriter(raw)
+            try:
+                archive = _ArchiveWriter(out, staging)
+                archive.add(staging / MLFLOW_DB, MLFLOW_DB)
+                if settings.artifacts_dir.is_dir():
+                    archive.add_tree(settings.artifacts_dir, ARTIFACTS)
+                how = _prometheus_snapshot(settings, staging)
+                archive.add_tree(staging / PROMETHEUS_DATA, PROMETHEUS_DATA)
+                if settings.grafana_dir.is_dir():
+                    _copy_tree(settings.grafana_dir, staging / GRAFANA)
+                    archive.add_tree(staging / GRAFANA, GRAFANA)
+                out.drain()  # every checksum known before the manifest is written
+                files = out.files
+                counts = store_counts(staging / MLFLOW_DB)
+                manifest = {"format": FORMAT, "created": datetime.fromtimestamp(now, UTC).isoformat(),
+                            "versions": _versions(), "counts": counts, "prometheus": how, "files": files}
+                body = json.dumps(manifest, sort_keys=True).encode()  # no indent: the C encoder, 10x faster
+                out.add_bytes(MANIFEST, body, 0o600, int(now), listed=False)
+            except BaseException:
+                out.abort()  # the partial archive goes with the temporary folder
+                raise
+            out.close()
         os.replace(partial, path)  # a finished archive or none: never a half-written one
     size = path.stat().st_size
     log.info("backup of %s: %d files, %d bytes, Prometheus %s", settings.home, len(files), size, how)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mlops_local.backup import MANIFEST, backup, read_manifest, restore
+from mlops_local.backup import MANIFEST, _header, backup, read_manifest, restore
 from mlops_local.errors import UserError
 from mlops_local.settings import Settings
 from tests.services import MLOPS, ROOT, stack_env, start_service, wait_for
@@ -160,6 +160,47 @@ def test_a_large_artifact_goes_through_parallel_gzip_and_gnu_tar_reads_the_archi
     restore(target, result.path)
     assert (target.artifacts_dir / "1" / "a" / "big.bin").read_bytes() == big
     assert not list(tmp_path.glob(".mlops-backup-*"))  # the staging folder is gone
+
+
+@pytest.mark.parametrize("name", ["a", "mlflow/artifacts/1/" + "0123456789abcdef" * 2 + "/artifacts/x.json",
+                                  "n" * 100, "n" * 101, "é" * 50, "é" * 51, "dir/" + "z" * 200])
+@pytest.mark.parametrize(("size", "mode", "mtime"), [(0, 0o644, 0), (511, 0o600, 1_764_000_000),
+                                                     (8 ** 11 - 1, 0o755, 8 ** 11 - 1), (8 ** 11, 0o640, 5)])
+def test_the_fast_tar_header_is_byte_for_byte_what_tarfile_writes(name: str, size: int, mode: int,
+                                                                   mtime: int) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = size, mode, mtime
+    assert _header(name, size, mode | 0o100000, mtime) == info.tobuf(tarfile.GNU_FORMAT, "utf-8",
+                                                                     "surrogateescape")
+
+
+def test_many_files_over_several_gzip_blocks_keep_their_checksums_and_links_are_left_out(
+        tmp_path: Path) -> None:
+    import hashlib
+    import os
+
+    settings = _small_home(tmp_path / "home")
+    written = {}
+    for i in range(600):  # ~9 MB of distinct small files: three gzip blocks, hashed on the workers
+        data = os.urandom(i * 50) + str(i).encode()
+        name = f"mlflow/artifacts/1/r{i % 7}/f{i:04d}.bin"
+        path = settings.home / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        written[name] = data
+    (settings.artifacts_dir / "1" / "r0" / "link").symlink_to(settings.home / next(iter(written)))
+    os.mkfifo(settings.artifacts_dir / "1" / "fifo")  # opening it would block the backup forever
+    result = backup(settings, tmp_path / "b.tar.gz")
+    files = read_manifest(result.path)["files"]
+    for name, data in written.items():
+        assert files[name] == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}, name
+    assert not any(name.endswith(("/link", "/fifo")) for name in files)
+    listed = subprocess.run(["tar", "-tzf", str(result.path)], capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert set(listed.stdout.split()) == {MANIFEST, *files}
+    target = Settings.from_env(stack_env(tmp_path / "new"))
+    restore(target, result.path)
+    assert all((target.home / name).read_bytes() == data for name, data in written.items())
 
 
 def test_restore_refuses_a_non_empty_home_and_moves_it_aside_with_force(tmp_path: Path) -> None:
