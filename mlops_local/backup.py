@@ -49,16 +49,18 @@ from pathlib import Path, PurePosixPath
 
 from isal import igzip
 
-from mlops_local import __version__
+from mlops_local import __version__, backup_pg
 from mlops_local.errors import UserError
 from mlops_local.health import probe
 from mlops_local.settings import Settings
+from mlops_local.store import check_postgres
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 FORMAT = 1
 MLFLOW_DB = "mlflow/mlflow.db"
+PG_DUMP = "mlflow/mlflow.pgdump"  # a PostgreSQL store: pg_dump's custom format
 ARTIFACTS = "mlflow/artifacts"
 PROMETHEUS_DATA = "prometheus/data"
 GRAFANA = "grafana"
@@ -391,19 +393,18 @@ def default_archive(settings: Settings, now: float) -> Path:
     return settings.home / "backups" / f"mlops-backup-{stamp}.tar.gz"
 
 
-def _require_sqlite(settings: Settings, what: str) -> None:
-    if not settings.store_is_sqlite:
-        raise UserError(f"{what} covers the SQLite store only, and MLOPS_BACKEND_STORE_URI is "
-                        f"{settings.store_label}: use pg_dump/pg_restore for PostgreSQL")
+def _store_kind(settings: Settings) -> str:
+    return "sqlite" if settings.store_is_sqlite else "postgresql"
 
 
 def backup(settings: Settings, out: Path | None = None, *, clock=time.time) -> BackupResult:
     """Write a consistent archive of this installation (see the module's docstring); returns it."""
-    _require_sqlite(settings, "backup")
     started = time.perf_counter()
     db = settings.mlflow_db
-    if not db.is_file():
+    if settings.store_is_sqlite and not db.is_file():
         raise UserError(f"nothing to back up: no MLflow store at {db} (MLOPS_HOME={settings.home})")
+    if not settings.store_is_sqlite:
+        check_postgres(settings)  # one line, before anything is written
     now = clock()
     path = default_archive(settings, now) if out is None else out
     if path.is_dir() or (not path.exists() and not path.name.endswith((".tar.gz", ".tgz"))):
@@ -411,7 +412,15 @@ def backup(settings: Settings, out: Path | None = None, *, clock=time.time) -> B
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".mlops-backup-", dir=path.parent) as tmp:
         staging = Path(tmp) / "content"
-        sqlite_copy(db, staging / MLFLOW_DB)  # first: the point in time of the backup
+        # First: the point in time of the backup.
+        if settings.store_is_sqlite:
+            store_member = MLFLOW_DB
+            sqlite_copy(db, staging / store_member)
+            counts = store_counts(staging / store_member)
+        else:
+            store_member = PG_DUMP
+            (staging / store_member).parent.mkdir(parents=True)
+            counts = backup_pg.dump(settings, staging / store_member, COUNTED)
         partial = Path(tmp) / "archive.tar.gz"
         # Created 0600 before anything is written: it holds Grafana's password and every run.
         os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -419,7 +428,7 @@ def backup(settings: Settings, out: Path | None = None, *, clock=time.time) -> B
             out = _TarGzWriter(raw)
             try:
                 archive = _ArchiveWriter(out, staging)
-                archive.add(staging / MLFLOW_DB, MLFLOW_DB)
+                archive.add(staging / store_member, store_member)
                 if settings.artifacts_dir.is_dir():
                     archive.add_tree(settings.artifacts_dir, ARTIFACTS)
                 how = _prometheus_snapshot(settings, staging)
@@ -429,9 +438,9 @@ def backup(settings: Settings, out: Path | None = None, *, clock=time.time) -> B
                     archive.add_tree(staging / GRAFANA, GRAFANA)
                 out.drain()  # every checksum known before the manifest is written
                 files = out.files
-                counts = store_counts(staging / MLFLOW_DB)
                 manifest = {"format": FORMAT, "created": datetime.fromtimestamp(now, UTC).isoformat(),
-                            "versions": _versions(), "counts": counts, "prometheus": how, "files": files}
+                            "store": _store_kind(settings), "versions": _versions(), "counts": counts,
+                            "prometheus": how, "files": files}
                 body = json.dumps(manifest, sort_keys=True).encode()  # no indent: the C encoder, 10x faster
                 out.add_bytes(MANIFEST, body, 0o600, int(now), listed=False)
             except BaseException:
@@ -513,8 +522,14 @@ def _stack_running(settings: Settings) -> str | None:
 
 def restore(settings: Settings, archive: Path, *, force: bool = False, clock=time.time) -> RestoreResult:
     """Restore ``archive`` into settings.home: empty (or absent), or moved aside with ``force``."""
-    _require_sqlite(settings, "restore")
     manifest = read_manifest(archive)
+    saved_store = manifest.get("store", "sqlite")
+    if saved_store != _store_kind(settings):
+        raise UserError(
+            f"{archive} holds a PostgreSQL store: set MLOPS_BACKEND_STORE_URI to an empty PostgreSQL "
+            "database to restore it into" if saved_store == "postgresql" else
+            f"{archive} holds a SQLite store and MLOPS_BACKEND_STORE_URI is {settings.store_label}: "
+            "restore it without MLOPS_BACKEND_STORE_URI (moving runs between stores is not supported)")
     home = settings.home
     occupied = home.exists() and any(home.iterdir())
     if occupied and not force:
@@ -525,11 +540,21 @@ def restore(settings: Settings, archive: Path, *, force: bool = False, clock=tim
         if running is not None:
             raise UserError(f"{running} is running on this MLOPS_HOME: stop the stack before restoring "
                             "over it")
+    if saved_store == "postgresql":
+        check_postgres(settings)
+        tables = backup_pg.tables_in(settings)
+        if tables:  # never dropped, even with --force: a database is not moved aside as a folder is
+            raise UserError(f"the PostgreSQL database {settings.store_label} already holds {tables} "
+                            "table(s): restore into an empty database (createdb NAME, then point "
+                            "MLOPS_BACKEND_STORE_URI at it); nothing was changed")
     home.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{home.name}-restore-", dir=home.parent) as tmp:
         staging = Path(tmp) / "home"
         staging.mkdir()
         files = _extract_checked(archive, staging, manifest)
+        if saved_store == "postgresql":  # last before the home moves: a failure changes nothing
+            backup_pg.restore_dump(settings, staging / PG_DUMP)
+            (staging / PG_DUMP).unlink()
         aside = None
         if occupied:
             stamp = datetime.fromtimestamp(clock(), UTC).strftime("%Y%m%dT%H%M%SZ")

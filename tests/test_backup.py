@@ -133,6 +133,7 @@ def test_backup_and_restore_round_trip_keeps_files_and_modes(tmp_path: Path) -> 
     settings = _small_home(tmp_path / "home")
     result = backup(settings, tmp_path / "b.tar.gz")
     assert result.counts["runs"] == 2 and result.prometheus == "not included: no Prometheus data yet"
+    assert read_manifest(result.path)["store"] == "sqlite"
     target = Settings.from_env(stack_env(tmp_path / "new"))
     restored = restore(target, result.path)
     assert restored.files == result.files and restored.moved_aside is None
@@ -201,6 +202,16 @@ def test_many_files_over_several_gzip_blocks_keep_their_checksums_and_links_are_
     target = Settings.from_env(stack_env(tmp_path / "new"))
     restore(target, result.path)
     assert all((target.home / name).read_bytes() == data for name, data in written.items())
+
+
+def test_a_sqlite_backup_is_not_restored_onto_a_postgresql_store(tmp_path: Path) -> None:
+    result = backup(_small_home(tmp_path / "home"), tmp_path / "b.tar.gz")
+    target = Settings.from_env(stack_env(tmp_path / "new",
+                                         MLOPS_BACKEND_STORE_URI="postgresql://team:pw-s3cret@127.0.0.1:1/db"))
+    with pytest.raises(UserError, match="holds a SQLite store.*not supported") as caught:
+        restore(target, result.path)
+    assert "pw-s3cret" not in str(caught.value) and "postgresql://team:***@" in str(caught.value)
+    assert not target.home.exists()
 
 
 def test_restore_refuses_a_non_empty_home_and_moves_it_aside_with_force(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mlops_local import store
-from mlops_local.backup import backup, restore
+from mlops_local.backup import PG_DUMP, backup, read_manifest
 from mlops_local.errors import UserError
 from mlops_local.services.mlflow_server import check_backend
 from mlops_local.settings import Settings
@@ -78,13 +78,13 @@ def test_without_the_driver_serve_mlflow_names_the_extra(tmp_path: Path, monkeyp
     assert SECRET not in str(caught.value)
 
 
-def test_backup_and_restore_refuse_a_postgresql_store(tmp_path: Path) -> None:
-    settings = Settings.from_env(stack_env(tmp_path / "home",
-                                           MLOPS_BACKEND_STORE_URI=f"postgresql://team:{SECRET}@h:5432/db"))
-    for call in (lambda: backup(settings), lambda: restore(settings, tmp_path / "some.tar.gz")):
-        with pytest.raises(UserError, match="covers the SQLite store only.*pg_dump") as caught:
-            call()
-        assert SECRET not in str(caught.value)
+def test_backup_of_a_postgresql_store_that_does_not_answer_says_so_in_one_line(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    settings = Settings.from_env(stack_env(
+        tmp_path / "home", MLOPS_BACKEND_STORE_URI=f"postgresql://team:{SECRET}@127.0.0.1:{port}/db"))
+    with pytest.raises(UserError, match=f"127.0.0.1:{port}/db.*cannot be used") as caught:
+        backup(settings)
+    assert SECRET not in str(caught.value) and "\n" not in str(caught.value)
     assert not settings.home.exists()  # nothing written
 
 
@@ -143,3 +143,55 @@ def test_a_store_error_names_the_postgresql_store_masked_not_the_sqlite_file(tmp
     assert "mlflow.db" not in line and "s3cret" not in line
     sqlite = Settings.from_env({"MLOPS_HOME": str(tmp_path)})
     assert str(sqlite.mlflow_db) in known_cause(exc, sqlite)
+
+
+@pytest.mark.integration
+def test_backup_and_restore_of_a_postgresql_store_through_pg_dump(postgres_cluster, tmp_path: Path) -> None:
+    from mlops_local.runs import register_model
+
+    uri = postgres_cluster.create_database()
+    env = stack_env(tmp_path / "home", MLOPS_BACKEND_STORE_URI=uri.replace("://mlops@", f"://mlops:{SECRET}@"))
+    mlflow = start_service("mlflow", env, tmp_path / "logs")
+    env["MLFLOW_TRACKING_URI"] = mlflow.url
+    try:
+        trained = _train(env, "team-backup")
+        assert trained.returncode == 0, trained.stderr
+        run_id = json.loads(trained.stdout)["run_id"]
+        client = MlflowClient(mlflow.url)
+        register_model(client, run_id, "team-model", "champion")
+        metrics = client.get_run(run_id).data.metrics
+        taken = _cli("backup", str(tmp_path / "out"), env=env, timeout=300)
+        assert taken.returncode == 0, taken.stderr
+        assert "1 runs" in taken.stdout and "1 aliases" in taken.stdout, taken.stdout
+        assert SECRET not in taken.stdout + taken.stderr
+    finally:
+        mlflow.stop()
+    [archive] = (tmp_path / "out").glob("mlops-backup-*.tar.gz")
+    manifest = read_manifest(archive)
+    assert manifest["store"] == "postgresql" and PG_DUMP in manifest["files"]
+    assert "mlflow/mlflow.db" not in manifest["files"]
+    assert manifest["counts"]["runs"] == 1 and manifest["counts"]["aliases"] == 1
+
+    # refused, nothing written: into a SQLite home, and into the database that still holds the store
+    for where, extra, message in (("as-sqlite", {}, "holds a PostgreSQL store"),
+                                  ("over-full", {"MLOPS_BACKEND_STORE_URI": uri}, "already holds")):
+        refused = _cli("restore", str(archive), env=stack_env(tmp_path / where, **extra), timeout=300)
+        assert refused.returncode != 0 and message in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr and not (tmp_path / where).exists()
+
+    target = postgres_cluster.create_database()
+    env2 = stack_env(tmp_path / "restored", MLOPS_BACKEND_STORE_URI=target)
+    done = _cli("restore", str(archive), env=env2, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "1 runs" in done.stdout and "1 aliases" in done.stdout, done.stdout
+    assert not (tmp_path / "restored" / PG_DUMP).exists()
+    assert not (tmp_path / "restored" / "mlflow" / "mlflow.db").exists()
+    mlflow2 = start_service("mlflow", env2, tmp_path / "logs2")
+    try:
+        client2 = MlflowClient(mlflow2.url)
+        run = client2.get_run(run_id)
+        assert run.info.status == "FINISHED" and run.data.metrics == metrics
+        assert client2.get_model_version_by_alias("team-model", "champion").run_id == run_id
+        assert {a.path for a in client2.list_artifacts(run_id)} >= {"model", "plots"}
+    finally:
+        mlflow2.stop()

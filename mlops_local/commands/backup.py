@@ -12,9 +12,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     backup = subparsers.add_parser(
         "backup", help="write one archive of MLOPS_HOME while the stack runs (runs, models, metrics history)",
         description="A consistent snapshot of this installation while it runs: the MLflow store (SQLite's "
-                    "online backup), its artifacts, Prometheus' history (a TSDB snapshot) and Grafana's "
-                    "folder, in one .tar.gz with a manifest of versions, counts and checksums. The archive "
-                    "holds Grafana's password: it is written readable by you only.")
+                    "online backup, or pg_dump for PostgreSQL), its artifacts, Prometheus' history (a TSDB "
+                    "snapshot) and Grafana's folder, in one .tar.gz with a manifest of versions, counts and "
+                    "checksums. The archive holds Grafana's password: it is written readable by you only.")
     backup.add_argument("out", nargs="?", type=Path, default=None,
                         help="archive file (.tar.gz) or folder "
                              "(default: MLOPS_HOME/backups/mlops-backup-<UTC time>.tar.gz)")
@@ -22,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     restore = subparsers.add_parser(
         "restore", help="restore a backup archive into an empty MLOPS_HOME",
         description="Check every file of the archive against its manifest, then put it in place in "
-                    "MLOPS_HOME (which must be empty or absent) in one step; start the stack afterwards.")
+                    "MLOPS_HOME (which must be empty or absent) in one step; start the stack afterwards. "
+                    "A PostgreSQL backup goes into the empty database MLOPS_BACKEND_STORE_URI names "
+                    "(pg_restore, in one transaction).")
     restore.add_argument("archive", type=Path, help="an archive written by `mlops-local backup`")
     restore.add_argument("--force", action="store_true",
                          help="restore over a non-empty MLOPS_HOME: its content is moved aside to "
