@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -41,6 +42,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -74,6 +76,9 @@ _HTTP_TIMEOUT = 30.0
 COMPRESS_LEVEL = 2  # ISA-L's 0-3; 2 (its default) is as small as zlib's 1 and faster than ISA-L's 1
 _BLOCK = 4 << 20  # bytes of tar stream per gzip member
 _IN_MEMORY = 8 << 20  # files up to this size are read whole into the archive; larger ones copied first
+_READ_BATCH = 32  # files a reader thread reads in one go
+_READS_AHEAD = 4  # batches read ahead: at most 4 x 32 x _READ_AHEAD_MAX bytes held
+_READ_AHEAD_MAX = 1 << 20  # larger files are read when their turn comes
 
 
 @dataclass(frozen=True)
@@ -364,20 +369,57 @@ class _ArchiveWriter:
             path.unlink()
 
     def add_tree(self, root: Path | str, prefix: str, skip: set[str] = frozenset()) -> None:
-        """Every regular file under ``root`` (not ``skip`` at its top) as ``prefix/<relative path>``."""
-        # DirEntry, not Path or os.walk + islink: its type comes with the listing, no stat per file
-        # (this runs for every artifact, 100,000 files and more). Links, sockets and FIFOs are left out.
+        """Every regular file under ``root`` (not ``skip`` at its top) as ``prefix/<relative path>``.
+
+        Files are read ahead on two threads, in batches, and added in order: open, read and close are
+        system calls that release the GIL, and they were half of this thread's time per file."""
+        files = list(_walk(str(root), prefix, skip))
+        batches = iter([files[i:i + _READ_BATCH] for i in range(0, len(files), _READ_BATCH)])
+        with ThreadPoolExecutor(2, thread_name_prefix="mlops-backup-read") as readers:
+            pending = collections.deque((batch, readers.submit(_read_batch, batch))
+                                        for batch in itertools.islice(batches, _READS_AHEAD))
+            while pending:
+                batch, reading = pending.popleft()
+                following = next(batches, None)
+                if following is not None:
+                    pending.append((following, readers.submit(_read_batch, following)))
+                for (path, name), (data, st) in zip(batch, reading.result(), strict=True):
+                    if data is not None:
+                        self.out.add_bytes(name, data, st.st_mode, int(st.st_mtime))
+                    elif st is not None:  # too large to read ahead: read here (a stable copy first)
+                        self.add(path, name)
+
+
+def _walk(folder: str, prefix: str, skip: set[str] = frozenset()) -> Iterator[tuple[str, str]]:
+    """(path, archive name) of every regular file under ``folder``, sorted; links, sockets, FIFOs left out."""
+    # DirEntry, not Path or os.walk + islink: its type comes with the listing, no stat per file
+    # (this runs for every artifact, 100,000 files and more).
+    try:
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.name in skip or entry.is_symlink():
+            continue
+        if entry.is_dir():
+            yield from _walk(entry.path, f"{prefix}/{entry.name}")
+        elif entry.is_file():
+            yield entry.path, f"{prefix}/{entry.name}"
+
+
+def _read_batch(batch: list[tuple[str, str]]) -> list[tuple[bytes | None, os.stat_result | None]]:
+    """(content, stat) of each file: content None when it is larger than _READ_AHEAD_MAX, stat None
+    when it was removed meanwhile (a finished temporary file)."""
+    read: list[tuple[bytes | None, os.stat_result | None]] = []
+    for path, _ in batch:
         try:
-            entries = sorted(os.scandir(root), key=lambda entry: entry.name)
+            with open(path, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                # Read whole before its header is written: the size in the archive is what was read.
+                read.append((fh.read() if st.st_size <= _READ_AHEAD_MAX else None, st))
         except FileNotFoundError:
-            return
-        for entry in entries:
-            if entry.name in skip or entry.is_symlink():
-                continue
-            if entry.is_dir():
-                self.add_tree(entry.path, f"{prefix}/{entry.name}")
-            elif entry.is_file():
-                self.add(entry.path, f"{prefix}/{entry.name}")
+            read.append((None, None))
+    return read
 
 
 def _versions() -> dict[str, str]:
