@@ -1,4 +1,5 @@
-"""The PostgreSQL side of ``backup``/``restore``: ``pg_dump`` and ``pg_restore`` on MLOPS_BACKEND_STORE_URI.
+"""The PostgreSQL store's side of ``backup``/``restore`` and of the schema upgrade: ``pg_dump``,
+``pg_restore`` and a few catalogue queries on MLOPS_BACKEND_STORE_URI.
 
 The dump and the counts in the manifest are one point in time: a repeatable-read transaction exports
 its snapshot, the counts are read in it, and ``pg_dump --snapshot`` dumps exactly that state while
@@ -94,6 +95,17 @@ def dump(settings: Settings, out: Path, counted: dict[str, str]) -> dict[str, in
         raise UserError(f"pg_dump of {settings.store_label} failed: "
                         f"{mask_credentials(first_line(done.stderr.strip() or done.returncode))}")
     return counts
+
+
+def schema_revision(settings: Settings) -> str | None:
+    """The schema revision alembic recorded in the store (None: a new, uninitialised database)."""
+    with _connect(settings) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT to_regclass('alembic_version') IS NOT NULL")
+        if not cursor.fetchone()[0]:
+            return None
+        cursor.execute("SELECT version_num FROM alembic_version")
+        row = cursor.fetchone()
+    return row[0] if row else None
 
 
 def tables_in(settings: Settings) -> int:

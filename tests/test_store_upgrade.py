@@ -16,8 +16,9 @@ from tests.services import MLOPS, ROOT, stack_env, start_service
 pytestmark = pytest.mark.integration
 
 
-def _old_store(db: Path, steps_back: int = 5) -> str:
-    """A store at the schema ``steps_back`` migrations before the installed MLflow's; its revision."""
+def _old_store(db: Path | str, steps_back: int = 5) -> str:
+    """A store (a SQLite file, or a PostgreSQL URI) at the schema ``steps_back`` migrations before the
+    installed MLflow's; its revision."""
     import sqlalchemy
     from alembic import command
     from mlflow.store.db.utils import _get_alembic_config
@@ -27,8 +28,9 @@ def _old_store(db: Path, steps_back: int = 5) -> str:
 
     head, known = _known_revisions()
     old = known[steps_back]  # walk order: head first
-    db.parent.mkdir(parents=True, exist_ok=True)
-    engine = sqlalchemy.create_engine(f"sqlite:///{db}")
+    if isinstance(db, Path):
+        db.parent.mkdir(parents=True, exist_ok=True)
+    engine = sqlalchemy.create_engine(f"sqlite:///{db}" if isinstance(db, Path) else db)
     InitialBase.metadata.create_all(engine)
     config = _get_alembic_config(str(engine.url))
     with engine.begin() as connection:
@@ -39,7 +41,16 @@ def _old_store(db: Path, steps_back: int = 5) -> str:
     return old
 
 
-def _revision(db: Path) -> str:
+def _revision(db: Path | str) -> str:
+    if isinstance(db, str):  # a PostgreSQL URI
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(db)
+        try:
+            with engine.connect() as con:
+                return con.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).scalar_one()
+        finally:
+            engine.dispose()
     with sqlite3.connect(db) as con:
         return con.execute("SELECT version_num FROM alembic_version").fetchone()[0]
 
@@ -81,3 +92,31 @@ def test_serve_mlflow_refuses_a_store_from_a_newer_mlflow(tmp_path: Path) -> Non
     assert any("written by a newer MLflow" in line and "f00dfacef00d" in line for line in errors), done.stderr
     assert "Traceback" not in done.stderr
     assert db.read_bytes() == before and not list(db.parent.glob("*.before-upgrade-*"))
+
+
+def test_serve_mlflow_backs_up_then_upgrades_an_older_postgresql_store(postgres_cluster,
+                                                                      tmp_path: Path) -> None:
+    from mlops_local.backup_pg import restore_dump
+    from mlops_local.services.mlflow_server import _known_revisions
+    from mlops_local.settings import Settings
+
+    uri = postgres_cluster.create_database()
+    old = _old_store(uri)
+    env = stack_env(tmp_path / "home", MLOPS_BACKEND_STORE_URI=uri)
+    service = start_service("mlflow", env, tmp_path / "logs")
+    try:
+        client = MlflowClient(service.url)
+        run = client.create_run(client.create_experiment("after-upgrade")).info.run_id
+        client.set_terminated(run, "FINISHED")
+        assert client.get_run(run).info.status == "FINISHED"
+    finally:
+        service.stop()
+    head, _ = _known_revisions()
+    assert _revision(uri) == head
+    [backup] = (tmp_path / "home" / "mlflow").glob(f"mlflow.pgdump.before-upgrade-{old}-*")
+    lines = [line for line in service.log().splitlines() if "upgraded the MLflow store" in line]
+    assert len(lines) == 1 and old in lines[0] and head in lines[0] and str(backup) in lines[0]
+    # the dump is the store as it was: restored into an empty database, it is at the old schema
+    copy = postgres_cluster.create_database()
+    restore_dump(Settings.from_env(stack_env(tmp_path / "check", MLOPS_BACKEND_STORE_URI=copy)), backup)
+    assert _revision(copy) == old

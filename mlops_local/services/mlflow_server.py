@@ -21,11 +21,13 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mlops_local import backup_pg
 from mlops_local.backup import sqlite_copy
-from mlops_local.errors import StoreCorrupt, UserError
+from mlops_local.errors import StoreCorrupt, UserError, first_line
 from mlops_local.services.process import child_env, ensure_port_free, run_foreground
 from mlops_local.settings import Settings
 from mlops_local.store import check_postgres
+from mlops_local.uris import mask_credentials
 
 log = logging.getLogger(__name__)
 
@@ -143,17 +145,22 @@ def _known_revisions() -> tuple[str, list[str]]:
     return heads[0], list(parents)
 
 
-def upgrade_store(db: Path, clock=time.time) -> Path | None:
-    """Bring an existing SQLite store to the installed MLflow's schema, after a backup; the backup's path.
+def upgrade_store(settings: Settings, clock=time.time) -> Path | None:
+    """Bring an existing store to the installed MLflow's schema, after a backup; the backup's path.
 
     MLflow either upgrades an out-of-date store silently (when a newer table is missing) or refuses it
     ("take a backup, then run mlflow db upgrade"): this is that, done for the user, with the backup
-    kept next to the store (SQLite's online backup API) and one line saying so. A store written by a
-    newer MLflow is refused: downgrading would lose what the newer schema holds.
+    kept next to the store (SQLite's online backup API; ``pg_dump`` into MLOPS_HOME/mlflow for
+    PostgreSQL) and one line saying so. A store written by a newer MLflow is refused: downgrading would
+    lose what the newer schema holds.
     """
-    if not db.is_file():
-        return None
-    current = _store_revision(db)
+    db = settings.mlflow_db
+    if settings.store_is_sqlite:
+        if not db.is_file():
+            return None
+        current, where = _store_revision(db), str(db)
+    else:
+        current, where = backup_pg.schema_revision(settings), settings.store_label
     if current is None:
         return None  # a new store: MLflow creates its schema
     head, known = _known_revisions()
@@ -162,20 +169,26 @@ def upgrade_store(db: Path, clock=time.time) -> Path | None:
     import mlflow
 
     if current not in known:
-        raise UserError(f"the MLflow store {db} has schema {current}, written by a newer MLflow than this "
+        raise UserError(f"the MLflow store {where} has schema {current}, written by a newer MLflow than this "
                         f"one ({mlflow.__version__}): install that MLflow, or restore a backup made with it")
     stamp = datetime.fromtimestamp(clock(), UTC).strftime("%Y%m%dT%H%M%SZ")
-    backup = db.with_name(f"{db.name}.before-upgrade-{current}-{stamp}")
-    sqlite_copy(db, backup)
+    if settings.store_is_sqlite:
+        backup = db.with_name(f"{db.name}.before-upgrade-{current}-{stamp}")
+        sqlite_copy(db, backup)
+    else:
+        backup = settings.mlflow_dir / f"mlflow.pgdump.before-upgrade-{current}-{stamp}"
+        backup.parent.mkdir(parents=True, exist_ok=True)
+        backup_pg.dump(settings, backup, {})
     import sqlalchemy
     from mlflow.store.db.utils import _upgrade_db
 
-    engine = sqlalchemy.create_engine(f"sqlite:///{db}")
+    engine = sqlalchemy.create_engine(settings.backend_store_uri)
     try:
         _upgrade_db(engine)
     except Exception as exc:
-        raise UserError(f"upgrading the MLflow store {db} from schema {current} failed ({exc}); the store "
-                        f"as it was is kept at {backup}") from exc
+        cause = mask_credentials(first_line(exc))
+        raise UserError(f"upgrading the MLflow store {where} from schema {current} failed ({cause}); the "
+                        f"store as it was is kept at {backup}") from exc
     finally:
         engine.dispose()
     log.warning("upgraded the MLflow store's schema from %s to %s for MLflow %s; the store as it was is "
@@ -195,9 +208,8 @@ def serve(settings: Settings, workers: int = 1, job_execution: bool = False) -> 
     """Run the tracking server in the foreground until SIGTERM/SIGINT."""
     ensure_port_free(settings.host, settings.mlflow_port, "MLOPS_MLFLOW_PORT")
     check_backend(settings)
-    if settings.store_is_sqlite:
-        # Before MLflow opens it: MLflow upgrades a store that lacks a table silently, and refuses others.
-        upgrade_store(settings.mlflow_db)
+    # Before MLflow opens it: MLflow upgrades a store that lacks a table silently, and refuses others.
+    upgrade_store(settings)
     settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
     if workers == 1 and not job_execution:
         os.chdir(settings.mlflow_dir)
