@@ -3,10 +3,13 @@ pandas or scikit-learn; the quick look-up answers as MLflow's client does, or le
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -100,6 +103,14 @@ def test_the_quick_look_up_leaves_what_it_cannot_answer_to_mlflows_client(
         alias_target(f"sqlite:///{tmp_path}/mlflow.db", None, "champion", timeout=1)
     with pytest.raises(OSError):  # nothing listens: the registry is not up (yet)
         alias_target(f"http://127.0.0.1:{free_port()}", None, "champion", timeout=1)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as other:  # answers 404 to all
+        threading.Thread(target=other.serve_forever, daemon=True).start()
+        try:
+            with pytest.raises(CannotTell):  # not MLflow's "no such model": its client says what it is
+                alias_target(f"http://127.0.0.1:{other.server_address[1]}", "m", "champion", timeout=5)
+        finally:
+            other.shutdown()
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "secret")  # only MLflow's client sends it
     with pytest.raises(CannotTell):
         alias_target(f"http://127.0.0.1:{free_port()}", None, "champion", timeout=1)

@@ -60,9 +60,9 @@ def _get(uri: str, endpoint: str, query: dict[str, object], timeout: float) -> d
             error = json.loads(exc.read()).get("error_code")
         except (ValueError, AttributeError):
             error = None
-        if exc.code == 404 or error in NOT_FOUND:
-            return {"error_code": error or "NOT_FOUND"}
-        raise CannotTell(f"HTTP {exc.code}") from None  # refused, a server error: MLflow's client says it
+        if error in NOT_FOUND:  # MLflow's "no such model or alias"
+            return {"error_code": error}
+        raise CannotTell(f"HTTP {exc.code}") from None  # refused, a server error, not MLflow: its client says
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, ssl.SSLError):
             raise CannotTell(f"TLS: {exc.reason}") from None
