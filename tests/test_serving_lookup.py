@@ -3,7 +3,7 @@ pandas or scikit-learn; the quick look-up answers as MLflow's client does, or le
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import http.server
 import json
 import signal
@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -97,20 +98,37 @@ def test_the_quick_look_up_answers_as_mlflows_client(registry: tuple[str, Mlflow
     assert both(None) == ((name, "1"),) * 2
 
 
+@contextlib.contextmanager
+def answering(status: int) -> Iterator[str]:
+    """The URL of a real HTTP server (not MLflow) that answers every GET with ``status`` and an HTML page."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(status)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+
+
 def test_the_quick_look_up_leaves_what_it_cannot_answer_to_mlflows_client(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     with pytest.raises(CannotTell):
         alias_target(f"sqlite:///{tmp_path}/mlflow.db", None, "champion", timeout=1)
     with pytest.raises(OSError):  # nothing listens: the registry is not up (yet)
         alias_target(f"http://127.0.0.1:{free_port()}", None, "champion", timeout=1)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as other:  # answers 404 to all
-        threading.Thread(target=other.serve_forever, daemon=True).start()
-        try:
-            with pytest.raises(CannotTell):  # not MLflow's "no such model": its client says what it is
-                alias_target(f"http://127.0.0.1:{other.server_address[1]}", "m", "champion", timeout=5)
-        finally:
-            other.shutdown()
+    with answering(404) as url, pytest.raises(CannotTell):  # not MLflow's "no such model": its client
+        alias_target(url, "m", "champion", timeout=5)        # says what the server is
+    with answering(401) as url, pytest.raises(CannotTell):  # wants credentials only MLflow's client has
+        alias_target(url, None, "champion", timeout=5)
+    with answering(503) as url, pytest.raises(OSError):  # down for now: polled again
+        alias_target(url, None, "champion", timeout=5)
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "secret")  # only MLflow's client sends it
     with pytest.raises(CannotTell):
         alias_target(f"http://127.0.0.1:{free_port()}", None, "champion", timeout=1)

@@ -10,6 +10,7 @@ settings, an answer this does not recognise), it raises :class:`CannotTell` and 
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import ssl
@@ -62,13 +63,17 @@ def _get(uri: str, endpoint: str, query: dict[str, object], timeout: float) -> d
             error = None
         if error in NOT_FOUND:  # MLflow's "no such model or alias"
             return {"error_code": error}
-        raise CannotTell(f"HTTP {exc.code}") from None  # refused, a server error, not MLflow: its client says
+        if exc.code >= 500:  # down for now (as MLflow's client reports it): polled again, still without it
+            raise ConnectionError(f"the registry answered HTTP {exc.code}") from None
+        raise CannotTell(f"HTTP {exc.code}") from None  # refused (auth), not MLflow: its client says
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, ssl.SSLError):
             raise CannotTell(f"TLS: {exc.reason}") from None
         raise
     except ssl.SSLError as exc:
         raise CannotTell(f"TLS: {exc}") from None
+    except http.client.HTTPException as exc:  # cut off mid-answer: as a connection that failed
+        raise ConnectionError(f"the registry's answer was cut off ({type(exc).__name__})") from None
     except ValueError as exc:  # not JSON: not an MLflow server
         raise CannotTell(f"unexpected answer: {exc}") from None
 
@@ -77,7 +82,8 @@ def alias_target(uri: str, name: str | None, alias: str, timeout: float) -> tupl
     """(name, version) that ``name@alias`` points at now, as :func:`holder.resolve` answers it; without a
     name, the most recently updated registered model carrying ``alias``; None when there is none.
 
-    Raises OSError when the registry does not answer and CannotTell when only MLflow's client can say.
+    Raises OSError when the registry does not answer (or answers a server error) and CannotTell when only
+    MLflow's client can say.
     """
     if not answerable(uri):
         raise CannotTell(f"{uri.split(':', 1)[0]} store or MLflow client settings")
