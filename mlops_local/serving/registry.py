@@ -42,7 +42,7 @@ def answerable(uri: str) -> bool:
     """Whether a plain HTTP request reaches the registry at ``uri`` as MLflow's client would."""
     if not uri.startswith(("http://", "https://")):
         return False
-    if any(os.environ.get(name) for name in CLIENT_SETTINGS):
+    if any(os.environ.get(name, "").lower() not in ("", "false", "0") for name in CLIENT_SETTINGS):
         return False
     return not CREDENTIALS_FILE.expanduser().exists()
 
