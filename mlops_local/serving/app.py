@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from mlops_local.serving import memory, protocol
+from mlops_local.serving import protocol, registry
 from mlops_local.serving.drift import DriftCollector
 from mlops_local.serving.holder import LoadedModel, ModelHolder
 from mlops_local.serving.metrics import NO_MODEL, ServingMetrics
 from mlops_local.settings import Settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def score(loaded: LoadedModel, body: bytes, content_type: str | None) -> tuple[bytes, np.ndarray | None]:
     """Parse, check, predict and encode one request (in a worker thread: it is CPU work)."""
+    import pandas as pd  # imported by the model's load already: not held by a service with no model
+
     data = protocol.parse(body, content_type, loaded.input_schema)
     protocol.check_columns(data, loaded.input_schema)
     raw = protocol.predict(loaded.model, data)
@@ -127,7 +133,6 @@ def build_app(holder: ModelHolder, metrics: ServingMetrics, max_body_bytes: int)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        memory.tune()
         holder.start()
         try:
             yield
@@ -151,16 +156,24 @@ def serve(settings: Settings) -> int:
     """Run the model service in the foreground until SIGTERM/SIGINT."""
     import uvicorn
 
-    from mlops_local import tracking
     from mlops_local.services.process import ensure_port_free
 
     ensure_port_free(settings.host, settings.serve_port, "MLOPS_SERVE_PORT")
     metrics = ServingMetrics()
-    # Bounded retries and timeouts: a registry that is down costs seconds. Always the server (never the
-    # SQLite fallback): the registry may come up after this service.
-    client = tracking.new_client(settings.effective_tracking_uri, settings)
-    holder = ModelHolder(client, metrics, settings.serve_model, settings.serve_alias,
-                         settings.serve_poll_interval, drift_window=settings.drift_window)
+    uri = settings.effective_tracking_uri
+
+    def connect() -> MlflowClient:
+        # Bounded retries and timeouts: a registry that is down costs seconds. Always the server (never
+        # the SQLite fallback): the registry may come up after this service. Made on the first version
+        # to load: importing MLflow costs ~110 MB that a service with no model does not hold.
+        from mlops_local import tracking
+
+        return tracking.new_client(uri, settings)
+
+    holder = ModelHolder(None, metrics, settings.serve_model, settings.serve_alias,
+                         settings.serve_poll_interval, drift_window=settings.drift_window,
+                         uri=uri, connect=connect,
+                         lookup=functools.partial(registry.alias_target, uri, timeout=settings.http_timeout))
     metrics.registry.register(DriftCollector(lambda: served_drift(holder)))
     app = build_app(holder, metrics, settings.serve_max_body_mb << 20)
     target = f"{settings.serve_model or '(most recent)'}@{settings.serve_alias}"

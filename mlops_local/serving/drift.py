@@ -17,13 +17,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from mlops_local.ml.profile import Binning, Reference
+if TYPE_CHECKING:  # the model service imports this before it has a model: no pandas until a load
+    import pandas as pd
+
+    from mlops_local.ml.profile import Binning, Reference
 
 log = logging.getLogger(__name__)
 

@@ -4,33 +4,50 @@ A request reads :attr:`ModelHolder.current` once and uses that object to the end
 reference (one assignment, atomic under the GIL) never tears a request: requests that started on the
 old version finish on it, the next ones get the new one. The reloader loads the new version beside
 the old in its own thread; the old one is freed when its last request returns.
+
+Until there is a version to load, the service holds no MLflow, pandas or scikit-learn: the poll asks the
+registry's REST API directly (:mod:`mlops_local.serving.registry`) when it can, and the modules of a
+load are imported by the load.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
+from typing import TYPE_CHECKING
 
 from mlops_local.errors import UserError
-from mlops_local.ml.profile import PROFILE_ARTIFACT, PROFILE_FILE, ProfileError, Reference, read_profile
-from mlops_local.ml.safeload import ModelRefused
 from mlops_local.serving import memory
 from mlops_local.serving.drift import MAX_EXPORTED_FEATURES, DriftWindow
 from mlops_local.serving.metrics import ServingMetrics, prediction_buckets
+from mlops_local.serving.registry import NOT_FOUND, SEARCH_PAGE, CannotTell
 from mlops_local.uris import mask_credentials
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from mlops_local.ml.profile import Reference
 
 log = logging.getLogger(__name__)
 
-SEARCH_PAGE = 100  # registered models looked at when no name is set (most recently updated first)
+# A quick look-up of where the alias points (registry.alias_target bound to a URI): raises OSError when
+# the registry does not answer, CannotTell when only MLflow's client can answer.
+Lookup = Callable[[str | None, str], "tuple[str, str] | None"]
+
+
+def registry_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is the registry failing (down, refusing), not a bug: OSError, or MLflow's errors
+    once MLflow is imported (it is not until there is something to load)."""
+    mlflow_exceptions = sys.modules.get("mlflow.exceptions")
+    return isinstance(exc, OSError) or (
+        mlflow_exceptions is not None and isinstance(exc, mlflow_exceptions.MlflowException))
 
 
 @dataclass(frozen=True)
@@ -59,11 +76,13 @@ class LoadedModel:
 def resolve(client: MlflowClient, name: str | None, alias: str) -> tuple[str, str] | None:
     """(name, version) that ``name@alias`` points at now; without a name, the most recently updated
     registered model carrying ``alias``; None when there is none yet."""
+    from mlflow.exceptions import MlflowException
+
     if name:
         try:
             version = client.get_model_version_by_alias(name, alias)
         except MlflowException as exc:
-            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"):
+            if exc.error_code in NOT_FOUND:
                 return None
             raise
         return name, str(version.version)
@@ -79,6 +98,8 @@ def resolve(client: MlflowClient, name: str | None, alias: str) -> tuple[str, st
 def target_buckets(client: MlflowClient, run_id: str) -> tuple[tuple[float, ...], str]:
     """Prediction buckets from the training target's quantiles when the run trained on a built-in
     dataset (reloaded here, it is shipped with the package); the defaults otherwise."""
+    from mlflow.exceptions import MlflowException
+
     from mlops_local.ml.datasets import BUILTINS, load_dataset
     from mlops_local.ml.types import DatasetSpec
 
@@ -99,6 +120,9 @@ def target_buckets(client: MlflowClient, run_id: str) -> tuple[tuple[float, ...]
 def reference_profile(client: MlflowClient, run_id: str) -> Reference | None:
     """The run's training profile (``profile/reference.json``, read as JSON data); None if it has none."""
     from mlflow import artifacts
+    from mlflow.exceptions import MlflowException
+
+    from mlops_local.ml.profile import PROFILE_ARTIFACT, PROFILE_FILE, ProfileError, read_profile
 
     with tempfile.TemporaryDirectory(prefix="mlops-profile-") as tmp:
         try:
@@ -134,11 +158,18 @@ def load_version(client: MlflowClient, name: str, alias: str, version: str) -> L
 class ModelHolder:
     """The served model (None until one is registered) and the poller that swaps it when the alias moves."""
 
-    def __init__(self, client: MlflowClient, metrics: ServingMetrics, name: str | None, alias: str,
+    def __init__(self, client: MlflowClient | None, metrics: ServingMetrics, name: str | None, alias: str,
                  poll_interval: float,
                  loader: Callable[[MlflowClient, str, str, str], LoadedModel] = load_version,
-                 drift_window: int = 0) -> None:
-        self.client, self.metrics, self.name, self.alias = client, metrics, name, alias
+                 drift_window: int = 0, *, connect: Callable[[], MlflowClient] | None = None,
+                 lookup: Lookup | None = None, uri: str | None = None) -> None:
+        """``client`` None: ``connect`` makes it when first needed; ``lookup`` answers the polls while it
+        can and nothing was loaded (then MLflow's client does); ``uri`` is the registry's, for messages."""
+        if client is None and connect is None:
+            raise ValueError("ModelHolder needs a client or a way to connect one")
+        self._client, self._connect, self._lookup = client, connect, lookup
+        self._uri = uri
+        self.metrics, self.name, self.alias = metrics, name, alias
         self.poll_interval = poll_interval
         self.drift_window = drift_window  # rows; 0: no drift measured
         self.loader = loader
@@ -150,14 +181,43 @@ class ModelHolder:
         self._thread: threading.Thread | None = None
         self._check_lock = threading.Lock()  # the poller and POST /reload never load at once
 
+    @property
+    def client(self) -> MlflowClient:
+        """The registry's MLflow client (made on first use when the holder was given ``connect``)."""
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    @property
+    def uri(self) -> str:
+        """The registry's URI (for messages)."""
+        return self._uri if self._uri is not None else self.client.tracking_uri
+
+    def target(self) -> tuple[str, str] | None:
+        """Where the alias points: the quick look-up's answer while it has one and the alias points
+        nowhere; MLflow's client from the first version to load on (or when the look-up cannot tell)."""
+        if self._lookup is not None:
+            try:
+                target = self._lookup(self.name, self.alias)
+            except CannotTell as exc:
+                log.debug("quick registry look-up cannot tell (%s): asking MLflow's client", exc)
+                self._lookup = None
+            else:
+                if target is None:
+                    return None
+                self._lookup = None  # a version to load: the load imports MLflow anyway
+        return resolve(self.client, self.name, self.alias)
+
     def check(self) -> bool:
         """One poll: load and swap in the version the alias points at if it changed; True if swapped."""
         try:
-            target = resolve(self.client, self.name, self.alias)
-        except (MlflowException, OSError) as exc:
+            target = self.target()
+        except Exception as exc:
+            if not registry_error(exc):
+                raise
             if not self._reached:  # under honcho the service often starts before MLflow: that is waiting
                 self._problem("waiting for the model registry at "
-                              f"{mask_credentials(self.client.tracking_uri)} to answer", logging.INFO)
+                              f"{mask_credentials(self.uri)} to answer", logging.INFO)
                 return False
             self._problem(f"registry not reachable ({type(exc).__name__}): {str(exc).splitlines()[0][:200]}")
             return False
@@ -169,6 +229,9 @@ class ModelHolder:
         if target is None or target == self._attempted:
             return False
         name, version = target
+        from mlops_local.ml.safeload import ModelRefused  # with the modules of a load: not at idle
+
+        memory.tune()  # before the load allocates (pyarrow's pool too)
         try:
             loaded = self.loader(self.client, name, self.alias, version)
         except ModelRefused as exc:
@@ -176,7 +239,9 @@ class ModelHolder:
             keeping = f"still serving version {current.version}" if current else "no model yet"
             log.warning("%s@%s version %s %s; %s", name, self.alias, version, exc, keeping)
             return False
-        except (UserError, MlflowException, OSError) as exc:
+        except Exception as exc:
+            if not (isinstance(exc, UserError) or registry_error(exc)):
+                raise
             self._problem(f"cannot load {name} version {version} (will retry): "
                           f"{str(exc).splitlines()[0][:300]}")
             return False

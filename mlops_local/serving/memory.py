@@ -33,7 +33,8 @@ def _libc() -> ctypes.CDLL | None:
 
 
 def tune() -> None:
-    """Once at service start: a fixed heap trim threshold, and pyarrow on the system allocator."""
+    """Before a load: a fixed heap trim threshold, and pyarrow on the system allocator (imported here, not
+    at start: a service with no model does not hold it)."""
     libc = _libc()
     if libc is not None:
         # A fixed threshold also turns off glibc's growth of it after large frees (a model load).

@@ -3,6 +3,9 @@
 Parsing reuses MLflow's own scoring-server functions, so a client of ``mlflow models serve`` gets the
 same answers here; what differs is the errors: one line naming the problem, never the input echoed
 back or a traceback.
+
+pandas and MLflow are imported by the functions that score (a model's load has imported them already):
+the service answers "no model yet" without holding them.
 """
 
 from __future__ import annotations
@@ -10,11 +13,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-from mlflow.exceptions import MlflowException
-from mlflow.pyfunc import scoring_server
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,10 @@ def _csv_dtypes(schema: object) -> dict[str, object]:
 
 def parse(body: bytes, content_type: str | None, schema: object) -> object:
     """The model input of a request body (a DataFrame, or what MLflow makes of ``instances``)."""
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+    from mlflow.pyfunc import scoring_server
+
     if not body.strip():
         raise BadRequest("empty request body: send JSON with one of " + ", ".join(FORMATS) + " or text/csv")
     mime = (content_type or JSON).split(";", 1)[0].strip().lower()
@@ -87,6 +94,8 @@ def parse(body: bytes, content_type: str | None, schema: object) -> object:
 
 def check_columns(data: object, schema: object) -> None:
     """BadRequest naming the missing columns, or an empty input, before the model sees it."""
+    import pandas as pd
+
     if isinstance(data, pd.DataFrame):
         if data.empty:
             raise BadRequest("no rows to score")
@@ -109,6 +118,7 @@ def _check_numeric(data: pd.DataFrame, spec: object) -> None:
     mlops-local's signatures declare numeric columns as ``Any`` (so that ints, floats and gaps all
     pass), which lets MLflow pass a string through to the imputer; so ``Any`` is checked as numeric.
     """
+    import pandas as pd
     from mlflow.types.schema import AnyType
 
     kind = "number" if isinstance(spec.type, AnyType) else getattr(spec.type, "name", "")
@@ -126,6 +136,8 @@ def _check_numeric(data: pd.DataFrame, spec: object) -> None:
 
 def predict(model: object, data: object) -> np.ndarray:
     """The model's predictions; BadRequest when the input does not fit the model's signature."""
+    from mlflow.exceptions import MlflowException
+
     try:
         raw = model.predict(data)
     except MlflowException as exc:
@@ -141,6 +153,8 @@ def predict(model: object, data: object) -> np.ndarray:
 
 def encode(raw: object) -> bytes:
     """``{"predictions": [...]}`` exactly as MLflow's scoring server writes it."""
+    from mlflow.pyfunc import scoring_server
+
     out = io.StringIO()
     scoring_server.predictions_to_json(raw, out)
     return out.getvalue().encode("utf-8")
