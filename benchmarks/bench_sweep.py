@@ -91,10 +91,10 @@ def _request(args: argparse.Namespace, params: dict, experiment: str):  # lazy i
 
 def loop(args: argparse.Namespace) -> int:
     """The baseline, in this fresh process: train() once per trial, one after another; JSON on stdout."""
-    from mlops_local.ml.sweep_space import build_space, parse_range_args
-    from mlops_local.ml.sweep_strategies import RandomStrategy
     from mlops_local.ml.training import train
     from mlops_local.settings import Settings
+    from mlops_local.sweep.samplers import RandomStrategy
+    from mlops_local.sweep.space import build_space, parse_range_args
 
     settings = Settings.from_env()
     space = build_space(MODEL, parse_range_args(args.param_range))
@@ -113,13 +113,13 @@ def warm(args: argparse.Namespace) -> int:
     """Both sides in this one warm process, as the UI runs them: the training stack imported, one
     training and one small sweep done first (the sweep starts the preloaded forkserver the UI's sweeps
     fork their workers from). Then the loop of ``train()`` calls and ``run_sweep()``; JSON on stdout."""
-    from mlops_local.ml.sweep import run_sweep
-    from mlops_local.ml.sweep_space import build_space, parse_range_args
-    from mlops_local.ml.sweep_strategies import RandomStrategy
-    from mlops_local.ml.sweep_types import SweepSpec
     from mlops_local.ml.training import train
     from mlops_local.ml.types import DatasetSpec, TrainRequest
     from mlops_local.settings import Settings
+    from mlops_local.sweep.run import run_sweep
+    from mlops_local.sweep.samplers import RandomStrategy
+    from mlops_local.sweep.space import build_space, parse_range_args
+    from mlops_local.sweep.spec import SweepSpec
 
     settings = Settings.from_env()
     train(TrainRequest(DatasetSpec(DATASET), "ridge", seed=SEED, source="cli",
@@ -222,8 +222,8 @@ def main() -> int:
           f"ranges: {args.param_range or 'the catalog'}; both sides start as fresh processes")
     rows: dict[str, list[dict]] = {}
     ceilings: list[float] = []
-    from mlops_local.ml.sweep_space import build_space, parse_range_args
-    from mlops_local.ml.sweep_strategies import RandomStrategy
+    from mlops_local.sweep.samplers import RandomStrategy
+    from mlops_local.sweep.space import build_space, parse_range_args
 
     space = build_space(MODEL, parse_range_args(args.param_range))
     strategy = RandomStrategy(space, args.trials, SEED)

@@ -13,12 +13,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from mlops_local.errors import UserError
 from mlops_local.metrics.sweeps import SweepMetrics
 from mlops_local.ml.catalog import get_model, validate_params
-from mlops_local.ml.sweep_charts import SCORE_CHART, param_chart_name, write_charts
-from mlops_local.ml.sweep_plan import plan_sweep
-from mlops_local.ml.sweep_space import build_space, parse_range_args
-from mlops_local.ml.sweep_strategies import GridStrategy, OptunaStrategy, RandomStrategy, make_strategy
-from mlops_local.ml.sweep_types import SweepSpec, TrialOutcome, better, score_key
 from mlops_local.ml.types import DatasetSpec
+from mlops_local.sweep.charts import SCORE_CHART, param_chart_name, write_charts
+from mlops_local.sweep.plan import plan_sweep
+from mlops_local.sweep.samplers import GridStrategy, OptunaStrategy, RandomStrategy, make_strategy
+from mlops_local.sweep.space import build_space, parse_range_args
+from mlops_local.sweep.spec import SweepSpec, TrialOutcome, better, score_key
 
 FRIEDMAN = DatasetSpec("friedman1", options={"n_samples": 200})
 
@@ -180,7 +180,7 @@ def test_plan_refuses_bad_specs_before_anything_runs():
 
 
 def test_dask_workers_must_be_able_to_reach_mlflow():
-    from mlops_local.ml.sweep import _check_reachable_from_dask
+    from mlops_local.sweep.run import _check_reachable_from_dask
 
     _check_reachable_from_dask("http://127.0.0.1:8080", "tcp://127.0.0.1:8786")  # a local cluster: fine
     _check_reachable_from_dask("http://mlflow.lan:8080", "tcp://dask.lan:8786")

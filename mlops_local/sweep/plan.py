@@ -11,12 +11,12 @@ from mlops_local import tracking
 from mlops_local.errors import UserError
 from mlops_local.ml import evaluation
 from mlops_local.ml.datasets import LoadedDataset, load_dataset
-from mlops_local.ml.sweep_exec import check_jobs
-from mlops_local.ml.sweep_space import SearchSpace, build_space, check_grid_points
-from mlops_local.ml.sweep_strategies import Strategy, make_strategy
-from mlops_local.ml.sweep_types import METRICS, MODEL_MODES, STRATEGIES, SweepSpec, SweepSpecError, score_key
 from mlops_local.runs import validate_registration
 from mlops_local.settings import Settings
+from mlops_local.sweep.executor import check_jobs
+from mlops_local.sweep.samplers import Strategy, make_strategy
+from mlops_local.sweep.space import SearchSpace, build_space, check_grid_points
+from mlops_local.sweep.spec import METRICS, MODEL_MODES, STRATEGIES, SweepSpec, SweepSpecError, score_key
 
 
 @dataclass

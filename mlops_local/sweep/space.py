@@ -15,7 +15,7 @@ import numpy as np
 
 from mlops_local.errors import UserError
 from mlops_local.ml.catalog import ParamSpec, get_model, validate_params
-from mlops_local.ml.sweep_types import SweepSpecError
+from mlops_local.sweep.spec import SweepSpecError
 
 MAX_GRID_POINTS = 50
 

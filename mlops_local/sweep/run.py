@@ -4,8 +4,8 @@
                                  trials=24, ranges={"n_estimators": "20:200:log"}), settings)
 
 Everything the user controls is validated before any run exists (UserError). Trials run on local
-worker processes or a Dask cluster (:mod:`sweep_exec`), each one :func:`training.train` call
-(:mod:`sweep_worker`), scheduled by :class:`sweep_runner.SweepRun`. A failed trial is a FAILED child
+worker processes or a Dask cluster (:mod:`executor`), each one :func:`training.train` call
+(:mod:`worker`), scheduled by :class:`loop.SweepRun`. A failed trial is a FAILED child
 and the sweep goes on. Cancelling (the ``cancel`` event, or Ctrl-C in the thread running the sweep)
 stops scheduling, kills what runs, marks running children KILLED and closes the parent KILLED:
 nothing is left RUNNING.
@@ -34,21 +34,21 @@ from mlops_local import tracking
 from mlops_local.errors import UserError
 from mlops_local.ml.promotion import decide, evaluate
 from mlops_local.ml.safeload import checksum_tags
-from mlops_local.ml.sweep_exec import open_executor
-from mlops_local.ml.sweep_plan import plan_sweep, worker_env
-from mlops_local.ml.sweep_runner import OnTrial, SweepRun
-from mlops_local.ml.sweep_strategies import make_strategy
-from mlops_local.ml.sweep_tracking import (
+from mlops_local.ml.training import dataset_input
+from mlops_local.runmeta import MODEL_ARTIFACT
+from mlops_local.runs import register_model
+from mlops_local.settings import Settings
+from mlops_local.sweep.executor import open_executor
+from mlops_local.sweep.loop import OnTrial, SweepRun
+from mlops_local.sweep.plan import plan_sweep, worker_env
+from mlops_local.sweep.samplers import make_strategy
+from mlops_local.sweep.spec import SweepResult, SweepSpec
+from mlops_local.sweep.tracking import (
     create_parent,
     finish_parent,
     kill_running_children,
     render_artifacts,
 )
-from mlops_local.ml.sweep_types import SweepResult, SweepSpec
-from mlops_local.ml.training import dataset_input
-from mlops_local.runmeta import MODEL_ARTIFACT
-from mlops_local.runs import register_model
-from mlops_local.settings import Settings
 
 __all__ = ["plan_sweep", "run_sweep"]
 
@@ -77,7 +77,7 @@ def run_sweep(spec: SweepSpec, settings: Settings, *, client: MlflowClient | Non
     sweep runs in the main thread. ``on_trial`` is called after each trial. ``metrics`` (a
     :class:`mlops_local.metrics.sweeps.SweepMetrics`) is updated as trials end. ``frame``: an uploaded
     table (``spec.dataset.name`` is then its file name). ``start_method``: how local workers start
-    (see :func:`sweep_exec.worker_context`; the CLI forks).
+    (see :func:`executor.worker_context`; the CLI forks).
     """
     start = time.perf_counter()
     plan = plan_sweep(spec, frame)

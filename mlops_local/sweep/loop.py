@@ -17,9 +17,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mlops_local.errors import ServiceUnavailable, UserError
-from mlops_local.ml.sweep_exec import TrialExecutor, open_executor
-from mlops_local.ml.sweep_plan import Plan, worker_env
-from mlops_local.ml.sweep_tracking import (
+from mlops_local.ml.types import TrainRequest
+from mlops_local.runmeta import TAG_CLIENT, TAG_GOAL, TAG_ROLE, TAG_SCORE_METRIC, TAG_SOURCE, TAG_TRIAL
+from mlops_local.settings import Settings
+from mlops_local.sweep.executor import TrialExecutor, open_executor
+from mlops_local.sweep.plan import Plan, worker_env
+from mlops_local.sweep.spec import SweepProgress, TrialOutcome, better
+from mlops_local.sweep.tracking import (
     fail_child,
     kill_running_children,
     log_progress,
@@ -27,11 +31,7 @@ from mlops_local.ml.sweep_tracking import (
     record_failed_child,
     set_state,
 )
-from mlops_local.ml.sweep_types import SweepProgress, TrialOutcome, better
-from mlops_local.ml.sweep_worker import TrialTask, baseline_score, find_child, refit_model, run_trial
-from mlops_local.ml.types import TrainRequest
-from mlops_local.runmeta import TAG_CLIENT, TAG_GOAL, TAG_ROLE, TAG_SCORE_METRIC, TAG_SOURCE, TAG_TRIAL
-from mlops_local.settings import Settings
+from mlops_local.sweep.worker import TrialTask, baseline_score, find_child, refit_model, run_trial
 
 log = logging.getLogger(__name__)
 

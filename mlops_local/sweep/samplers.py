@@ -20,8 +20,8 @@ from typing import Protocol
 import numpy as np
 
 from mlops_local.errors import UserError
-from mlops_local.ml.sweep_space import SearchSpace
-from mlops_local.ml.sweep_types import DEFAULT_TRIALS, STRATEGIES, SweepSpecError
+from mlops_local.sweep.space import SearchSpace
+from mlops_local.sweep.spec import DEFAULT_TRIALS, STRATEGIES, SweepSpecError
 
 log = logging.getLogger(__name__)
 
