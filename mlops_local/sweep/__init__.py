@@ -24,7 +24,7 @@ _API = {
     "DEFAULT_GRID_POINTS": "spec", "DEFAULT_TRIALS": "spec", "METRICS": "spec", "MODEL_MODES": "spec",
     "STRATEGIES": "spec", "SweepProgress": "spec", "SweepResult": "spec", "SweepSpec": "spec",
     "SweepSpecError": "spec", "TrialOutcome": "spec",
-    "MAX_TRIALS": "samplers", "parse_range_args": "space", "build_space": "space",
+    "MAX_TRIALS": "plan", "parse_range_args": "space", "build_space": "space",
     "plan_sweep": "plan", "cores": "executor", "run_sweep": "run", "SweepJob": "job",
 }
 __all__ = [
@@ -36,9 +36,8 @@ __all__ = [
 if TYPE_CHECKING:  # what static tools see; at run time __getattr__ loads them
     from mlops_local.sweep.executor import cores
     from mlops_local.sweep.job import SweepJob
-    from mlops_local.sweep.plan import plan_sweep
+    from mlops_local.sweep.plan import MAX_TRIALS, plan_sweep
     from mlops_local.sweep.run import run_sweep
-    from mlops_local.sweep.samplers import MAX_TRIALS
     from mlops_local.sweep.space import build_space, parse_range_args
     from mlops_local.sweep.spec import (
         DEFAULT_GRID_POINTS,

@@ -22,7 +22,6 @@ import time
 import urllib.parse
 import zipfile
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,6 @@ from mlops_local.settings import Settings
 from mlops_local.sweep.executor import open_executor
 from mlops_local.sweep.loop import OnTrial, SweepRun
 from mlops_local.sweep.plan import plan_sweep, worker_env
-from mlops_local.sweep.samplers import make_strategy
 from mlops_local.sweep.spec import SweepResult, SweepSpec
 from mlops_local.sweep.tracking import (
     create_parent,
@@ -96,12 +94,8 @@ def run_sweep(spec: SweepSpec, settings: Settings, *, client: MlflowClient | Non
         if executor is None:
             executor = open_executor(plan.jobs, spec.dask_scheduler, worker_env(settings),
                                      settings.http_timeout)
-        if spec.strategy == "optuna" and plan.jobs is None:
-            plan = replace(plan, strategy=make_strategy(
-                "optuna", plan.space, trials=spec.trials, seed=spec.seed, grid_points=spec.grid_points,
-                higher_is_better=plan.higher_is_better, parallel=executor.slots))
         parent = create_parent(client, experiment_id, spec, plan.space, dataset=plan.dataset,
-                               total=plan.strategy.total, score_metric=plan.score_metric,
+                               total=plan.total, score_metric=plan.score_metric,
                                higher_is_better=plan.higher_is_better, executor=executor.label,
                                dataset_input=None if plan.data is None else dataset_input(plan.data))
     except BaseException:
@@ -172,7 +166,7 @@ def _finish(sweep: SweepRun, start: float) -> SweepResult:
     return SweepResult(
         parent_run_id=sweep.parent, experiment_id=sweep.experiment_id, experiment=spec.experiment,
         status=status, dataset=plan.dataset, model=spec.model, strategy=spec.strategy,
-        score_metric=plan.score_metric, higher_is_better=plan.higher_is_better, total=plan.strategy.total,
+        score_metric=plan.score_metric, higher_is_better=plan.higher_is_better, total=plan.total,
         trials=sorted(sweep.outcomes, key=lambda o: o.number), best=sweep.best, model_uri=model_uri,
         registered_version=version, promotion=promotion,
         url=tracking.run_url(settings, sweep.experiment_id, sweep.parent),

@@ -266,7 +266,7 @@ if dataset is not None:
                      register=register or None, alias=(alias or None) if register else None,
                      baseline=True)  # the chart's baseline: one more fit per sweep
     try:
-        planned = plan_sweep(spec, frame, load=False).strategy.total
+        planned = plan_sweep(spec, frame, load=False).total
         st.caption(f"{planned} trials, {int(jobs)} at a time.")
     except UserError as exc:
         problem, fixes = _explain(exc)
