@@ -14,7 +14,6 @@ workers idle.
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Any
 
@@ -25,8 +24,6 @@ from optuna.storages import InMemoryStorage
 from optuna.trial import Trial, TrialState
 
 from mlops_local.sweep.space import SearchParam, SearchSpace
-
-log = logging.getLogger(__name__)
 
 
 class _Grid(optuna.samplers.GridSampler):
@@ -57,6 +54,7 @@ class Search:
         return self.name != "optuna"
 
     def _ask_one(self) -> int:
+        """Ask the study for one more trial; returns its number."""
         trial = self._study.ask(self._distributions)
         self._asked[trial.number] = trial
         return trial.number
@@ -71,12 +69,14 @@ class Search:
         return [(n, self.values(n)) for n in range(self.total)]
 
     def _start(self) -> None:
+        """Planned strategies: ask every trial at once and fix the order they start in."""
         if self._order is None and self.planned:
             for _ in range(self.total):
                 self._ask_one()
             self._order = longest_first(self._space, [self.values(n) for n in range(self.total)])
 
     def ask(self) -> tuple[int, dict[str, object]] | None:
+        """The next trial to start (number, searched values), or None when the budget is spent."""
         if self._next >= self.total:
             return None
         self._start()
@@ -85,6 +85,7 @@ class Search:
         return number, self.values(number)
 
     def tell(self, number: int, score: float | None) -> None:
+        """Report trial ``number``'s score (None or not finite: it failed); TPE learns from it."""
         trial = self._asked.get(number)
         if trial is None:
             return
