@@ -91,17 +91,16 @@ def _request(args: argparse.Namespace, params: dict, experiment: str):  # lazy i
 
 def loop(args: argparse.Namespace) -> int:
     """The baseline, in this fresh process: train() once per trial, one after another; JSON on stdout."""
-    from mlops_local.ml.sweep_space import build_space, parse_range_args
-    from mlops_local.ml.sweep_strategies import RandomStrategy
     from mlops_local.ml.training import train
     from mlops_local.settings import Settings
+    from mlops_local.sweep.space import build_space, parse_range_args
 
     settings = Settings.from_env()
     space = build_space(MODEL, parse_range_args(args.param_range))
-    strategy = RandomStrategy(space, args.trials, SEED)
+    planned = dict(_planned(space, args.trials))
     trials = []
     for number in range(args.trials):
-        params = space.complete(strategy.values(number))
+        params = space.complete(planned[number])
         result = train(_request(args, params, args.experiment), settings)
         trials.append({"number": number, "params": params, "score": result.metrics["r2"],
                        "durations": result.durations})
@@ -113,13 +112,12 @@ def warm(args: argparse.Namespace) -> int:
     """Both sides in this one warm process, as the UI runs them: the training stack imported, one
     training and one small sweep done first (the sweep starts the preloaded forkserver the UI's sweeps
     fork their workers from). Then the loop of ``train()`` calls and ``run_sweep()``; JSON on stdout."""
-    from mlops_local.ml.sweep import run_sweep
-    from mlops_local.ml.sweep_space import build_space, parse_range_args
-    from mlops_local.ml.sweep_strategies import RandomStrategy
-    from mlops_local.ml.sweep_types import SweepSpec
     from mlops_local.ml.training import train
     from mlops_local.ml.types import DatasetSpec, TrainRequest
     from mlops_local.settings import Settings
+    from mlops_local.sweep.run import run_sweep
+    from mlops_local.sweep.space import build_space, parse_range_args
+    from mlops_local.sweep.spec import SweepSpec
 
     settings = Settings.from_env()
     train(TrainRequest(DatasetSpec(DATASET), "ridge", seed=SEED, source="cli",
@@ -127,11 +125,11 @@ def warm(args: argparse.Namespace) -> int:
     run_sweep(SweepSpec(DatasetSpec(DATASET), "ridge", strategy="random", trials=2, jobs=args.jobs, seed=SEED,
                         experiment=f"{args.experiment}-warmup", models="none"), settings)
     space = build_space(MODEL, parse_range_args(args.param_range))
-    strategy = RandomStrategy(space, args.trials, SEED)
+    planned = dict(_planned(space, args.trials))
     start = time.perf_counter()
     trials = []
     for number in range(args.trials):
-        params = space.complete(strategy.values(number))
+        params = space.complete(planned[number])
         result = train(_request(args, params, f"{args.experiment}-loop"), settings)
         trials.append({"number": number, "params": params, "score": result.metrics["r2"],
                        "durations": result.durations})
@@ -146,6 +144,13 @@ def warm(args: argparse.Namespace) -> int:
     print(json.dumps({"loop_s": loop_s, "sweep_s": sweep_s, "loop": trials,
                       "sweep": [t.to_dict() for t in swept.trials]}))
     return 0
+
+
+def _planned(space, trials: int) -> list[tuple[int, dict]]:  # lazy import
+    """The sweep's seeded random trials (number, searched values)."""
+    from mlops_local.sweep.samplers import make_search
+
+    return make_search("random", space, total=trials, seed=SEED, grid_points=3, higher_is_better=True).plan()
 
 
 def _fit(params: dict) -> float:
@@ -222,12 +227,11 @@ def main() -> int:
           f"ranges: {args.param_range or 'the catalog'}; both sides start as fresh processes")
     rows: dict[str, list[dict]] = {}
     ceilings: list[float] = []
-    from mlops_local.ml.sweep_space import build_space, parse_range_args
-    from mlops_local.ml.sweep_strategies import RandomStrategy
+    from mlops_local.sweep.space import build_space, parse_range_args
 
     space = build_space(MODEL, parse_range_args(args.param_range))
-    strategy = RandomStrategy(space, args.trials, SEED)
-    fit_params = [space.complete(strategy.values(n)) for n in range(args.trials)]
+    planned = dict(_planned(space, args.trials))
+    fit_params = [space.complete(planned[n]) for n in range(args.trials)]
     try:
         for i in range(args.repeat):
             before = load()

@@ -13,6 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mlops_local"
 BOTTOM = {"runmeta", "errors", "settings", "uris", "health", "owner", "logsetup", "background", "interrupts"}
 ALLOWED = {
     "ml": BOTTOM | {"tracking", "runs"},
+    "sweep": BOTTOM | {"tracking", "runs", "ml"},
     "metrics": BOTTOM | {"tracking", "runs", "ml", "reaper"},
     "serving": BOTTOM | {"tracking", "runs", "ml", "services"},
 }

@@ -269,8 +269,8 @@ def test_runs_without_or_with_a_broken_profile_serve_without_drift(mlflow_env: d
 
 @pytest.mark.integration
 def test_a_sweeps_best_model_carries_its_profile(mlflow_settings: Settings) -> None:
-    from mlops_local.ml.sweep import run_sweep
-    from mlops_local.ml.sweep_types import SweepSpec
+    from mlops_local.sweep.run import run_sweep
+    from mlops_local.sweep.spec import SweepSpec
 
     spec = SweepSpec(DatasetSpec("friedman1", options={"n_samples": 200}), "ridge", strategy="random",
                      trials=2, seed=4, jobs=1, experiment="drift-sweep", models="best")

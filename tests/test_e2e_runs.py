@@ -13,11 +13,11 @@ import pytest
 from mlflow import MlflowClient
 from playwright.sync_api import expect
 
-from mlops_local.ml.sweep import run_sweep
-from mlops_local.ml.sweep_types import SweepSpec
 from mlops_local.ml.training import train
 from mlops_local.ml.types import DatasetSpec, TrainRequest
 from mlops_local.settings import Settings
+from mlops_local.sweep.run import run_sweep
+from mlops_local.sweep.spec import SweepSpec
 from tests.browser import choose, key, open_page, screenshot, tick_row, wait_idle, wait_script_done
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]

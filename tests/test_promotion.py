@@ -329,8 +329,8 @@ def test_verdict_runs_from_mlflow_are_counted_once(cli_env, capsys, client, good
 def test_a_sweep_moves_the_alias_only_through_the_gate(cli_env, capsys, client, good, bad) -> None:
     """`sweep --register --alias` is no way around the gate: a sweep whose best trial loses to the
     champion registers its model, leaves the alias where it was and says so, with a verdict run."""
-    from mlops_local.ml.sweep import run_sweep
-    from mlops_local.ml.sweep_types import SweepSpec
+    from mlops_local.sweep.run import run_sweep
+    from mlops_local.sweep.spec import SweepSpec
 
     name = "promo-sweep"
     assert promote(capsys, good.run_id, "--name", name)[0] == 0

@@ -23,10 +23,10 @@ from mlops_local.metrics.exporter import ModelMetricsExporter
 from mlops_local.metrics.sweeps import SweepMetrics
 from mlops_local.metrics.sync import MlflowSync
 from mlops_local.ml.datasets import load_dataset
-from mlops_local.ml.sweep import run_sweep
-from mlops_local.ml.sweep_types import SweepProgress, SweepSpec
 from mlops_local.ml.types import DatasetSpec
 from mlops_local.settings import Settings
+from mlops_local.sweep.run import run_sweep
+from mlops_local.sweep.spec import SweepProgress, SweepSpec
 from tests.postgres import on_both_stores
 from tests.services import ROOT, stack_env, start_service, wait_for
 
@@ -59,7 +59,7 @@ def test_grid_sweep_tracks_children_best_trial_failures_and_registration(mlflow_
                      # 170 neighbours > 160 training rows: those trials fail in predict, for real
                      ranges={"n_neighbors": "3|10|170"}, search=("n_neighbors", "weights"),
                      models="best", register="sweep-test-knn", alias="champion")
-    with caplog.at_level("INFO", logger="mlops_local.ml.sweep"):
+    with caplog.at_level("INFO", logger="mlops_local.sweep.run"):
         result = run_sweep(spec, mlflow_settings, metrics=metrics, on_trial=seen.append)
 
     assert result.status == "FINISHED" and result.total == 6 and len(result.trials) == 6
@@ -134,8 +134,8 @@ def test_a_trial_keeps_its_model_only_when_it_beats_the_best_known_at_submission
     import io
     import zipfile
 
-    from mlops_local.ml.sweep_worker import TrialTask, run_trial
     from mlops_local.ml.types import TrainRequest
+    from mlops_local.sweep.worker import TrialTask, run_trial
 
     experiment_id = client.create_experiment("sweep-keep")
     parent = client.create_run(experiment_id).info.run_id
@@ -172,7 +172,7 @@ def test_when_the_best_trial_could_not_keep_its_model_the_sweep_refits_it(mlflow
                                                                         monkeypatch, caplog):
     from distributed import LocalCluster
 
-    from mlops_local.ml import sweep_worker
+    from mlops_local.sweep import worker as sweep_worker
 
     real_zip = sweep_worker.zip_dir
     trials_running = threading.Event()
@@ -389,10 +389,10 @@ class _StoppedWorkers:
 
 
 def test_stop_keeps_trials_whose_scores_were_logged_and_kills_only_the_interrupted(mlflow_settings, client):
-    from mlops_local.ml.sweep_plan import plan_sweep
-    from mlops_local.ml.sweep_runner import SweepRun
-    from mlops_local.ml.sweep_tracking import create_parent
-    from mlops_local.ml.sweep_types import TrialOutcome
+    from mlops_local.sweep.loop import SweepRun
+    from mlops_local.sweep.plan import plan_sweep
+    from mlops_local.sweep.spec import TrialOutcome
+    from mlops_local.sweep.tracking import create_parent
 
     spec = SweepSpec(**SLOW, strategy="random", trials=6, experiment="sweep-stop-keeps")
     plan = plan_sweep(spec, load=False)

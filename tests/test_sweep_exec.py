@@ -7,8 +7,8 @@ import sys
 import types
 from pathlib import Path
 
-from mlops_local.ml import sweep_exec
-from mlops_local.ml.sweep_exec import LocalExecutor
+from mlops_local.sweep import executor as sweep_exec
+from mlops_local.sweep.executor import LocalExecutor
 
 
 def loaded_ui_modules() -> tuple[int, str | None, list[str]]:

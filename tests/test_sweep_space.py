@@ -13,12 +13,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from mlops_local.errors import UserError
 from mlops_local.metrics.sweeps import SweepMetrics
 from mlops_local.ml.catalog import get_model, validate_params
-from mlops_local.ml.sweep_charts import SCORE_CHART, param_chart_name, write_charts
-from mlops_local.ml.sweep_plan import plan_sweep
-from mlops_local.ml.sweep_space import build_space, parse_range_args
-from mlops_local.ml.sweep_strategies import GridStrategy, OptunaStrategy, RandomStrategy, make_strategy
-from mlops_local.ml.sweep_types import SweepSpec, TrialOutcome, better, score_key
 from mlops_local.ml.types import DatasetSpec
+from mlops_local.sweep.charts import SCORE_CHART, param_chart_name, write_charts
+from mlops_local.sweep.plan import count_trials, plan_sweep
+from mlops_local.sweep.samplers import make_search
+from mlops_local.sweep.space import build_space, parse_range_args
+from mlops_local.sweep.spec import SweepSpec, TrialOutcome, better, score_key
 
 FRIEDMAN = DatasetSpec("friedman1", options={"n_samples": 200})
 
@@ -77,18 +77,23 @@ def test_everything_fixed_is_refused():
 def test_grid_values_and_refusal_when_larger_than_trials():
     space = build_space("random_forest", {"n_estimators": "10:1000:log", "max_features": "sqrt|log2"},
                         search=["n_estimators"])
-    grid = GridStrategy(space, 3)
+    assert count_trials("grid", space, None, 3) == 6
+    grid = make_search("grid", space, total=6, seed=0, grid_points=3, higher_is_better=True)
     asked = [grid.ask() for _ in range(grid.total)]
-    assert grid.total == 6 and grid.ask() is None
+    assert grid.ask() is None
     trials = sorted(asked)
-    assert [t[1]["n_estimators"] for t in trials] == [10, 10, 100, 100, 1000, 1000]  # log-spaced
+    assert sorted(t[1]["n_estimators"] for t in trials) == [10, 10, 100, 100, 1000, 1000]  # log-spaced
+    assert sorted((v["n_estimators"], v["max_features"]) for _, v in trials) == sorted(
+        (n, f) for n in (10, 100, 1000) for f in ("sqrt", "log2"))  # every point of the grid, once
     assert [t[0] for t in trials] == list(range(6))
-    # handed out longest first: the 1000-tree forests, all features before sqrt before log2
-    assert [t[0] for t in asked] == [4, 5, 2, 3, 0, 1]
+    # handed out longest first: the 1000-tree forests, sqrt (more features per split) before log2
+    assert [(v["n_estimators"], v["max_features"]) for _, v in asked] == [
+        (1000, "sqrt"), (1000, "log2"), (100, "sqrt"), (100, "log2"), (10, "sqrt"), (10, "log2")]
     linear = build_space("elastic_net", {"l1_ratio": "0:1:linear"}, search=["l1_ratio"])
-    assert GridStrategy(linear, 5)._combos == [{"l1_ratio": v} for v in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    points = make_search("grid", linear, total=5, seed=0, grid_points=5, higher_is_better=True).plan()
+    assert sorted(v["l1_ratio"] for _, v in points) == [0.0, 0.25, 0.5, 0.75, 1.0]
     with pytest.raises(UserError) as info:
-        make_strategy("grid", space, trials=4, seed=0, grid_points=3, higher_is_better=True)
+        count_trials("grid", space, 4, 3)
     message = str(info.value)
     assert "6 points (3 n_estimators x 2 max_features)" in message and "--trials 4" in message
     # the facts in numbers, for a front end to phrase in its own controls' terms
@@ -96,17 +101,19 @@ def test_grid_values_and_refusal_when_larger_than_trials():
     assert info.value.details == {"total": 6, "trials": 4, "sizes": {"n_estimators": 3, "max_features": 2},
                                   "points_that_fit": 2}
     assert space.grid_size(2) <= 4 < space.grid_size(3)
-    assert make_strategy("grid", space, trials=None, seed=0, grid_points=3, higher_is_better=True).total == 6
 
 
 def test_random_trials_depend_only_on_seed_and_number():
     space = build_space("random_forest")
-    a, b, other = RandomStrategy(space, 40, 7), RandomStrategy(space, 40, 7), RandomStrategy(space, 40, 8)
+    a, b, other = (make_search("random", space, total=40, seed=seed, grid_points=3, higher_is_better=True)
+                   for seed in (7, 7, 8))
     first = sorted(a.ask() for _ in range(40))
     assert first == sorted(b.ask() for _ in range(40))
     assert first != sorted(other.ask() for _ in range(40))
     assert [number for number, _ in first] == list(range(40))
-    assert b.values(17) == first[17][1]  # whatever ran before
+    fresh = make_search("random", space, total=40, seed=7, grid_points=3, higher_is_better=False)
+    fresh.tell(3, None)  # whatever ran before
+    assert dict(fresh.plan())[17] == first[17][1]
     for _, values in first:
         validate_params("random_forest", values)  # the catalog accepts every draw
         assert 1 <= values["n_estimators"] <= 2000 and isinstance(values["n_estimators"], int)
@@ -116,7 +123,7 @@ def test_random_trials_depend_only_on_seed_and_number():
 
 def test_planned_trials_start_longest_first_by_the_catalogs_estimate():
     forest = build_space("random_forest")
-    strategy = RandomStrategy(forest, 30, 3)
+    strategy = make_search("random", forest, total=30, seed=3, grid_points=3, higher_is_better=True)
     asked = [strategy.ask() for _ in range(30)]
     assert strategy.ask() is None
     costs = [forest.cost(values) for _, values in asked]
@@ -128,7 +135,8 @@ def test_planned_trials_start_longest_first_by_the_catalogs_estimate():
     assert forest.cost({"n_estimators": 400, "max_features": "log2"}) == 100.0
     assert forest.cost({"n_estimators": 0}) == 0.0  # refused by the catalog: fails at once
     # no estimate for the model: number order
-    ridge = RandomStrategy(build_space("ridge"), 10, 3)
+    ridge = make_search("random", build_space("ridge"), total=10, seed=3, grid_points=3,
+                        higher_is_better=True)
     assert [ridge.ask()[0] for _ in range(10)] == list(range(10))
     assert build_space("ridge").cost({"alpha": 1.0}) is None
 
@@ -137,7 +145,7 @@ def test_optuna_tpe_is_seeded_and_learns_from_told_scores():
     space = build_space("ridge", {"alpha": "0.001:1000:log"}, search=["alpha"])
 
     def run(seed: int) -> list[float]:
-        strategy = OptunaStrategy(space, 16, seed, higher_is_better=False)
+        strategy = make_search("optuna", space, total=16, seed=seed, grid_points=3, higher_is_better=False)
         asked = []
         while (trial := strategy.ask()) is not None:
             number, values = trial
@@ -175,12 +183,12 @@ def test_plan_refuses_bad_specs_before_anything_runs():
             plan_sweep(spec)
         assert expected in str(info.value), (change, str(info.value))
     plan = plan_sweep(SweepSpec(FRIEDMAN, "ridge", metric="rmse", cv_folds=3, trials=5))
-    assert (plan.score_metric, plan.higher_is_better, plan.strategy.total) == ("cv_rmse_mean", False, 5)
+    assert (plan.score_metric, plan.higher_is_better, plan.total) == ("cv_rmse_mean", False, 5)
     assert score_key("r2", 0) == ("r2", True)
 
 
 def test_dask_workers_must_be_able_to_reach_mlflow():
-    from mlops_local.ml.sweep import _check_reachable_from_dask
+    from mlops_local.sweep.run import _check_reachable_from_dask
 
     _check_reachable_from_dask("http://127.0.0.1:8080", "tcp://127.0.0.1:8786")  # a local cluster: fine
     _check_reachable_from_dask("http://mlflow.lan:8080", "tcp://dask.lan:8786")

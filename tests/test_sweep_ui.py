@@ -11,9 +11,9 @@ from mlflow import MlflowClient
 from streamlit.testing.v1 import AppTest
 
 from mlops_local.ml.catalog import DEFAULT_MODEL
-from mlops_local.ml.sweep_job import SweepJob
-from mlops_local.ml.sweep_space import build_space
 from mlops_local.runtime import get_runtime
+from mlops_local.sweep.job import SweepJob
+from mlops_local.sweep.space import build_space
 from tests.apptest import open_app
 
 

@@ -12,11 +12,11 @@ from mlflow.entities import Metric, Param
 from streamlit.testing.v1 import AppTest
 
 from mlops_local import runs
-from mlops_local.ml.sweep import run_sweep
-from mlops_local.ml.sweep_types import SweepSpec
 from mlops_local.ml.training import train
 from mlops_local.ml.types import DatasetSpec, TrainRequest, TrainResult
 from mlops_local.settings import Settings
+from mlops_local.sweep.run import run_sweep
+from mlops_local.sweep.spec import SweepSpec
 from tests.apptest import open_app
 from tests.postgres import on_both_stores
 

@@ -11,7 +11,9 @@ from mlops_local import tracking
 from mlops_local.commands.dataset_args import add_dataset_arguments, comma_list, dataset_spec_from_args
 from mlops_local.interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, sigterm_sets
 from mlops_local.ml.catalog import CATALOG, DEFAULT_MODEL, parse_param_args
-from mlops_local.ml.sweep_types import (
+from mlops_local.ml.types import DEFAULT_EXPERIMENT
+from mlops_local.settings import Settings
+from mlops_local.sweep import (
     DEFAULT_GRID_POINTS,
     DEFAULT_TRIALS,
     METRICS,
@@ -19,8 +21,6 @@ from mlops_local.ml.sweep_types import (
     STRATEGIES,
     SweepSpec,
 )
-from mlops_local.ml.types import DEFAULT_EXPERIMENT
-from mlops_local.settings import Settings
 
 EXIT_CANCELLED = EXIT_INTERRUPTED
 
@@ -88,7 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def spec_from_args(args: argparse.Namespace) -> SweepSpec:
     """The SweepSpec the command line describes (validated by run_sweep before any run exists)."""
-    from mlops_local.ml.sweep_space import parse_range_args
+    from mlops_local.sweep import parse_range_args
 
     search = comma_list(args.search, "--search", "hyperparameter names")
     return SweepSpec(
@@ -117,8 +117,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from mlflow.exceptions import MlflowException
 
     from mlops_local.errors import ServiceUnavailable, first_line, known_cause
-    from mlops_local.ml.sweep import run_sweep
-    from mlops_local.ml.sweep_types import SweepProgress
+    from mlops_local.sweep import SweepProgress, run_sweep
 
     spec = spec_from_args(args)
     out = sys.stderr if args.json else sys.stdout

@@ -1,1 +1,1 @@
-"""Machine learning: datasets, model catalog, preprocessing, training, evaluation, sweeps."""
+"""Machine learning: datasets, model catalog, preprocessing, training, evaluation, promotion."""

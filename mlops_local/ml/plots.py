@@ -3,7 +3,8 @@
 Drawn as plain SVG rather than with matplotlib: the three charts cost about 2 ms instead of
 ~120 ms (matplotlib's text layout), which was a third of a training's tracking overhead. SVG is
 vector (crisp at any zoom), a few KB, and the MLflow UI previews it like a PNG. ``_Frame`` also
-draws a sweep's parent-run charts (``sweep_charts``): log x axis, step line, marker lines, legend.
+draws a sweep's parent-run charts (:mod:`mlops_local.sweep.charts`): log x axis, step line, marker
+lines, legend.
 """
 
 from __future__ import annotations

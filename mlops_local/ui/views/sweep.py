@@ -9,12 +9,18 @@ from mlops_local.background import start_once
 from mlops_local.errors import UserError
 from mlops_local.ml import datasets
 from mlops_local.ml.catalog import CATALOG, DEFAULT_MODEL, ParamSpec
-from mlops_local.ml.sweep_exec import cores
-from mlops_local.ml.sweep_job import SweepJob
-from mlops_local.ml.sweep_plan import plan_sweep
-from mlops_local.ml.sweep_strategies import MAX_TRIALS
-from mlops_local.ml.sweep_types import METRICS, MODEL_MODES, STRATEGIES, SweepSpec, SweepSpecError
 from mlops_local.ml.types import DEFAULT_EXPERIMENT, DatasetSpec
+from mlops_local.sweep import (
+    MAX_TRIALS,
+    METRICS,
+    MODEL_MODES,
+    STRATEGIES,
+    SweepJob,
+    SweepSpec,
+    SweepSpecError,
+    cores,
+    plan_sweep,
+)
 from mlops_local.ui import common, widgets
 
 JOB_KEY = "sweep_job"
@@ -260,7 +266,7 @@ if dataset is not None:
                      register=register or None, alias=(alias or None) if register else None,
                      baseline=True)  # the chart's baseline: one more fit per sweep
     try:
-        planned = plan_sweep(spec, frame, load=False).strategy.total
+        planned = plan_sweep(spec, frame, load=False).total
         st.caption(f"{planned} trials, {int(jobs)} at a time.")
     except UserError as exc:
         problem, fixes = _explain(exc)

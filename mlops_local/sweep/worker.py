@@ -30,10 +30,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mlops_local import tracking
-from mlops_local.ml.sweep_types import TrialOutcome, better
 from mlops_local.ml.types import TrainRequest
 from mlops_local.runmeta import TAG_ERROR, TAG_PARENT, TAG_STATE, TAG_TRIAL
 from mlops_local.settings import Settings
+from mlops_local.sweep.spec import TrialOutcome, better
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def init_local_worker(env: tuple[tuple[str, str], ...]) -> None:
     logging.basicConfig(level=logging.WARNING)
 
 
-PRELOAD = "mlops_local.ml.sweep_preload"  # the forkserver's preload: runs warmup.warm_up()
+PRELOAD = "mlops_local.sweep.preload"  # the forkserver's preload: runs warmup.warm_up()
 
 
 def _apply_env(env: tuple[tuple[str, str], ...]) -> None:

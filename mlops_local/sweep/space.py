@@ -15,7 +15,7 @@ import numpy as np
 
 from mlops_local.errors import UserError
 from mlops_local.ml.catalog import ParamSpec, get_model, validate_params
-from mlops_local.ml.sweep_types import SweepSpecError
+from mlops_local.sweep.spec import SweepSpecError
 
 MAX_GRID_POINTS = 50
 
@@ -43,20 +43,6 @@ class SearchParam:
             inner = [float(f"{v:.6g}") for v in values[1:-1]]
             out = sorted({lo, *inner, hi})
         return list(out)
-
-    def sample(self, rng: np.random.Generator) -> object:
-        """One value drawn uniformly (log-uniformly when ``log``)."""
-        if self.kind == "choice":
-            return self.choices[int(rng.integers(len(self.choices)))]
-        lo, hi = float(self.low), float(self.high)
-        if self.kind == "int":
-            if self.log:
-                value = math.floor(math.exp(rng.uniform(math.log(lo), math.log(hi + 1))))
-            else:
-                value = int(rng.integers(int(lo), int(hi) + 1))
-            return int(min(max(value, lo), hi))
-        value = math.exp(rng.uniform(math.log(lo), math.log(hi))) if self.log else rng.uniform(lo, hi)
-        return float(min(max(value, lo), hi))
 
     def describe(self) -> str:
         """Short text, e.g. ``int 10..200 log`` or ``one of sqrt, log2``."""

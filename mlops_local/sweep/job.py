@@ -16,8 +16,8 @@ from mlflow.tracking import MlflowClient
 
 from mlops_local.background import BackgroundJob
 from mlops_local.errors import ServiceUnavailable, UserError
-from mlops_local.ml.sweep_types import SweepProgress, SweepResult, SweepSpec
 from mlops_local.settings import Settings
+from mlops_local.sweep.spec import SweepProgress, SweepResult, SweepSpec
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class SweepJob(BackgroundJob):
         self.progress = progress  # one reference swap: the page reads a consistent snapshot
 
     def _run(self) -> None:
-        from mlops_local.ml.sweep import run_sweep
+        from mlops_local.sweep.run import run_sweep
 
         try:
             self.result = run_sweep(self.spec, self.settings, client=self.client, cancel=self.cancel,

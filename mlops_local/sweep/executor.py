@@ -61,7 +61,7 @@ def worker_context(start_method: str | None = None) -> multiprocessing.context.B
     """How local workers start: ``fork`` only when asked and this process runs no other thread
     (the CLI: workers then inherit its imports), else a forkserver that has preloaded the training
     stack (a process with threads, like the UI, must not fork; only its first sweep waits for the
-    imports) and whose workers never re-run the parent's ``__main__`` (:mod:`sweep_preload`), else
+    imports) and whose workers never re-run the parent's ``__main__`` (:mod:`preload`), else
     ``spawn`` (no forkserver: not Linux or macOS)."""
     available = multiprocessing.get_all_start_methods()
     method = start_method or "forkserver"
@@ -71,9 +71,9 @@ def worker_context(start_method: str | None = None) -> multiprocessing.context.B
         method = "forkserver" if "forkserver" in available else "spawn"
     context = multiprocessing.get_context(method)
     if method == "forkserver":
-        from mlops_local.ml.sweep_worker import PRELOAD
+        from mlops_local.sweep.worker import PRELOAD
 
-        context.set_forkserver_preload(["mlops_local.ml.sweep_worker", PRELOAD])
+        context.set_forkserver_preload(["mlops_local.sweep.worker", PRELOAD])
     return context
 
 
@@ -82,8 +82,8 @@ class LocalExecutor:
 
     def __init__(self, jobs: int | None, env: tuple[tuple[str, str], ...] = (),
                  start_method: str | None = None, prime_models: bool = True) -> None:
-        from mlops_local.ml.sweep_worker import init_local_worker
         from mlops_local.ml.warmup import warm_up
+        from mlops_local.sweep.worker import init_local_worker
 
         self.slots = jobs or cores()
         self.threads_per_trial = max(1, cores() // self.slots)

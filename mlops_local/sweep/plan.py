@@ -1,32 +1,42 @@
-"""A sweep validated before anything runs: search space, strategy, score, dataset name."""
+"""A sweep validated before anything runs: search space, trial count, score, dataset name."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from mlops_local import tracking
 from mlops_local.errors import UserError
 from mlops_local.ml import evaluation
 from mlops_local.ml.datasets import LoadedDataset, load_dataset
-from mlops_local.ml.sweep_exec import check_jobs
-from mlops_local.ml.sweep_space import SearchSpace, build_space, check_grid_points
-from mlops_local.ml.sweep_strategies import Strategy, make_strategy
-from mlops_local.ml.sweep_types import METRICS, MODEL_MODES, STRATEGIES, SweepSpec, SweepSpecError, score_key
 from mlops_local.runs import validate_registration
 from mlops_local.settings import Settings
+from mlops_local.sweep.executor import check_jobs
+from mlops_local.sweep.space import SearchSpace, build_space, check_grid_points
+from mlops_local.sweep.spec import (
+    DEFAULT_TRIALS,
+    METRICS,
+    MODEL_MODES,
+    STRATEGIES,
+    SweepSpec,
+    SweepSpecError,
+    score_key,
+)
+
+MAX_TRIALS = 10_000
 
 
 @dataclass
 class Plan:
-    """A validated sweep: search space, strategy, score, the dataset's display name (and the dataset
-    itself when it was loaded)."""
+    """A validated sweep: search space, number of trials, score, the dataset's display name (and the
+    dataset itself when it was loaded)."""
 
     spec: SweepSpec
     space: SearchSpace
-    strategy: Strategy
+    total: int
     score_metric: str
     higher_is_better: bool
     dataset: str
@@ -35,7 +45,7 @@ class Plan:
 
 
 def plan_sweep(spec: SweepSpec, frame: pd.DataFrame | None = None, *, load: bool = True) -> Plan:
-    """Validate ``spec`` (UserError naming the problem) and build its space and strategy."""
+    """Validate ``spec`` (UserError naming the problem), build its space and count its trials."""
     if spec.strategy not in STRATEGIES:
         raise UserError(f"unknown strategy {spec.strategy!r}; choose one of: {', '.join(STRATEGIES)}")
     if spec.metric not in METRICS:
@@ -62,14 +72,44 @@ def plan_sweep(spec: SweepSpec, frame: pd.DataFrame | None = None, *, load: bool
         raise SweepSpecError(f"metric {spec.metric!r} has no cross-validated version; with --cv use r2 or "
                              "rmse", field="metric", reason="no_cv_metric", metric=spec.metric) from None
     space = build_space(spec.model, spec.ranges, spec.search, spec.fixed)
-    strategy = make_strategy(spec.strategy, space, trials=spec.trials, seed=spec.seed, grid_points=points,
-                             higher_is_better=higher, parallel=jobs or 2)
+    total = count_trials(spec.strategy, space, spec.trials, points)
     name, data = spec.dataset.name, None
     if load:
         data = load_dataset(spec.dataset, frame)
         evaluation.validate_split(len(data.y), spec.test_size, spec.cv_folds)
         name = data.name
-    return Plan(spec, space, strategy, metric_key, higher, name, jobs, data)
+    return Plan(spec, space, total, metric_key, higher, name, jobs, data)
+
+
+def check_trials(trials: object) -> int | None:
+    """``trials`` as None or an int between 1 and MAX_TRIALS, or UserError."""
+    if trials is None:
+        return None
+    if isinstance(trials, bool) or not isinstance(trials, (int, np.integer)) \
+            or not 1 <= int(trials) <= MAX_TRIALS:
+        raise UserError(f"trials must be a whole number between 1 and {MAX_TRIALS}, got {trials!r}")
+    return int(trials)
+
+
+def count_trials(strategy: str, space: SearchSpace, trials: object, grid_points: int) -> int:
+    """How many trials the sweep runs; a grid larger than ``trials`` is refused (never truncated)."""
+    trials = check_trials(trials)
+    if strategy != "grid":
+        return trials or DEFAULT_TRIALS
+    total = space.grid_size(grid_points)
+    if trials is not None and total > trials:
+        sizes = space.grid_sizes(grid_points)
+        fits = next((p for p in range(grid_points - 1, 1, -1) if space.grid_size(p) <= trials), None)
+        raise SweepSpecError(
+            f"the grid has {total} points ({' x '.join(f'{n} {k}' for k, n in sizes.items())}), "
+            f"more than --trials {trials}; search fewer hyperparameters (--search), list fewer values "
+            f"(--param-range k=a|b), lower --grid-points, or raise --trials to {total}",
+            field="trials", reason="grid_too_large", total=total, trials=trials, sizes=sizes,
+            points_that_fit=fits)
+    if total > MAX_TRIALS:
+        raise UserError(f"the grid has {total} points, more than {MAX_TRIALS}; search fewer "
+                        "hyperparameters or lower --grid-points")
+    return total
 
 
 def worker_env(settings: Settings) -> tuple[tuple[str, str], ...]:

@@ -4,8 +4,8 @@
                                  trials=24, ranges={"n_estimators": "20:200:log"}), settings)
 
 Everything the user controls is validated before any run exists (UserError). Trials run on local
-worker processes or a Dask cluster (:mod:`sweep_exec`), each one :func:`training.train` call
-(:mod:`sweep_worker`), scheduled by :class:`sweep_runner.SweepRun`. A failed trial is a FAILED child
+worker processes or a Dask cluster (:mod:`executor`), each one :func:`training.train` call
+(:mod:`worker`), scheduled by :class:`loop.SweepRun`. A failed trial is a FAILED child
 and the sweep goes on. Cancelling (the ``cancel`` event, or Ctrl-C in the thread running the sweep)
 stops scheduling, kills what runs, marks running children KILLED and closes the parent KILLED:
 nothing is left RUNNING.
@@ -22,7 +22,6 @@ import time
 import urllib.parse
 import zipfile
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,21 +33,20 @@ from mlops_local import tracking
 from mlops_local.errors import UserError
 from mlops_local.ml.promotion import decide, evaluate
 from mlops_local.ml.safeload import checksum_tags
-from mlops_local.ml.sweep_exec import open_executor
-from mlops_local.ml.sweep_plan import plan_sweep, worker_env
-from mlops_local.ml.sweep_runner import OnTrial, SweepRun
-from mlops_local.ml.sweep_strategies import make_strategy
-from mlops_local.ml.sweep_tracking import (
+from mlops_local.ml.training import dataset_input
+from mlops_local.runmeta import MODEL_ARTIFACT
+from mlops_local.runs import register_model
+from mlops_local.settings import Settings
+from mlops_local.sweep.executor import open_executor
+from mlops_local.sweep.loop import OnTrial, SweepRun
+from mlops_local.sweep.plan import plan_sweep, worker_env
+from mlops_local.sweep.spec import SweepResult, SweepSpec
+from mlops_local.sweep.tracking import (
     create_parent,
     finish_parent,
     kill_running_children,
     render_artifacts,
 )
-from mlops_local.ml.sweep_types import SweepResult, SweepSpec
-from mlops_local.ml.training import dataset_input
-from mlops_local.runmeta import MODEL_ARTIFACT
-from mlops_local.runs import register_model
-from mlops_local.settings import Settings
 
 __all__ = ["plan_sweep", "run_sweep"]
 
@@ -77,7 +75,7 @@ def run_sweep(spec: SweepSpec, settings: Settings, *, client: MlflowClient | Non
     sweep runs in the main thread. ``on_trial`` is called after each trial. ``metrics`` (a
     :class:`mlops_local.metrics.sweeps.SweepMetrics`) is updated as trials end. ``frame``: an uploaded
     table (``spec.dataset.name`` is then its file name). ``start_method``: how local workers start
-    (see :func:`sweep_exec.worker_context`; the CLI forks).
+    (see :func:`executor.worker_context`; the CLI forks).
     """
     start = time.perf_counter()
     plan = plan_sweep(spec, frame)
@@ -96,12 +94,8 @@ def run_sweep(spec: SweepSpec, settings: Settings, *, client: MlflowClient | Non
         if executor is None:
             executor = open_executor(plan.jobs, spec.dask_scheduler, worker_env(settings),
                                      settings.http_timeout)
-        if spec.strategy == "optuna" and plan.jobs is None:
-            plan = replace(plan, strategy=make_strategy(
-                "optuna", plan.space, trials=spec.trials, seed=spec.seed, grid_points=spec.grid_points,
-                higher_is_better=plan.higher_is_better, parallel=executor.slots))
         parent = create_parent(client, experiment_id, spec, plan.space, dataset=plan.dataset,
-                               total=plan.strategy.total, score_metric=plan.score_metric,
+                               total=plan.total, score_metric=plan.score_metric,
                                higher_is_better=plan.higher_is_better, executor=executor.label,
                                dataset_input=None if plan.data is None else dataset_input(plan.data))
     except BaseException:
@@ -172,7 +166,7 @@ def _finish(sweep: SweepRun, start: float) -> SweepResult:
     return SweepResult(
         parent_run_id=sweep.parent, experiment_id=sweep.experiment_id, experiment=spec.experiment,
         status=status, dataset=plan.dataset, model=spec.model, strategy=spec.strategy,
-        score_metric=plan.score_metric, higher_is_better=plan.higher_is_better, total=plan.strategy.total,
+        score_metric=plan.score_metric, higher_is_better=plan.higher_is_better, total=plan.total,
         trials=sorted(sweep.outcomes, key=lambda o: o.number), best=sweep.best, model_uri=model_uri,
         registered_version=version, promotion=promotion,
         url=tracking.run_url(settings, sweep.experiment_id, sweep.parent),

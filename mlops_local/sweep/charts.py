@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mlops_local.ml.plots import _DOT, _RIGHT, _Frame
-from mlops_local.ml.sweep_types import TrialOutcome
+from mlops_local.sweep.spec import TrialOutcome
 
 SCORE_CHART = "sweep_score_by_trial.svg"
 _FAILED = "#d62728"

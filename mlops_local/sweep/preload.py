@@ -1,4 +1,4 @@
-"""Preloaded by the forkserver of sweep workers (:func:`sweep_exec.worker_context`), once per process.
+"""Preloaded by the forkserver of sweep workers (:func:`executor.worker_context`), once per process.
 
 Importing this module readies the forkserver, and so every worker forked from it:
 

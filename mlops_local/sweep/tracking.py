@@ -14,9 +14,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mlops_local import tracking
-from mlops_local.ml.sweep_charts import write_charts
-from mlops_local.ml.sweep_space import SearchSpace
-from mlops_local.ml.sweep_types import SweepSpec, TrialOutcome
 from mlops_local.owner import owner_tags
 from mlops_local.runmeta import (
     TAG_BEST,
@@ -34,6 +31,9 @@ from mlops_local.runmeta import (
     TAG_TRIAL,
 )
 from mlops_local.settings import Settings
+from mlops_local.sweep.charts import write_charts
+from mlops_local.sweep.space import SearchSpace
+from mlops_local.sweep.spec import SweepSpec, TrialOutcome
 
 log = logging.getLogger(__name__)
 

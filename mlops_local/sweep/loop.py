@@ -17,9 +17,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mlops_local.errors import ServiceUnavailable, UserError
-from mlops_local.ml.sweep_exec import TrialExecutor, open_executor
-from mlops_local.ml.sweep_plan import Plan, worker_env
-from mlops_local.ml.sweep_tracking import (
+from mlops_local.ml.types import TrainRequest
+from mlops_local.runmeta import TAG_CLIENT, TAG_GOAL, TAG_ROLE, TAG_SCORE_METRIC, TAG_SOURCE, TAG_TRIAL
+from mlops_local.settings import Settings
+from mlops_local.sweep.executor import TrialExecutor, open_executor
+from mlops_local.sweep.plan import Plan, worker_env
+from mlops_local.sweep.samplers import make_search
+from mlops_local.sweep.spec import SweepProgress, TrialOutcome, better
+from mlops_local.sweep.tracking import (
     fail_child,
     kill_running_children,
     log_progress,
@@ -27,11 +32,7 @@ from mlops_local.ml.sweep_tracking import (
     record_failed_child,
     set_state,
 )
-from mlops_local.ml.sweep_types import SweepProgress, TrialOutcome, better
-from mlops_local.ml.sweep_worker import TrialTask, baseline_score, find_child, refit_model, run_trial
-from mlops_local.ml.types import TrainRequest
-from mlops_local.runmeta import TAG_CLIENT, TAG_GOAL, TAG_ROLE, TAG_SCORE_METRIC, TAG_SOURCE, TAG_TRIAL
-from mlops_local.settings import Settings
+from mlops_local.sweep.worker import TrialTask, baseline_score, find_child, refit_model, run_trial
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ class SweepRun:
         self.experiment_id, self.parent, self.executor = experiment_id, parent, executor
         self.frame, self.cancel, self.on_trial, self.metrics = frame, cancel, on_trial, metrics
         self.spec = plan.spec
+        self.search = make_search(self.spec.strategy, plan.space, total=plan.total, seed=self.spec.seed,
+                                  grid_points=self.spec.grid_points, higher_is_better=plan.higher_is_better,
+                                  parallel=executor.slots)
         self.done: queue.Queue[tuple[int, Any]] = queue.Queue()
         self.inflight: dict[int, TrialTask] = {}
         self.ran_on: dict[int, TrialExecutor] = {}  # the pool of each trial (a broken pool is replaced once)
@@ -161,7 +165,7 @@ class SweepRun:
         if isinstance(archive, str):  # a model file no longer needed
             Path(archive).unlink(missing_ok=True)
         if outcome.status != "KILLED":
-            self.plan.strategy.tell(outcome.number, outcome.score if outcome.status == "FINISHED" else None)
+            self.search.tell(outcome.number, outcome.score if outcome.status == "FINISHED" else None)
         self.pending_progress.extend(progress_metrics(len(self.outcomes), outcome, self.best))
         if time.monotonic() - self.progress_logged >= PROGRESS_EVERY_S:
             self.flush_progress()
@@ -205,7 +209,7 @@ class SweepRun:
         return outcome
 
     def progress(self) -> SweepProgress:
-        return SweepProgress(self.parent, self.plan.strategy.total, list(self.outcomes),
+        return SweepProgress(self.parent, self.plan.total, list(self.outcomes),
                              self.plan.score_metric, self.plan.higher_is_better, self.best, self.baseline)
 
     def reopen(self) -> None:
@@ -225,14 +229,13 @@ class SweepRun:
         return self.submit_task(refit_model, task, best.metrics.get("r2"), self.frame)
 
     def loop(self) -> None:
-        strategy = self.plan.strategy
         exhausted = False
         if self.spec.baseline and not self.cancel.is_set():
             self.submit_baseline()
         while True:
             while not exhausted and not self.cancel.is_set() \
                     and len(self.inflight) + self.baseline_pending < self.executor.slots:
-                asked = strategy.ask()
+                asked = self.search.ask()
                 if asked is None:
                     exhausted = True
                     break
