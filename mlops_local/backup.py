@@ -113,18 +113,28 @@ def sqlite_copy(source: Path, target: Path) -> None:
         src.backup(dst)
 
 
-def store_counts(db: Path) -> dict[str, int]:
-    """How many experiments, runs, registered models, versions and aliases an MLflow store holds."""
-    counts: dict[str, int] = {}
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        for table, key in COUNTED.items():
-            present = table in tables
-            counts[key] = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] if present else 0
-        if "alembic_version" in tables:
-            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-            counts["schema"] = row[0] if row else None
+def count_rows(cursor, tables: set[str]) -> dict[str, int | str | None]:
+    """The manifest's counts (experiments, runs, registered models, versions, aliases) and the schema
+    revision, read through a DB-API ``cursor`` on a store holding ``tables`` (SQLite or PostgreSQL)."""
+    counts: dict[str, int | str | None] = {}
+    for table, key in COUNTED.items():
+        counts[key] = 0
+        if table in tables:
+            cursor.execute(f"SELECT count(*) FROM {table}")  # names from COUNTED, never from input
+            counts[key] = cursor.fetchone()[0]
+    if "alembic_version" in tables:
+        cursor.execute("SELECT version_num FROM alembic_version")
+        row = cursor.fetchone()
+        counts["schema"] = row[0] if row else None
     return counts
+
+
+def store_counts(db: Path) -> dict[str, int | str | None]:
+    """How many experiments, runs, registered models, versions and aliases a SQLite store holds."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        cursor = conn.cursor()
+        tables = {row[0] for row in cursor.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return count_rows(cursor, tables)
 
 
 def _copy_tree(source: Path, target: Path, skip: set[str] = frozenset()) -> None:
@@ -462,7 +472,7 @@ def backup(settings: Settings, out: Path | None = None, *, clock=time.time) -> B
         else:
             store_member = PG_DUMP
             (staging / store_member).parent.mkdir(parents=True)
-            counts = backup_pg.dump(settings, staging / store_member, COUNTED)
+            counts = backup_pg.dump(settings, staging / store_member, count_rows)
         partial = Path(tmp) / "archive.tar.gz"
         # Created 0600 before anything is written: it holds Grafana's password and every run.
         os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from mlops_local.errors import UserError, first_line
@@ -60,32 +61,22 @@ def _connect(settings: Settings):
                         f"{first_line(exc)}") from exc
 
 
-def _counts(cursor, counted: dict[str, str]) -> dict[str, int | str | None]:
+def _tables(cursor) -> set[str]:
+    """The tables of the store's schema."""
     cursor.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")
-    tables = {row[0] for row in cursor.fetchall()}
-    counts: dict[str, int | str | None] = {}
-    for table, key in counted.items():
-        if table in tables:
-            cursor.execute(f"SELECT count(*) FROM {table}")  # names from our own table, not input
-            counts[key] = cursor.fetchone()[0]
-        else:
-            counts[key] = 0
-    if "alembic_version" in tables:
-        cursor.execute("SELECT version_num FROM alembic_version")
-        row = cursor.fetchone()
-        counts["schema"] = row[0] if row else None
-    return counts
+    return {row[0] for row in cursor.fetchall()}
 
 
-def dump(settings: Settings, out: Path, counted: dict[str, str]) -> dict[str, int | str | None]:
-    """``pg_dump`` the store into ``out`` (custom format); the counts of the same snapshot."""
+def dump(settings: Settings, out: Path, count: Callable[[object, set[str]], dict] | None = None) -> dict:
+    """``pg_dump`` the store into ``out`` (custom format); what ``count(cursor, tables)`` reads in the
+    same snapshot (backup's counts for the manifest), or {} without it."""
     tool = pg_tool("pg_dump")
     dsn, env = _libpq(settings)
     with _connect(settings) as conn, conn.cursor() as cursor:
         cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         cursor.execute("SELECT pg_export_snapshot()")
         snapshot = cursor.fetchone()[0]
-        counts = _counts(cursor, counted)
+        counts = count(cursor, _tables(cursor)) if count is not None else {}
         # The exporting transaction stays open until pg_dump has taken the snapshot over.
         done = subprocess.run([tool, "--format=custom", "--compress=0", "--no-owner", "--no-privileges",
                                f"--snapshot={snapshot}", f"--file={out}", f"--dbname={dsn}"],
@@ -111,8 +102,7 @@ def schema_revision(settings: Settings) -> str | None:
 def tables_in(settings: Settings) -> int:
     """How many tables the store's database holds in its schema (0: empty, fit for a restore)."""
     with _connect(settings) as conn, conn.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()")
-        return int(cursor.fetchone()[0])
+        return len(_tables(cursor))
 
 
 def restore_dump(settings: Settings, dump_file: Path) -> None:

@@ -55,27 +55,33 @@ def _revision(db: Path | str) -> str:
         return con.execute("SELECT version_num FROM alembic_version").fetchone()[0]
 
 
-def test_serve_mlflow_backs_up_then_upgrades_an_older_store(tmp_path: Path) -> None:
+def _serve_after_upgrade(env: dict[str, str], logs: Path, store: Path | str, old: str, backups: str) -> Path:
+    """Start `serve mlflow` on a store at schema ``old``, use it, stop it: the store is at the head
+    schema, one line says so and names the backup (``backups``: its glob under MLOPS_HOME/mlflow)."""
     from mlops_local.services.mlflow_server import _known_revisions
 
-    env = stack_env(tmp_path / "home")
-    db = tmp_path / "home" / "mlflow" / "mlflow.db"
-    old = _old_store(db)
-    service = start_service("mlflow", env, tmp_path / "logs")
+    service = start_service("mlflow", env, logs)
     try:
         client = MlflowClient(service.url)
-        experiment = client.create_experiment("after-upgrade")
-        run = client.create_run(experiment).info.run_id
+        run = client.create_run(client.create_experiment("after-upgrade")).info.run_id
         client.set_terminated(run, "FINISHED")
         assert client.get_run(run).info.status == "FINISHED"
     finally:
         service.stop()
     head, _ = _known_revisions()
-    assert _revision(db) == head
-    [backup] = db.parent.glob(f"mlflow.db.before-upgrade-{old}-*")
-    assert _revision(backup) == old  # the store as it was
+    assert _revision(store) == head
+    [backup] = (Path(env["MLOPS_HOME"]) / "mlflow").glob(backups)
     lines = [line for line in service.log().splitlines() if "upgraded the MLflow store" in line]
     assert len(lines) == 1 and old in lines[0] and head in lines[0] and str(backup) in lines[0]
+    return backup
+
+
+def test_serve_mlflow_backs_up_then_upgrades_an_older_store(tmp_path: Path) -> None:
+    env = stack_env(tmp_path / "home")
+    db = tmp_path / "home" / "mlflow" / "mlflow.db"
+    old = _old_store(db)
+    backup = _serve_after_upgrade(env, tmp_path / "logs", db, old, f"mlflow.db.before-upgrade-{old}-*")
+    assert _revision(backup) == old  # the store as it was
 
 
 def test_serve_mlflow_refuses_a_store_from_a_newer_mlflow(tmp_path: Path) -> None:
@@ -97,25 +103,12 @@ def test_serve_mlflow_refuses_a_store_from_a_newer_mlflow(tmp_path: Path) -> Non
 def test_serve_mlflow_backs_up_then_upgrades_an_older_postgresql_store(postgres_cluster,
                                                                       tmp_path: Path) -> None:
     from mlops_local.backup_pg import restore_dump
-    from mlops_local.services.mlflow_server import _known_revisions
     from mlops_local.settings import Settings
 
     uri = postgres_cluster.create_database()
     old = _old_store(uri)
     env = stack_env(tmp_path / "home", MLOPS_BACKEND_STORE_URI=uri)
-    service = start_service("mlflow", env, tmp_path / "logs")
-    try:
-        client = MlflowClient(service.url)
-        run = client.create_run(client.create_experiment("after-upgrade")).info.run_id
-        client.set_terminated(run, "FINISHED")
-        assert client.get_run(run).info.status == "FINISHED"
-    finally:
-        service.stop()
-    head, _ = _known_revisions()
-    assert _revision(uri) == head
-    [backup] = (tmp_path / "home" / "mlflow").glob(f"mlflow.pgdump.before-upgrade-{old}-*")
-    lines = [line for line in service.log().splitlines() if "upgraded the MLflow store" in line]
-    assert len(lines) == 1 and old in lines[0] and head in lines[0] and str(backup) in lines[0]
+    backup = _serve_after_upgrade(env, tmp_path / "logs", uri, old, f"mlflow.pgdump.before-upgrade-{old}-*")
     # the dump is the store as it was: restored into an empty database, it is at the old schema
     copy = postgres_cluster.create_database()
     restore_dump(Settings.from_env(stack_env(tmp_path / "check", MLOPS_BACKEND_STORE_URI=copy)), backup)

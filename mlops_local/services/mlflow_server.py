@@ -178,7 +178,7 @@ def upgrade_store(settings: Settings, clock=time.time) -> Path | None:
     else:
         backup = settings.mlflow_dir / f"mlflow.pgdump.before-upgrade-{current}-{stamp}"
         backup.parent.mkdir(parents=True, exist_ok=True)
-        backup_pg.dump(settings, backup, {})
+        backup_pg.dump(settings, backup)
     import sqlalchemy
     from mlflow.store.db.utils import _upgrade_db
 
