@@ -198,7 +198,10 @@ def _chart(panel_id: str, start: float, end: float, step: float, empty: str, top
         keep = set(last.nlargest(top).index)
         frame = frame[frame["series"].isin(keep)]
         title = f"{panel.title} (the {top} highest of {len(last)})"
-    fig = charts.timeseries(frame, title, start, end)
+    # Rates, latencies and shares read from 0; PSI against its threshold lines.
+    include = [t.value for t in panel.thresholds if t.value is not None]
+    fig = charts.timeseries(frame, title, start, end, include=[0.0, *include] if panel.unit in UNIT_AXES
+                            else include)
     fig.update_yaxes(**UNIT_AXES.get(panel.unit, {}))
     for threshold in panel.thresholds:
         if threshold.value is not None:
