@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from plotly.colors import hex_to_rgb
 
 from mlops_local.ml.plots import predicted_vs_actual_svg
@@ -56,6 +57,35 @@ def test_monitoring_series_colours_differ_and_the_legend_clears_the_time_axis_ti
     legend = fig.layout.legend
     assert fig.layout.xaxis.title.text == "time (UTC)"
     assert legend.yanchor == "bottom" and legend.y >= 1  # above the plot; the axis title is below it
+
+
+def _r2_frame(values: list[float]) -> pd.DataFrame:
+    return pd.DataFrame([(pd.Timestamp(1_700_000_000 + 60 * i, unit="s", tz="UTC"), "ridge", v)
+                         for i, v in enumerate(values)], columns=["time", "series", "value"])
+
+
+def test_a_flat_r2_line_gets_an_axis_around_it_not_a_stripe_on_zero_to_one_and_a_half() -> None:
+    fig = charts.timeseries(_r2_frame([0.9967] * 6), "R² over time")
+    low, high = fig.layout.yaxis.range
+    assert low < 0.9967 < high and abs((low + high) / 2 - 0.9967) < 1e-9  # the line in the middle
+    # the span floor: 1 % of the value, so noise of 1e-4 stays flat and 0.001 between models shows
+    assert high - low == pytest.approx(0.01 * 0.9967)
+
+
+def test_the_value_axis_fits_the_data_with_a_margin() -> None:
+    low, high = charts.value_range([0.90, 0.95, 0.99])
+    assert low == pytest.approx(0.90 - 0.09 * 0.08) and high == pytest.approx(0.99 + 0.09 * 0.08)
+    assert charts.value_range([-0.4, 0.98]) == pytest.approx((-0.4 - 1.38 * 0.08, 0.98 + 1.38 * 0.08))
+    low, high = charts.value_range([0.002, 3.0, 3.1])  # RMSE: never a negative axis
+    assert low == 0.0 and high == pytest.approx(3.1 + 3.098 * 0.08)
+    assert charts.value_range([0.0, 0.0]) == (0.0, 0.5)  # all zero: a usable axis, not a point
+    assert charts.value_range([0.01, 0.02], include=[0.0, 0.25]) == pytest.approx((0.0, 0.27))
+    assert charts.value_range([float("nan")]) is None
+
+
+def test_a_range_with_only_gaps_leaves_the_axis_to_plotly() -> None:
+    frame = _r2_frame([float("nan")] * 3)
+    assert charts.timeseries(frame, "R² over time").layout.yaxis.range is None
 
 
 def test_serve_ui_hides_the_deploy_button() -> None:

@@ -103,6 +103,8 @@ ALERT_PANELS: tuple[Panel, ...] = (
     ),
 )
 ALERTS_ANNOTATION_EXPR = 'ALERTS{alertstate="firing"}'
+# Features whose PSI is not exported yet (too few rows for their bins) and the rows each needs.
+DRIFT_WAITING_EXPR = "mlops_feature_drift_min_rows"
 
 _BY_ID = {panel.id: panel for panel in (*SERVING_PANELS, *ALERT_PANELS)}
 

@@ -114,9 +114,38 @@ def range_frame(panel: Panel, series: Sequence[RangeSeries]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["time", "series", "value"])
 
 
+MIN_SPAN_FRACTION = 0.01  # a value axis is at least 1 % of the values' magnitude tall
+MARGIN_FRACTION = 0.08  # of the data's span, above and below
+
+
+def value_range(values: Sequence[float], include: Sequence[float] = ()) -> tuple[float, float] | None:
+    """The value axis of a chart of ``values``: their span (with ``include``, e.g. threshold lines) plus a
+    margin, at least ``MIN_SPAN_FRACTION`` of their magnitude tall; never below 0 when all are >= 0.
+
+    Plotly (like Grafana's uPlot) pads a flat series by about its own magnitude: R² flat at 0.9967 was
+    drawn on a 0-1.5 axis, a stripe where no change between models shows. Fitting the data alone
+    would do the opposite and magnify noise of 0.0001 into cliffs: the span floor keeps such a series
+    visibly flat while differences of a few thousandths stay readable. None without a finite value.
+    """
+    finite = [float(v) for v in values if v is not None and np.isfinite(v)]
+    if not finite:
+        return None
+    points = finite + [float(v) for v in include if np.isfinite(v)]
+    low, high = min(points), max(points)
+    span = high - low
+    magnitude = max(abs(low), abs(high))
+    floor = MIN_SPAN_FRACTION * magnitude if magnitude > 0 else 1.0
+    pad = max(span * MARGIN_FRACTION, (floor - span) / 2)
+    bottom, top = low - pad, high + pad
+    if low >= 0 > bottom:  # RMSE, rates, PSI: no negative axis for values that cannot be negative
+        bottom = 0.0
+    return bottom, top
+
+
 def timeseries(frame: pd.DataFrame, title: str, start: float | None = None,
-               end: float | None = None) -> go.Figure:
-    """Lines over time, one per series, over the whole queried range [start, end] (epoch seconds)."""
+               end: float | None = None, include: Sequence[float] = ()) -> go.Figure:
+    """Lines over time, one per series, over the whole queried range [start, end] (epoch seconds); the
+    value axis fits the values and ``include`` (see :func:`value_range`)."""
     # Explicit colours: Streamlit's theme otherwise pairs dark and light shades of one hue. The legend
     # sits above the plot, clear of the time axis title (below the plot it overlapped it).
     fig = px.line(frame, x="time", y="value", color="series", title=title, markers=len(frame) < 60,
@@ -127,6 +156,9 @@ def timeseries(frame: pd.DataFrame, title: str, start: float | None = None,
     if start is not None and end is not None:
         fig.update_xaxes(range=[datetime.fromtimestamp(start, tz=UTC),
                                 datetime.fromtimestamp(end, tz=UTC)])
+    fitted = value_range(frame["value"].tolist(), include)
+    if fitted is not None:
+        fig.update_yaxes(range=list(fitted))
     return fig
 
 

@@ -14,6 +14,7 @@ from mlops_local.errors import ServiceUnavailable, UserError
 from mlops_local.metrics.export import parse_duration
 from mlops_local.metrics.panels import render_expr, render_legend
 from mlops_local.metrics.serving_panels import (
+    DRIFT_WAITING_EXPR,
     PSI_ALERT,
     PSI_WARN,
     SERVING_JOB,
@@ -21,7 +22,7 @@ from mlops_local.metrics.serving_panels import (
     get_serving_panel,
     training_shares,
 )
-from mlops_local.serving.drift import MIN_ROWS
+from mlops_local.serving.drift import MIN_ROWS, ROWS_PER_DEGREE
 from mlops_local.serving.info import DOWN, NO_MODEL, SERVING, ServiceInfo, request_reload, service_info
 from mlops_local.serving.metrics import LATENCY_BUCKETS, PREDICTION_QUANTILES
 from mlops_local.serving.replay import apply_shifts, parse_shift
@@ -197,7 +198,10 @@ def _chart(panel_id: str, start: float, end: float, step: float, empty: str, top
         keep = set(last.nlargest(top).index)
         frame = frame[frame["series"].isin(keep)]
         title = f"{panel.title} (the {top} highest of {len(last)})"
-    fig = charts.timeseries(frame, title, start, end)
+    # Rates, latencies and shares read from 0; PSI against its threshold lines.
+    include = [t.value for t in panel.thresholds if t.value is not None]
+    fig = charts.timeseries(frame, title, start, end, include=[0.0, *include] if panel.unit in UNIT_AXES
+                            else include)
     fig.update_yaxes(**UNIT_AXES.get(panel.unit, {}))
     for threshold in panel.thresholds:
         if threshold.value is not None:
@@ -230,17 +234,36 @@ def _predictions(info: ServiceInfo, range_key: str) -> None:
     st.caption(f"{total:,.0f} predictions in the range; {note}.")
 
 
+def _waiting_note(waiting: dict[str, float], window: float | None) -> str:
+    """Which features have too few rows for their bins yet, and from how many rows each is shown."""
+    by_rows: dict[float, list[str]] = {}
+    for name, need in sorted(waiting.items()):
+        by_rows.setdefault(need, []).append(name)
+    parts = "; ".join(f"{', '.join(names)} from {need:,.0f} rows" for need, names in sorted(by_rows.items()))
+    held = f"the window holds {window:,.0f} rows" if window is not None else "the window is filling"
+    return (f"Not enough rows yet for {len(waiting)} feature(s) ({held}): {parts}. A feature's PSI is shown "
+            f"from {ROWS_PER_DEGREE} rows per bin after its first (at least {MIN_ROWS}): on fewer rows "
+            "undrifted traffic already scores near the 0.25 line.")
+
+
 def _drift(range_key: str) -> None:
     prom = common.prometheus()
     panel = get_serving_panel("serving_feature_psi")
     values = [(render_legend(panel, s.labels), s.value)
               for s in prom.query(render_expr(panel, {"__range": range_key})) if math.isfinite(s.value)]
+    waiting = {s.labels.get("feature", ""): s.value for s in prom.query(DRIFT_WAITING_EXPR)
+               if math.isfinite(s.value)}
+    shown = {name for name, _ in values}
+    waiting = {name: need for name, need in waiting.items() if name not in shown}  # range: may be older
     prediction = _value(render_expr(get_serving_panel("serving_prediction_psi")))
     window = _value(render_expr(get_serving_panel("serving_drift_window")))
     if not values:
         if window:
-            st.info(f"No drift data yet: the drift window holds {window:,.0f} rows; PSI per feature is "
-                    f"exported from {MIN_ROWS} rows on (fewer make it noise). Send some traffic above.")
+            st.info(f"No drift data yet: the drift window holds {window:,.0f} rows; a feature's PSI is "
+                    f"exported from {MIN_ROWS} rows on, more for features with many bins (fewer rows make "
+                    "it noise). Send some traffic above.")
+            if waiting:
+                st.caption(_waiting_note(waiting, window))
         else:
             st.info("No drift data yet: the model service exports `mlops_feature_drift_psi` once it has "
                     "scored rows of a model whose training logged a reference profile (models trained "
@@ -251,8 +274,13 @@ def _drift(range_key: str) -> None:
                     border=True)
     cards[1].metric("Drift window (rows)", f"{window:,.0f}" if window is not None else "–", border=True)
     shifted = sum(1 for _, v in values if v >= PSI_ALERT)
-    cards[2].metric(f"Features over {PSI_ALERT:g}", f"{shifted} of {len(values)}", border=True)
+    cards[2].metric(f"Features over {PSI_ALERT:g}", f"{shifted} of {len(values)}", border=True,
+                    help=f"{len(waiting)} more wait for enough rows" if waiting else None)
     st.plotly_chart(charts.psi_bars(values, PSI_WARN, PSI_ALERT), key="serving_chart_psi")
+    st.caption("PSI above what as many undrifted rows score on average (that small-sample bias is "
+               "subtracted, clamped at 0).")
+    if waiting:
+        st.caption(_waiting_note(waiting, window))
 
 
 def _metrics(info: ServiceInfo) -> None:
