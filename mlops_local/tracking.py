@@ -16,14 +16,16 @@ import urllib.parse
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING
 
 from mlops_local.errors import ServiceUnavailable, UserError
 from mlops_local.health import probe
 from mlops_local.settings import Settings
 from mlops_local.store import check_postgres
 from mlops_local.uris import link_base, mask_credentials
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +65,17 @@ def configure(settings: Settings | None = None) -> None:
 def new_client(uri: str, settings: Settings | None = None) -> MlflowClient:
     """A bounded MLflow client on ``uri`` for runs and the registry alike (no server-down fallback:
     see :func:`connect` for that)."""
+    from mlflow.tracking import MlflowClient  # MLflow, pandas, pyarrow: only where a client is made
+
     configure(settings)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def request_timeout(settings: Settings | None = None) -> float:
+    """Seconds one request to MLflow may take, as MLflow's client is bounded (the user's
+    MLFLOW_HTTP_REQUEST_TIMEOUT wins)."""
+    key = "MLFLOW_HTTP_REQUEST_TIMEOUT"
+    return float(os.environ.get(key) or bounded_client_env(settings)[key])
 
 
 def _is_http(uri: str) -> bool:
