@@ -6,19 +6,17 @@ times a day, most of them on a stack where nobody looks: :class:`RestClient` ask
 with the endpoints, bodies and answers of MLflow's own client (MLflow REST API 2.0), and gives small
 read-only records with the attributes of MLflow's entities. Whenever plain HTTP cannot answer as
 MLflow's client would (a store that is not HTTP, MLflow's authentication or TLS settings, a refusal,
-an answer it does not recognise), it raises :class:`CannotTell`; :class:`LazyClient` then hands that
-question and every later one to MLflow's client, made at that moment.
+an answer it does not recognise), it raises :class:`CannotTell`, and the caller asks MLflow's client
+(:class:`mlops_local.tracking.LazyClient` does that for the sync).
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import logging
 import os
 import ssl
 import sys
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -29,8 +27,6 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from mlops_local.uris import split_credentials
-
-log = logging.getLogger(__name__)
 
 API = "/api/2.0/mlflow"
 # What MLflow's HTTP client reads besides the URI (mlflow/utils/rest_utils.py, credentials.py): with
@@ -328,75 +324,3 @@ class RestClient:
         """Version ``version`` of registered model ``name``."""
         return self._call("GET", "model-versions/get", {"name": name, "version": str(version)},
                           lambda a: _model_version(a["model_version"]))
-
-
-class LazyClient:
-    """A :class:`TrackingClient` that asks over plain HTTP while it can; from the first question it
-    cannot answer, MLflow's client (``connect``, called then) answers that one and all later ones."""
-
-    def __init__(self, uri: str, timeout: float, connect: Callable[[], TrackingClient]) -> None:
-        self.tracking_uri = uri
-        self._connect = connect
-        self._mlflow: TrackingClient | None = None
-        self._lock = threading.Lock()
-        try:
-            self._rest: RestClient | None = RestClient(uri, timeout)
-        except CannotTell as exc:
-            log.debug("MLflow's client answers %s (%s)", uri, exc)
-            self._rest = None
-
-    @property
-    def mlflow(self) -> TrackingClient:
-        """MLflow's client (made on first use)."""
-        with self._lock:
-            if self._mlflow is None:
-                self._mlflow = self._connect()
-            return self._mlflow
-
-    @property
-    def plain(self) -> bool:
-        """Whether plain HTTP still answers (MLflow's client was not needed)."""
-        return self._rest is not None
-
-    def _ask(self, question: Callable[[TrackingClient], T]) -> T:
-        rest = self._rest
-        if rest is not None:
-            try:
-                return question(rest)
-            except CannotTell as exc:
-                log.info("MLflow's client answers from now on: plain HTTP cannot (%s)", exc)
-                self._rest = None
-        return question(self.mlflow)
-
-    def get_experiment_by_name(self, name: str) -> Any:
-        return self._ask(lambda c: c.get_experiment_by_name(name))
-
-    def get_experiment(self, experiment_id: str) -> Any:
-        return self._ask(lambda c: c.get_experiment(experiment_id))
-
-    def search_experiments(self, view_type: int = ACTIVE_ONLY, max_results: int = 1000,
-                           page_token: str | None = None) -> Any:
-        return self._ask(lambda c: c.search_experiments(view_type=view_type, max_results=max_results,
-                                                        page_token=page_token))
-
-    def search_runs(self, experiment_ids: list[str], filter_string: str = "",
-                    run_view_type: int = ACTIVE_ONLY, max_results: int = 1000,
-                    order_by: list[str] | None = None, page_token: str | None = None) -> Any:
-        return self._ask(lambda c: c.search_runs(experiment_ids, filter_string, run_view_type=run_view_type,
-                                                 max_results=max_results, order_by=order_by,
-                                                 page_token=page_token))
-
-    def get_run(self, run_id: str) -> Any:
-        return self._ask(lambda c: c.get_run(run_id))
-
-    def set_tag(self, run_id: str, key: str, value: str) -> Any:
-        return self._ask(lambda c: c.set_tag(run_id, key, value))
-
-    def set_terminated(self, run_id: str, status: str | None = None) -> Any:
-        return self._ask(lambda c: c.set_terminated(run_id, status))
-
-    def search_registered_models(self, max_results: int = 100, page_token: str | None = None) -> Any:
-        return self._ask(lambda c: c.search_registered_models(max_results=max_results, page_token=page_token))
-
-    def get_model_version(self, name: str, version: str) -> Any:
-        return self._ask(lambda c: c.get_model_version(name, version))

@@ -18,13 +18,15 @@ import pytest
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from mlops_local import restclient
 from mlops_local.metrics.exporter import ModelMetricsExporter
 from mlops_local.metrics.registry import build_registry
 from mlops_local.metrics.sync import MlflowSync, connection_refused, make_client
 from mlops_local.owner import owner_tags
-from mlops_local.restclient import ALL, CannotTell, LazyClient, RestClient, error_answers
+from mlops_local.restclient import ALL, CannotTell, RestClient, error_answers
 from mlops_local.runmeta import TAG_ERROR
 from mlops_local.settings import Settings
+from mlops_local.tracking import LazyClient
 from tests.services import ROOT, free_port, stack_env
 from tests.test_sync import RunSpec, log_run, model_samples, new_experiment, now_ms
 
@@ -316,9 +318,17 @@ def answering(status: int, body: bytes = b"<html>no</html>") -> Iterator[str]:
             server.shutdown()
 
 
-def test_plain_http_says_when_it_cannot_answer_and_when_mlflow_is_down(tmp_path: Path) -> None:
+def test_plain_http_says_when_it_cannot_answer_and_when_mlflow_is_down(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(CannotTell):
         RestClient(f"sqlite:///{tmp_path}/mlflow.db", timeout=1)
+    credentials = tmp_path / "credentials"
+    monkeypatch.setattr(restclient, "CREDENTIALS_FILE", credentials)
+    RestClient(f"http://127.0.0.1:{free_port()}", timeout=1)
+    credentials.write_text("[mlflow]\nmlflow_tracking_token = only-mlflows-client-reads-it\n")
+    with pytest.raises(CannotTell):  # ~/.mlflow/credentials: MLflow's client sends what it holds
+        RestClient(f"http://127.0.0.1:{free_port()}", timeout=1)
+    monkeypatch.undo()
     with pytest.raises(OSError) as refused:  # nothing listens: MLflow not up (yet)
         RestClient(f"http://127.0.0.1:{free_port()}", timeout=1).search_experiments()
     assert connection_refused(refused.value)  # the sync's "still starting", not an error

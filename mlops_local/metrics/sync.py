@@ -22,7 +22,7 @@ from mlops_local import tracking
 from mlops_local.metrics.champions import Champion, ChampionReader
 from mlops_local.metrics.records import RunRecord, record_from_run
 from mlops_local.reaper import Reaper
-from mlops_local.restclient import ACTIVE_ONLY, LazyClient, Run, TrackingClient
+from mlops_local.restclient import ACTIVE_ONLY, Run, TrackingClient
 from mlops_local.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,12 +50,13 @@ class SyncTarget(Protocol):
     def set_champions(self, champions: Iterable[Champion]) -> None: ...
 
 
-def make_client(settings: Settings) -> LazyClient:
+def make_client(settings: Settings) -> tracking.LazyClient:
     """A client on the configured tracking URI with bounded timeouts: plain HTTP while it can answer (no
     MLflow, pandas or pyarrow in an idle UI process), MLflow's bounded client from the first question
     it cannot (MLflow's auth or TLS settings, a store that is not HTTP)."""
     uri = settings.effective_tracking_uri
-    return LazyClient(uri, tracking.request_timeout(settings), lambda: tracking.new_client(uri, settings))
+    return tracking.LazyClient(uri, tracking.request_timeout(settings),
+                               lambda: tracking.new_client(uri, settings))
 
 
 def backoff_delay(failures: int, interval: float, cap: float) -> float:
