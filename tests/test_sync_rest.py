@@ -3,15 +3,11 @@ the plain client reads what MLflow's client reads, and what it cannot answer is 
 
 from __future__ import annotations
 
-import contextlib
-import http.server
 import json
 import signal
 import subprocess
 import sys
-import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +23,7 @@ from mlops_local.restclient import ALL, CannotTell, RestClient, error_answers
 from mlops_local.runmeta import TAG_ERROR
 from mlops_local.settings import Settings
 from mlops_local.tracking import LazyClient
-from tests.services import ROOT, free_port, stack_env
+from tests.services import ROOT, answering, free_port, stack_env
 from tests.test_sync import RunSpec, log_run, model_samples, new_experiment, now_ms
 
 HEAVY = ("mlflow", "pandas", "pyarrow", "sklearn", "scipy")
@@ -291,31 +287,6 @@ def test_a_store_that_is_not_http_is_synced_through_mlflows_client(tmp_path: Pat
     exporter = ModelMetricsExporter(build_registry(), settings)
     assert MlflowSync(client, exporter).sync_once().new == 1
     assert exporter.latest(name, "co2", "lasso").r2 == 0.25
-
-
-@contextlib.contextmanager
-def answering(status: int, body: bytes = b"<html>no</html>") -> Iterator[str]:
-    """The URL of a real HTTP server (not MLflow) that answers every GET and POST with ``status``."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def _answer(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_GET = do_POST = _answer
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}"
-        finally:
-            server.shutdown()
 
 
 def test_plain_http_says_when_it_cannot_answer_and_when_mlflow_is_down(
