@@ -17,11 +17,10 @@ import logging
 import socket
 from collections.abc import Sequence
 
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 from prometheus_client import CollectorRegistry, Counter
 
 from mlops_local.owner import TAG_HOST, TAG_PID, owner_gone
+from mlops_local.restclient import TrackingClient, error_answers
 from mlops_local.runmeta import TAG_ERROR, TAG_PARENT
 
 log = logging.getLogger(__name__)
@@ -37,7 +36,7 @@ class Reaper:
         self.reaped = Counter("mlops_runs_reaped", "Runs left RUNNING by a process that died, closed as "
                               "KILLED.", registry=registry)
 
-    def reap(self, client: MlflowClient, experiment_ids: Sequence[str]) -> list[str]:
+    def reap(self, client: TrackingClient, experiment_ids: Sequence[str]) -> list[str]:
         """Close this host's orphaned RUNNING runs in ``experiment_ids``; returns their ids."""
         if not experiment_ids:
             return []
@@ -60,19 +59,19 @@ class Reaper:
             if not token:
                 return closed
 
-    def _parent_held(self, client: MlflowClient, run_id: str, cache: dict[str, bool]) -> bool:
+    def _parent_held(self, client: TrackingClient, run_id: str, cache: dict[str, bool]) -> bool:
         """Whether parent run ``run_id`` is RUNNING and its owner alive (then its children are its own)."""
         if run_id not in cache:
             try:
                 parent = client.get_run(run_id)
-            except MlflowException:  # deleted or unreadable: nobody holds the child
+            except error_answers():  # MLflow answered: deleted or unreadable, nobody holds the child
                 cache[run_id] = False
             else:
                 cache[run_id] = (parent.info.status == "RUNNING"
                                  and not owner_gone(parent.data.tags, self.host))
         return cache[run_id]
 
-    def _close(self, client: MlflowClient, run_id: str, tags: dict[str, str]) -> bool:
+    def _close(self, client: TrackingClient, run_id: str, tags: dict[str, str]) -> bool:
         """Close ``run_id`` KILLED unless it was closed since the search read it; whether it was."""
         if client.get_run(run_id).info.status != "RUNNING":
             return False

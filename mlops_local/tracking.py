@@ -1,5 +1,8 @@
 """Everything that talks to MLflow: bounded clients, server-down fallback, experiments, artifacts.
 
+MLflow itself is imported only where an MLflow client is made: the UI process's sync asks over plain
+HTTP through :class:`LazyClient` until a question needs MLflow's client.
+
 When the tracking URI is the local server (the default) and it is not running, runs go straight into
 the same store the server uses (the SQLite file, or MLOPS_BACKEND_STORE_URI's PostgreSQL), with
 artifacts under the same directory the server serves (``mlflow-artifacts:/...`` URIs map to
@@ -12,20 +15,26 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import urllib.parse
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlops_local.errors import ServiceUnavailable, UserError
 from mlops_local.health import probe
+from mlops_local.restclient import ACTIVE_ONLY, CannotTell, RestClient, TrackingClient
 from mlops_local.settings import Settings
 from mlops_local.store import check_postgres
 from mlops_local.uris import link_base, mask_credentials
 
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ARTIFACTS_SCHEME = "mlflow-artifacts:"
 _HEALTH_TIMEOUT_CAP = 2.0
@@ -63,8 +72,90 @@ def configure(settings: Settings | None = None) -> None:
 def new_client(uri: str, settings: Settings | None = None) -> MlflowClient:
     """A bounded MLflow client on ``uri`` for runs and the registry alike (no server-down fallback:
     see :func:`connect` for that)."""
+    from mlflow.tracking import MlflowClient  # MLflow, pandas, pyarrow: only where a client is made
+
     configure(settings)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def request_timeout(settings: Settings | None = None) -> float:
+    """Seconds one request to MLflow may take, as MLflow's client is bounded (the user's
+    MLFLOW_HTTP_REQUEST_TIMEOUT wins)."""
+    key = "MLFLOW_HTTP_REQUEST_TIMEOUT"
+    return float(os.environ.get(key) or bounded_client_env(settings)[key])
+
+
+class LazyClient:
+    """A :class:`TrackingClient` that asks over plain HTTP (:mod:`mlops_local.restclient`) while it can, so
+    an idle process holds no MLflow, pandas or pyarrow; from the first question plain HTTP cannot answer
+    as MLflow's client would, MLflow's client (``connect``, called then) answers it and all later ones."""
+
+    def __init__(self, uri: str, timeout: float, connect: Callable[[], TrackingClient]) -> None:
+        self.tracking_uri = uri
+        self._connect = connect
+        self._mlflow: TrackingClient | None = None
+        self._lock = threading.Lock()
+        try:
+            self._rest: RestClient | None = RestClient(uri, timeout)
+        except CannotTell as exc:
+            log.debug("MLflow's client answers %s (%s)", uri, exc)
+            self._rest = None
+
+    @property
+    def mlflow(self) -> TrackingClient:
+        """MLflow's client (made on first use)."""
+        with self._lock:
+            if self._mlflow is None:
+                self._mlflow = self._connect()
+            return self._mlflow
+
+    @property
+    def plain(self) -> bool:
+        """Whether plain HTTP still answers (MLflow's client was not needed)."""
+        return self._rest is not None
+
+    def _ask(self, question: Callable[[TrackingClient], T]) -> T:
+        rest = self._rest
+        if rest is not None:
+            try:
+                return question(rest)
+            except CannotTell as exc:
+                log.info("MLflow's client answers from now on: plain HTTP cannot (%s)", exc)
+                self._rest = None
+        return question(self.mlflow)
+
+    def get_experiment_by_name(self, name: str) -> Any:
+        return self._ask(lambda c: c.get_experiment_by_name(name))
+
+    def get_experiment(self, experiment_id: str) -> Any:
+        return self._ask(lambda c: c.get_experiment(experiment_id))
+
+    def search_experiments(self, view_type: int = ACTIVE_ONLY, max_results: int = 1000,
+                           page_token: str | None = None) -> Any:
+        return self._ask(lambda c: c.search_experiments(view_type=view_type, max_results=max_results,
+                                                        page_token=page_token))
+
+    def search_runs(self, experiment_ids: list[str], filter_string: str = "",
+                    run_view_type: int = ACTIVE_ONLY, max_results: int = 1000,
+                    order_by: list[str] | None = None, page_token: str | None = None) -> Any:
+        return self._ask(lambda c: c.search_runs(experiment_ids, filter_string, run_view_type=run_view_type,
+                                                 max_results=max_results, order_by=order_by,
+                                                 page_token=page_token))
+
+    def get_run(self, run_id: str) -> Any:
+        return self._ask(lambda c: c.get_run(run_id))
+
+    def set_tag(self, run_id: str, key: str, value: str) -> Any:
+        return self._ask(lambda c: c.set_tag(run_id, key, value))
+
+    def set_terminated(self, run_id: str, status: str | None = None) -> Any:
+        return self._ask(lambda c: c.set_terminated(run_id, status))
+
+    def search_registered_models(self, max_results: int = 100, page_token: str | None = None) -> Any:
+        return self._ask(lambda c: c.search_registered_models(max_results=max_results, page_token=page_token))
+
+    def get_model_version(self, name: str, version: str) -> Any:
+        return self._ask(lambda c: c.get_model_version(name, version))
 
 
 def _is_http(uri: str) -> bool:

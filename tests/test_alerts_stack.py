@@ -160,17 +160,19 @@ def test_the_exporter_publishes_the_champions_r2_and_follows_the_alias(mlflow_se
     from mlops_local.metrics.exporter import ModelMetricsExporter
     from mlops_local.metrics.registry import build_registry
     from mlops_local.metrics.sync import MlflowSync, make_client
+    from mlops_local.tracking import new_client
     from tests.test_sync import RunSpec, log_run, new_experiment, now_ms
 
-    client = make_client(mlflow_settings)
-    experiment, experiment_id = new_experiment(client, "champion")
-    older = log_run(client, experiment_id, RunSpec("co2", "ridge", 0.8, now_ms() - 5000))
-    newer = log_run(client, experiment_id, RunSpec("co2", "random_forest", 0.9, now_ms()))
+    writer = new_client(mlflow_settings.effective_tracking_uri, mlflow_settings)
+    experiment, experiment_id = new_experiment(writer, "champion")
+    older = log_run(writer, experiment_id, RunSpec("co2", "ridge", 0.8, now_ms() - 5000))
+    newer = log_run(writer, experiment_id, RunSpec("co2", "random_forest", 0.9, now_ms()))
     name = f"{experiment}-model"
-    client.create_registered_model(name)
+    writer.create_registered_model(name)
     for run_id in (older, newer):
-        client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id)
-    client.set_registered_model_alias(name, "champion", "1")
+        writer.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id)
+    writer.set_registered_model_alias(name, "champion", "1")
+    client = make_client(mlflow_settings)  # the sync's own client, as the UI process makes it
     registry = build_registry()
     exporter = ModelMetricsExporter(registry, mlflow_settings, client=client, experiments=[experiment])
     sync = MlflowSync(client, exporter, experiments=[experiment],
@@ -184,12 +186,13 @@ def test_the_exporter_publishes_the_champions_r2_and_follows_the_alias(mlflow_se
 
     sync.sync_once()
     assert champions() == {("1", experiment, "co2"): 0.8}
-    client.set_registered_model_alias(name, "champion", "2")  # a promotion
+    writer.set_registered_model_alias(name, "champion", "2")  # a promotion
     sync.sync_once()
     assert champions() == {("2", experiment, "co2"): 0.9}
-    client.delete_registered_model_alias(name, "champion")
+    writer.delete_registered_model_alias(name, "champion")
     sync.sync_once()
     assert champions() == {}
+    assert client.plain  # the registry was read over plain HTTP throughout
 
 
 def test_the_sidebar_is_quiet_when_prometheus_is_down_or_nothing_fires(

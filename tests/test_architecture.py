@@ -10,7 +10,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mlops_local"
 # A layer may import only from the layers listed for it (and from itself).
-BOTTOM = {"runmeta", "errors", "settings", "uris", "health", "owner", "logsetup", "background", "interrupts"}
+BOTTOM = {"runmeta", "errors", "settings", "uris", "restclient", "health", "owner", "logsetup", "background",
+          "interrupts"}
 ALLOWED = {
     "ml": BOTTOM | {"tracking", "runs"},
     "sweep": BOTTOM | {"tracking", "runs", "ml"},

@@ -3,15 +3,11 @@ pandas or scikit-learn; the quick look-up answers as MLflow's client does, or le
 
 from __future__ import annotations
 
-import contextlib
-import http.server
 import json
 import signal
 import subprocess
 import sys
-import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +16,7 @@ from mlflow import MlflowClient
 from mlops_local.serving.holder import LoadedModel, ModelHolder, resolve
 from mlops_local.serving.metrics import DEFAULT_PREDICTION_BUCKETS, ServingMetrics
 from mlops_local.serving.registry import CannotTell, alias_target
-from tests.services import ROOT, free_port
+from tests.services import ROOT, answering, free_port
 
 HEAVY = ("mlflow", "pandas", "pyarrow", "sklearn", "scipy", "skops")
 
@@ -96,25 +92,6 @@ def test_the_quick_look_up_answers_as_mlflows_client(registry: tuple[str, Mlflow
     assert both(None) == ((name, str(second.version)),) * 2
     client.set_registered_model_alias(name, alias, "1")
     assert both(None) == ((name, "1"),) * 2
-
-
-@contextlib.contextmanager
-def answering(status: int) -> Iterator[str]:
-    """The URL of a real HTTP server (not MLflow) that answers every GET with ``status`` and an HTML page."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_error(status)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}"
-        finally:
-            server.shutdown()
 
 
 def test_the_quick_look_up_leaves_what_it_cannot_answer_to_mlflows_client(

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from mlflow.tracking import MlflowClient
 from prometheus_client.core import GaugeMetricFamily
 
 from mlops_local.metrics.labels import clean_label
 from mlops_local.metrics.records import record_from_run
+from mlops_local.restclient import TrackingClient
 
 LABELS = ("registered_model", "version", "experiment", "dataset")
 PAGE = 200
@@ -35,7 +35,7 @@ class Champion:
 class ChampionReader:
     """Finds the versions ``alias`` points at; remembers each version's run so it is read once."""
 
-    def __init__(self, client: MlflowClient, alias: str) -> None:
+    def __init__(self, client: TrackingClient, alias: str) -> None:
         self.client = client
         self.alias = alias
         self._known: dict[tuple[str, str], Champion | None] = {}

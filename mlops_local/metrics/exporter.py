@@ -20,8 +20,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mlflow.entities import Run
-from mlflow.tracking import MlflowClient
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -32,6 +30,7 @@ from mlops_local.metrics.records import RunRecord, record_from_result
 from mlops_local.metrics.state import ExporterState, family_names
 from mlops_local.metrics.sync import MlflowSync, SyncWorker, make_client
 from mlops_local.ml.types import TrainResult
+from mlops_local.restclient import Run, TrackingClient
 from mlops_local.settings import Settings
 
 if TYPE_CHECKING:
@@ -63,7 +62,7 @@ class ModelMetricsExporter(Collector):
     """Collector of model-quality metrics; ``observe()`` publishes a training, ``start()`` syncs MLflow."""
 
     def __init__(self, registry: CollectorRegistry | None, settings: Settings, *,
-                 client: MlflowClient | None = None, experiments: Sequence[str] | None = None,
+                 client: TrackingClient | None = None, experiments: Sequence[str] | None = None,
                  max_series: int | None = None, overlap_s: float | None = None,
                  max_backoff: float | None = None, reaper: Reaper | None = None) -> None:
         self.settings = settings

@@ -6,10 +6,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mlflow.entities import Run
-
 from mlops_local.metrics.labels import UNKNOWN, clean_label
 from mlops_local.ml.types import TrainResult
+from mlops_local.restclient import Run
 from mlops_local.runmeta import TAG_BEST_RUN, TAG_CLIENT, TAG_DATASET, TAG_MODEL, TAG_ROLE, TAG_SOURCE
 
 # Run statuses the exporter counts (others, RUNNING/SCHEDULED/KILLED, are ignored).
@@ -85,7 +84,8 @@ def record_from_result(result: TrainResult) -> RunRecord:
 
 
 def record_from_run(run: Run, experiment_names: Mapping[str, str]) -> RunRecord | None:
-    """The record of an MLflow run, or None when it is not a finished/failed mlops-local training."""
+    """The record of an MLflow run (MLflow's entity or the REST client's), or None when it is not a
+    finished/failed mlops-local training."""
     info, data = run.info, run.data
     if info.status not in COUNTED_STATUSES or info.end_time is None:
         return None

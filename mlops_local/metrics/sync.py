@@ -18,13 +18,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from mlflow.entities import Run, ViewType
-from mlflow.tracking import MlflowClient
-
 from mlops_local import tracking
 from mlops_local.metrics.champions import Champion, ChampionReader
 from mlops_local.metrics.records import RunRecord, record_from_run
 from mlops_local.reaper import Reaper
+from mlops_local.restclient import ACTIVE_ONLY, Run, TrackingClient
 from mlops_local.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,9 +50,13 @@ class SyncTarget(Protocol):
     def set_champions(self, champions: Iterable[Champion]) -> None: ...
 
 
-def make_client(settings: Settings) -> MlflowClient:
-    """A client on the configured tracking URI with bounded HTTP retries and timeouts."""
-    return tracking.new_client(settings.effective_tracking_uri, settings)
+def make_client(settings: Settings) -> tracking.LazyClient:
+    """A client on the configured tracking URI with bounded timeouts: plain HTTP while it can answer (no
+    MLflow, pandas or pyarrow in an idle UI process), MLflow's bounded client from the first question
+    it cannot (MLflow's auth or TLS settings, a store that is not HTTP)."""
+    uri = settings.effective_tracking_uri
+    return tracking.LazyClient(uri, tracking.request_timeout(settings),
+                               lambda: tracking.new_client(uri, settings))
 
 
 def backoff_delay(failures: int, interval: float, cap: float) -> float:
@@ -81,7 +83,7 @@ class SyncResult:
 class MlflowSync:
     """Reads finished runs into ``exporter``: a full read first, then only runs past the watermark."""
 
-    def __init__(self, client: MlflowClient, exporter: SyncTarget, *,
+    def __init__(self, client: TrackingClient, exporter: SyncTarget, *,
                  experiments: Sequence[str] | None = None, page_size: int = PAGE_SIZE,
                  overlap_s: float | None = None, clock: Callable[[], float] = time.time,
                  reaper: Reaper | None = None, champions: ChampionReader | None = None) -> None:
@@ -133,7 +135,7 @@ class MlflowSync:
         names: dict[str, str] = {}
         token = None
         while True:
-            page = self.client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000,
+            page = self.client.search_experiments(view_type=ACTIVE_ONLY, max_results=1000,
                                                   page_token=token)
             names.update({e.experiment_id: e.name for e in page})
             token = page.token
@@ -145,7 +147,7 @@ class MlflowSync:
         """Yield pages of runs (raw) for ``filter_string`` ordered by end time ``order``."""
         token = None
         while names:
-            page = self.client.search_runs(list(names), filter_string, run_view_type=ViewType.ACTIVE_ONLY,
+            page = self.client.search_runs(list(names), filter_string, run_view_type=ACTIVE_ONLY,
                                            max_results=self.page_size,
                                            order_by=[f"attributes.end_time {order}"], page_token=token)
             self.exporter.record_runs_read(len(page))

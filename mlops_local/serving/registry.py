@@ -10,72 +10,22 @@ settings, an answer this does not recognise), it raises :class:`CannotTell` and 
 
 from __future__ import annotations
 
-import http.client
-import json
-import os
-import ssl
-import urllib.error
-import urllib.parse
-import urllib.request
-from pathlib import Path
+from mlops_local.restclient import NOT_FOUND, ApiError, CannotTell, answerable, call
 
-from mlops_local.uris import split_credentials
+__all__ = ["NOT_FOUND", "SEARCH_PAGE", "CannotTell", "alias_target"]
 
-API = "/api/2.0/mlflow/registered-models"
-# What MLflow's HTTP client reads besides the URI (mlflow/utils/rest_utils.py, credentials.py): with
-# any of them set, only MLflow's client sends the request as the user configured it.
-CLIENT_SETTINGS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
-                   "MLFLOW_TRACKING_AUTH", "MLFLOW_TRACKING_AWS_SIGV4", "MLFLOW_TRACKING_INSECURE_TLS",
-                   "MLFLOW_TRACKING_SERVER_CERT_PATH", "MLFLOW_TRACKING_CLIENT_CERT_PATH",
-                   "MLFLOW_ENABLE_WORKSPACES")
-CREDENTIALS_FILE = Path("~/.mlflow/credentials")
-# Error codes that mean "no such model or alias" (no model to serve), for MLflow's client as for this.
-NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE")
 SEARCH_PAGE = 100  # registered models looked at when no name is set (most recently updated first)
 
 
-class CannotTell(Exception):
-    """The look-up has no definite answer without MLflow's client."""
-
-
-def answerable(uri: str) -> bool:
-    """Whether a plain HTTP request reaches the registry at ``uri`` as MLflow's client would."""
-    if not uri.startswith(("http://", "https://")):
-        return False
-    if any(os.environ.get(name, "").lower() not in ("", "false", "0") for name in CLIENT_SETTINGS):
-        return False
-    return not CREDENTIALS_FILE.expanduser().exists()
-
-
 def _get(uri: str, endpoint: str, query: dict[str, object], timeout: float) -> dict:
-    """The JSON answer of GET ``endpoint``; OSError when the server does not answer."""
-    base, authorization = split_credentials(uri.rstrip("/"))
-    request = urllib.request.Request(f"{base}{API}/{endpoint}?{urllib.parse.urlencode(query, doseq=True)}")
-    if authorization is not None:
-        request.add_header("Authorization", authorization)
+    """The JSON answer of GET registered-models/``endpoint``; {"error_code": ...} for "no such model or
+    alias" (NOT_FOUND); OSError when the registry does not answer, CannotTell for any other refusal."""
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            error = json.loads(exc.read()).get("error_code")
-        except (ValueError, AttributeError):
-            error = None
-        if error in NOT_FOUND:  # MLflow's "no such model or alias"
-            return {"error_code": error}
-        if exc.code >= 500:  # down for now (as MLflow's client reports it): polled again, still without it
-            raise ConnectionError(f"the registry answered HTTP {exc.code}") from None
-        raise CannotTell(f"HTTP {exc.code}") from None  # refused (auth), not MLflow: its client says
-    except urllib.error.URLError as exc:
-        if isinstance(exc.reason, ssl.SSLError):
-            raise CannotTell(f"TLS: {exc.reason}") from None
-        raise
-    except ssl.SSLError as exc:
-        raise CannotTell(f"TLS: {exc}") from None
-    except http.client.HTTPException as exc:  # cut off mid-answer: as a connection that failed
-        raise ConnectionError(f"the registry's answer was cut off ({type(exc).__name__})") from None
-    except ValueError as exc:  # not JSON: not an MLflow server
-        raise CannotTell(f"unexpected answer: {exc}") from None
+        return call(uri, "GET", f"registered-models/{endpoint}", query, timeout)
+    except ApiError as exc:
+        if exc.error_code in NOT_FOUND:  # MLflow's "no such model or alias"
+            return {"error_code": exc.error_code}
+        raise CannotTell(f"HTTP {exc.status} {exc.error_code}") from None  # its client says what it is
 
 
 def alias_target(uri: str, name: str | None, alias: str, timeout: float) -> tuple[str, str] | None:
