@@ -92,6 +92,11 @@ def test_the_quick_look_up_answers_as_mlflows_client(registry: tuple[str, Mlflow
     assert both(None) == ((name, str(second.version)),) * 2
     client.set_registered_model_alias(name, alias, "1")
     assert both(None) == ((name, "1"),) * 2
+    # A prompt (MLflow keeps prompts in the registry) with the alias, updated last: not a model to serve.
+    prompt = f"lookup-prompt-{uuid.uuid4().hex[:8]}"
+    client.register_prompt(name=prompt, template="Say {{word}}")
+    client.set_prompt_alias(prompt, alias, 1)
+    assert both(None) == ((name, "1"),) * 2
 
 
 def test_the_quick_look_up_leaves_what_it_cannot_answer_to_mlflows_client(
