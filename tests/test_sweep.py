@@ -63,8 +63,8 @@ def test_grid_sweep_tracks_children_best_trial_failures_and_registration(mlflow_
         result = run_sweep(spec, mlflow_settings, metrics=metrics, on_trial=seen.append)
 
     assert result.status == "FINISHED" and result.total == 6 and len(result.trials) == 6
-    # the best trial's worker kept its model: nothing was re-fitted
-    assert "logged on run" in caplog.text and "re-fitted" not in caplog.text
+    # the best trial's worker kept its model, logged as it ends (the one path for the best model)
+    assert f"best trial {result.best.number}'s model logged on run" in caplog.text and result.warnings == []
     assert [p.done for p in seen] == [1, 2, 3, 4, 5, 6]
     runs = children(client, result.experiment_id, result.parent_run_id)
     assert len(runs) == 6
@@ -168,38 +168,36 @@ def test_a_trial_keeps_its_model_only_when_it_beats_the_best_known_at_submission
     assert [p.suffix for p in (tmp_path / "kept").iterdir()] == [".zip"]  # no .part left behind
 
 
-def test_when_the_best_trial_could_not_keep_its_model_the_sweep_refits_it(mlflow_settings, client,
-                                                                        monkeypatch, caplog):
+def test_when_the_best_trial_could_not_keep_its_model_the_sweep_says_so_and_logs_none(mlflow_settings, client,
+                                                                                    monkeypatch):
     from distributed import LocalCluster
 
     from mlops_local.sweep import worker as sweep_worker
 
-    real_zip = sweep_worker.zip_dir
-    trials_running = threading.Event()
-    trials_running.set()
-
-    def zip_dir(root: Path) -> bytes:  # the trials' copies fail (injected); the final re-fit's does not
-        if trials_running.is_set():
-            raise OSError("No space left on device (injected)")
-        return real_zip(root)
-
-    def on_trial(progress: SweepProgress) -> None:
-        if progress.done == progress.total:
-            trials_running.clear()
+    def zip_dir(root: Path) -> bytes:  # every trial's copy fails (injected), as on a full disk
+        raise OSError("No space left on device (injected)")
 
     monkeypatch.setattr(sweep_worker, "zip_dir", zip_dir)
     # Dask workers as threads of this process, so the injected failure reaches the trials
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp", host="127.0.0.1",
-                      dashboard_address=None) as cluster, caplog.at_level("INFO"):
-        spec = SweepSpec(FRIEDMAN, "ridge", strategy="random", trials=3, seed=2, experiment="sweep-refit",
-                         dask_scheduler=cluster.scheduler_address, models="best")
-        result = run_sweep(spec, mlflow_settings, on_trial=on_trial)
-    assert result.status == "FINISHED" and result.warnings == []
-    assert "could not keep the model of trial" in caplog.text and "re-fitted" in caplog.text
-    assert {"model", "plots"} <= {a.path for a in client.list_artifacts(result.best.run_id)}
-    assert {"plots/predicted_vs_actual.svg", "plots/residuals.svg"} <= \
-        {a.path for a in client.list_artifacts(result.best.run_id, "plots")}
-    assert result.model_uri == f"runs:/{result.best.run_id}/model"
+                      dashboard_address=None) as cluster:
+        spec = SweepSpec(FRIEDMAN, "ridge", strategy="random", trials=3, seed=2, experiment="sweep-not-kept",
+                         dask_scheduler=cluster.scheduler_address, models="best", register="sweep-not-kept")
+        result = run_sweep(spec, mlflow_settings)
+    # the trials stand; the warning names the best trial and why its model is missing
+    assert result.status == "FINISHED" and {t.status for t in result.trials} == {"FINISHED"}
+    assert len(result.warnings) == 1, result.warnings
+    warning = result.warnings[0]
+    assert warning.startswith("best model not logged") and f"trial {result.best.number}'s" in warning
+    assert "No space left on device (injected)" in warning
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["error"] == warning
+    assert parent.data.tags["best_run_id"] == result.best.run_id
+    # nothing half-uploaded or registered: no trial carries a model, no version points at one
+    assert result.model_uri is None and result.registered_version is None
+    assert all(not {"model", "plots"} & {a.path for a in client.list_artifacts(t.run_id)}
+               for t in result.trials)
+    assert not client.search_model_versions("name = 'sweep-not-kept'")
 
 
 def test_cancel_mid_sweep_kills_running_trials_and_leaves_nothing_running(mlflow_settings, client):

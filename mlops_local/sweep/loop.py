@@ -32,7 +32,7 @@ from mlops_local.sweep.tracking import (
     record_failed_child,
     set_state,
 )
-from mlops_local.sweep.worker import TrialTask, baseline_score, find_child, refit_model, run_trial
+from mlops_local.sweep.worker import TrialTask, baseline_score, find_child, run_trial
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,8 @@ class SweepRun:
                     # The worker died after the trial was logged, before its result came back.
                     metrics = dict(child.data.metrics)
                     return TrialOutcome(outcome.number, outcome.params, "FINISHED", child.info.run_id,
-                                        metrics, score=metrics.get(self.plan.score_metric))
+                                        metrics, score=metrics.get(self.plan.score_metric),
+                                        model_error="its worker died before sending the trial back")
                 outcome.run_id = child.info.run_id if child is not None else None
                 if child is not None and child.info.status == "RUNNING":
                     fail_child(self.client, child.info.run_id, outcome.error or "failed")
@@ -219,15 +220,6 @@ class SweepRun:
         self.executor = open_executor(self.plan.jobs, None, self.env, self.settings.http_timeout)
 
     # -- main loop ---------------------------------------------------------------------------------
-    def refit_best(self) -> Any:
-        """The future of a re-fit of the best trial (same data, split and seed): the fallback of
-        ``models = best`` when the best trial's worker could not keep its model."""
-        best = self.best
-        if best is None:
-            raise RuntimeError("no finished trial to re-fit")
-        task = self.task(best.number, dict(best.params))
-        return self.submit_task(refit_model, task, best.metrics.get("r2"), self.frame)
-
     def loop(self) -> None:
         exhausted = False
         if self.spec.baseline and not self.cancel.is_set():
@@ -250,18 +242,6 @@ class SweepRun:
                 self.take_baseline(future)
             else:
                 self.record(self.resolve(number, future))
-
-    def wait(self, future: Any) -> Any:
-        """The result of one executor future, watching for cancellation."""
-        box: queue.Queue[Any] = queue.Queue()
-        future.add_done_callback(box.put)
-        while True:
-            if self.cancel.is_set():
-                raise KeyboardInterrupt
-            try:
-                return box.get(timeout=POLL_S).result()
-            except queue.Empty:
-                continue
 
     def stop(self) -> list[TrialOutcome]:
         """Cancel: stop the workers, close every child still running; returns what they became.

@@ -182,17 +182,14 @@ def _best_model(sweep: SweepRun, warnings: list[str]) -> tuple[str | None, str |
         return None, None, None
     uri = f"runs:/{best.run_id}/{MODEL_ARTIFACT}"  # models = all: the trial logged it
     if spec.models == "best":
+        if sweep.best_archive is None:  # its worker could not keep it: say so, upload nothing
+            reason = best.model_error or "its worker sent no model back"
+            warnings.append(f"best model not logged: trial {best.number}'s model was not kept ({reason})")
+            log.error("sweep %s: %s", sweep.parent, warnings[-1])
+            return None, None, None
         try:
-            if sweep.best_archive is not None:  # kept by the trial's worker
-                _upload_model(sweep, best.run_id, sweep.best_archive)
-                log.info("best trial %d's model logged on run %s", best.number, best.run_id)
-            else:
-                refit = sweep.wait(sweep.refit_best())
-                _upload_model(sweep, best.run_id, refit["archive"])
-                log.info("best trial %d's model re-fitted in %.2f s and logged on run %s", best.number,
-                         refit["seconds"], best.run_id)
-                if not refit["reproduced"]:
-                    warnings.append(f"the re-fitted best model scored r2 {refit['r2']:.6f}, not the trial's")
+            _upload_model(sweep, best.run_id, sweep.best_archive)
+            log.info("best trial %d's model logged on run %s", best.number, best.run_id)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # the trials stand; say what is missing

@@ -81,6 +81,7 @@ class TrialOutcome:
     # the file a local worker wrote (big payloads never cross the process pool's pipe, where a worker
     # killed mid-send would hang the pool), or the bytes from a Dask worker
     model_archive: bytes | str | None = field(default=None, repr=False, compare=False)
+    model_error: str | None = field(default=None, repr=False, compare=False)  # why it has no archive
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready view."""

@@ -1,4 +1,4 @@
-"""What runs on a worker (a local process or a Dask worker): one trial, or the best trial's model.
+"""What runs on a worker (a local process or a Dask worker): one trial, or the baseline's score.
 
 Both are plain top-level functions of picklable arguments, so a ProcessPoolExecutor and a Dask client
 call them the same way. A trial is one :func:`mlops_local.ml.training.train` call (the child run, its
@@ -8,7 +8,8 @@ and closes its child as KILLED (this is how a Dask task, which cannot be killed 
 early). With ``models = best`` a trial that beats the best trial known when it was submitted sends
 its fitted model and its plots back (``model/`` and ``plots/`` as a zip); the sweep keeps the best
 one's and uploads it at the end, so no trial uploads artifacts that are later beaten and the best is
-not fitted twice.
+not fitted twice. The final best always beat the best known when it was submitted, so this is the
+one path: when its worker could not write the zip, the sweep says so and logs no model.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ def run_trial(task: TrialTask, frame: pd.DataFrame | None = None) -> TrialOutcom
             raise TrialCancelled(f"sweep {task.parent_run_id} cancelled")
 
     kept: list[bytes | str] = []
+    not_kept: list[str] = []  # why keeping failed, for the sweep's warning should this trial win
 
     def keep(metrics: dict[str, float], save) -> None:  # training.ModelKeeper
         score = metrics.get(task.score_metric)
@@ -130,8 +132,9 @@ def run_trial(task: TrialTask, frame: pd.DataFrame | None = None) -> TrialOutcom
             with tempfile.TemporaryDirectory(prefix="mlops-sweep-") as tmp:
                 save(Path(tmp))  # model/ and plots/
                 kept.append(package(task, Path(tmp)))
-        except Exception:  # the trial stands; the sweep re-fits its best if need be
+        except Exception as exc:  # the trial stands; the sweep warns if it wins
             log.warning("could not keep the model of trial %d", task.number, exc_info=True)
+            not_kept.append(f"{type(exc).__name__}: {exc}"[:500])
 
     try:
         with threadpool_limits(limits=max(1, task.threads)):
@@ -153,7 +156,8 @@ def run_trial(task: TrialTask, frame: pd.DataFrame | None = None) -> TrialOutcom
         return TrialOutcome(task.number, params, "FAILED", run_id=run_id, error=error[:5000])
     return TrialOutcome(task.number, dict(result.params), "FINISHED", run_id=result.run_id,
                         metrics=dict(result.metrics), durations=dict(result.durations),
-                        score=result.metrics.get(task.score_metric), model_archive=kept[0] if kept else None)
+                        score=result.metrics.get(task.score_metric), model_archive=kept[0] if kept else None,
+                        model_error=not_kept[0] if not_kept else None)
 
 
 def package(task: TrialTask, root: Path) -> bytes | str:
@@ -211,36 +215,3 @@ def baseline_score(task: TrialTask, frame: pd.DataFrame | None = None) -> float 
                                                        prepared.folds, int(request.seed)))
     return metrics.get(task.score_metric)
 
-
-def refit_model(task: TrialTask, expected_r2: float | None,
-                frame: pd.DataFrame | None = None) -> dict[str, object]:
-    """Re-fit a trial (same data, split and seed) and return its model and plots as a zip (bytes or path).
-
-    The fallback of ``models = best``: a trial that beats the best so far sends its model back with its
-    outcome; when that failed for the best trial (say, a full disk on its worker), the sweep re-fits
-    it here. Training is seeded, so the re-fit is the same model: its test R² is compared with the
-    trial's.
-    """
-    from threadpoolctl import threadpool_limits
-
-    from mlops_local.ml import evaluation
-    from mlops_local.ml.training import prepare
-
-    request = task.request
-    start = time.perf_counter()
-    prepared = prepare(request, frame)
-    with threadpool_limits(limits=max(1, task.threads)):
-        prepared.pipeline.fit(prepared.X_train, prepared.y_train)
-    y_pred = np.asarray(prepared.pipeline.predict(prepared.X_test), dtype=float)
-    r2 = evaluation.regression_metrics(prepared.y_test.to_numpy(), y_pred)["r2"]
-    same = expected_r2 is None or abs(r2 - expected_r2) <= 1e-9 * max(1.0, abs(expected_r2))
-    if not same:
-        log.warning("re-fit of trial %d scored r2 %.6f, the trial %.6f", task.number, r2, expected_r2)
-    importance, kind = evaluation.feature_importance(prepared.pipeline, prepared.X_test, prepared.y_test,
-                                                     int(request.seed))
-    with tempfile.TemporaryDirectory(prefix="mlops-sweep-") as tmp:
-        prepared.write_model(Path(tmp))
-        prepared.write_plots(Path(tmp), y_pred, importance, kind)
-        archive = package(task, Path(tmp))
-    return {"number": task.number, "archive": archive, "r2": r2, "reproduced": same,
-            "seconds": time.perf_counter() - start}
