@@ -244,7 +244,7 @@ def test_a_worker_killed_mid_trial_fails_that_trial_and_the_sweep_goes_on(mlflow
 
 
 def test_dask_cluster_runs_the_same_trials_as_local_processes_and_cancels(mlflow_settings, client):
-    from distributed import LocalCluster
+    from distributed import Client, LocalCluster
 
     spec = SweepSpec(FRIEDMAN, "decision_tree", strategy="random", trials=4, seed=3, jobs=2,
                      experiment="sweep-dask", models="all")
@@ -253,13 +253,22 @@ def test_dask_cluster_runs_the_same_trials_as_local_processes_and_cancels(mlflow
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         remote = run_sweep(replace(spec, dask_scheduler=cluster.scheduler_address, jobs=None,
                                    models="best"), mlflow_settings)
-        # Dask tasks cannot be killed: running trials see the cancelled parent and close themselves.
+        # Dask tasks cannot be killed: running trials see the sweep's cancel event and close themselves.
         stopped = run_sweep(SweepSpec(**SLOW, strategy="random", trials=8, experiment="sweep-dask-cancel",
                                       dask_scheduler=cluster.scheduler_address),
-                            mlflow_settings, cancel=cancel, on_trial=lambda progress: cancel.set())
+                            mlflow_settings, cancel=cancel,
+                            # the second result: the trial started after the first is early in its fit
+                            on_trial=lambda progress: progress.done >= 2 and cancel.set())
         assert stopped.status == "KILLED"
         wait_for(lambda: running(client, stopped.experiment_id) == [], "no trial left RUNNING", 60)
-    assert 1 <= len(children(client, stopped.experiment_id, stopped.parent_run_id)) < 8
+        with Client(cluster, set_as_default=False) as dask:  # what still runs on the workers' threads
+            wait_for(lambda: not any(dask.run(lambda dask_worker: len(dask_worker.active_threads)).values()),
+                     "the Dask trials ending", 60)
+    stopped_runs = children(client, stopped.experiment_id, stopped.parent_run_id)
+    assert 1 <= len(stopped_runs) < 8
+    # a trial stopped mid-fit did not go on to log and finish its run once the sweep had closed it
+    assert {r.info.run_id: r.info.status for r in stopped_runs} == \
+        {t.run_id: t.status for t in stopped.trials if t.run_id}
     assert remote.executor.startswith("dask tcp://") and local.executor.startswith("local processes")
     assert [(t.number, t.params, t.score) for t in remote.trials] == \
         [(t.number, t.params, t.score) for t in local.trials]
@@ -273,6 +282,34 @@ def test_dask_cluster_runs_the_same_trials_as_local_processes_and_cancels(mlflow
     # models = all: every trial logged its own model, plots and dataset input, like a training
     assert all({"model", "plots"} <= {a.path for a in client.list_artifacts(t.run_id)} for t in local.trials)
     assert all(client.get_run(t.run_id).inputs.dataset_inputs for t in local.trials)
+
+
+def test_a_dask_trial_stops_at_its_next_step_once_the_sweeps_cancel_event_is_set(mlflow_settings, client,
+                                                                                 monkeypatch):
+    from distributed import Client, Event, LocalCluster
+
+    from mlops_local.ml.types import TrainRequest
+    from mlops_local.sweep.worker import TrialTask, run_trial
+
+    experiment_id = client.create_experiment("sweep-dask-event")
+    parent = client.create_run(experiment_id).info.run_id
+    request = TrainRequest(FRIEDMAN, "ridge", experiment="sweep-dask-event", source="sweep",
+                           parent_run_id=parent, log_model=False, extra_tags={"sweep_trial": "0"})
+    task = TrialTask(0, request, mlflow_settings, client.tracking_uri, experiment_id, parent, "r2",
+                     cancel_event="mlops-sweep-cancel-test")
+    asked: list[str] = []
+    real_get_run = MlflowClient.get_run
+    monkeypatch.setattr(MlflowClient, "get_run", lambda self, run_id: asked.append(run_id) or real_get_run(
+        self, run_id))
+    # workers as threads of this process, so the count above sees their MLflow requests
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp", host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster, set_as_default=False) as dask:
+        finished = dask.submit(run_trial, task, pure=False).result()
+        Event(task.cancel_event, client=dask).set()
+        stopped = dask.submit(run_trial, replace(task, number=1), pure=False).result()
+    assert finished.status == "FINISHED" and finished.score is not None
+    assert parent not in asked  # the trials asked the scheduler, not MLflow, whether the sweep goes on
+    assert (stopped.status, stopped.error, stopped.run_id) == ("KILLED", "cancelled", None)  # before its run
 
 
 def test_optuna_sweep_minimising_rmse_shows_live_in_prometheus(mlflow_settings, client, tmp_path):
@@ -380,7 +417,7 @@ class _StoppedWorkers:
     """The local pool once Stop has killed it: nothing left to abort (the trials below are the corner
     a kill cannot be timed to hit: a worker killed after its trial's metrics reached MLflow)."""
 
-    slots, label, threads_per_trial, kills_workers = 2, "local processes (2, forkserver)", 1, True
+    slots, label, threads_per_trial, cancel_event = 2, "local processes (2, forkserver)", 1, None
 
     def abort(self) -> None:
         pass

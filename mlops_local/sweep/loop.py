@@ -30,7 +30,6 @@ from mlops_local.sweep.tracking import (
     log_progress,
     progress_metrics,
     record_failed_child,
-    set_state,
 )
 from mlops_local.sweep.worker import TrialTask, baseline_score, find_child, run_trial
 
@@ -99,10 +98,10 @@ class SweepRun:
         best = self.best
         return TrialTask(number, request, self.settings, self.client.tracking_uri, self.experiment_id,
                          self.parent, self.plan.score_metric, self.env, self.threads,
-                         watch_parent=not self.executor.kills_workers, keep_model=spec.models == "best",
+                         cancel_event=self.executor.cancel_event, keep_model=spec.models == "best",
                          beat=None if best is None or best.score is None else (best.score, best.number),
                          higher_is_better=self.plan.higher_is_better,
-                         model_dir=self.model_dir if self.executor.kills_workers else None)
+                         model_dir=self.model_dir if self.executor.cancel_event is None else None)
 
     def submit(self, number: int, values: dict[str, object]) -> None:
         try:
@@ -249,10 +248,6 @@ class SweepRun:
         A trial whose score reached MLflow is a result (FINISHED, it counts for the best) even if its
         worker was stopped while keeping its model; only trials stopped before their score are KILLED.
         """
-        try:
-            set_state(self.client, self.parent, "cancelling")
-        except MlflowException:
-            log.warning("could not flag sweep %s as cancelling", self.parent, exc_info=True)
         self.executor.abort()
         while True:  # results that came back before the workers stopped are real results
             try:

@@ -150,11 +150,6 @@ def kill_running_children(client: MlflowClient, experiment_id: str, parent_run_i
     return killed
 
 
-def set_state(client: MlflowClient, parent_run_id: str, state: str) -> None:
-    """The parent's ``sweep_state`` tag (workers watch for ``cancelling``)."""
-    client.set_tag(parent_run_id, TAG_STATE, state)
-
-
 def render_artifacts(out_dir: Path, outcomes: Sequence[TrialOutcome], score_metric: str,
                      higher_is_better: bool, baseline: float | None = None) -> Path:
     """Charts (plots/) and the trials table (sweep/trials.csv) for the parent run, written to ``out_dir``."""

@@ -3,13 +3,14 @@
 Both are plain top-level functions of picklable arguments, so a ProcessPoolExecutor and a Dask client
 call them the same way. A trial is one :func:`mlops_local.ml.training.train` call (the child run, its
 params, metrics and tags, FAILED on error; its model, plots and dataset input only with
-``models = all``). Between steps it checks the parent run: once the sweep is being cancelled it stops
-and closes its child as KILLED (this is how a Dask task, which cannot be killed from outside, stops
-early). With ``models = best`` a trial that beats the best trial known when it was submitted sends
-its fitted model and its plots back (``model/`` and ``plots/`` as a zip); the sweep keeps the best
-one's and uploads it at the end, so no trial uploads artifacts that are later beaten and the best is
-not fitted twice. The final best always beat the best known when it was submitted, so this is the
-one path: when its worker could not write the zip, the sweep says so and logs no model.
+``models = all``). On Dask, between steps it checks the sweep's cancel event (a ``distributed.Event``
+on the scheduler): once it is set the trial stops and closes its child as KILLED (a Dask task cannot
+be killed from outside; local workers are). With ``models = best`` a trial that beats the best trial
+known when it was submitted sends its fitted model and its plots back (``model/`` and ``plots/`` as
+a zip); the sweep keeps the best one's and uploads it at the end, so no trial uploads artifacts that
+are later beaten and the best is not fitted twice. The final best always beat the best known when it
+was submitted, so this is the one path: when its worker could not write the zip, the sweep says so
+and logs no model.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from mlflow.tracking import MlflowClient
 
 from mlops_local import tracking
 from mlops_local.ml.types import TrainRequest
-from mlops_local.runmeta import TAG_ERROR, TAG_PARENT, TAG_STATE, TAG_TRIAL
+from mlops_local.runmeta import TAG_ERROR, TAG_PARENT, TAG_TRIAL
 from mlops_local.settings import Settings
 from mlops_local.sweep.spec import TrialOutcome, better
 
@@ -60,7 +61,7 @@ class TrialTask:
     score_metric: str
     env: tuple[tuple[str, str], ...] = ()  # bounded MLflow HTTP client settings
     threads: int = 1  # BLAS/OpenMP threads per trial (trials already run in parallel)
-    watch_parent: bool = True  # stop at the next step once the sweep is cancelled (Dask: no kill)
+    cancel_event: str | None = None  # Dask: the Event whose setting stops the trial at its next step
     # models = best: send this trial's model back when it beats the best trial known at submission
     # (score, number; None: no trial finished yet). Only the best's model is logged in the end.
     keep_model: bool = False
@@ -92,12 +93,6 @@ def client_for(uri: str) -> MlflowClient:
         return _clients[uri]
 
 
-def parent_cancelled(client: MlflowClient, parent_run_id: str) -> bool:
-    """Whether the sweep is being cancelled (or its parent run is already closed)."""
-    run = client.get_run(parent_run_id)
-    return run.info.status != "RUNNING" or run.data.tags.get(TAG_STATE) == "cancelling"
-
-
 def find_child(client: MlflowClient, experiment_id: str, parent_run_id: str, number: int):
     """The child run of trial ``number``, or None when it was never created."""
     runs = client.search_runs([experiment_id], filter_string=(
@@ -115,9 +110,15 @@ def run_trial(task: TrialTask, frame: pd.DataFrame | None = None) -> TrialOutcom
     client = client_for(task.tracking_uri)
     params = dict(task.request.params)
 
-    def progress(step: str, elapsed: float) -> None:
-        if step in _CANCEL_STEPS and parent_cancelled(client, task.parent_run_id):
-            raise TrialCancelled(f"sweep {task.parent_run_id} cancelled")
+    progress = None
+    if task.cancel_event is not None:
+        from distributed import Event
+
+        cancel = Event(task.cancel_event)  # this Dask worker's client asks the scheduler: no MLflow request
+
+        def progress(step: str, elapsed: float) -> None:
+            if step in _CANCEL_STEPS and cancel.is_set():
+                raise TrialCancelled(f"sweep {task.parent_run_id} cancelled")
 
     kept: list[bytes | str] = []
     not_kept: list[str] = []  # why keeping failed, for the sweep's warning should this trial win
@@ -139,7 +140,7 @@ def run_trial(task: TrialTask, frame: pd.DataFrame | None = None) -> TrialOutcom
     try:
         with threadpool_limits(limits=max(1, task.threads)):
             result = train(task.request, task.settings, client=client, frame=frame,
-                           progress=progress if task.watch_parent else None,
+                           progress=progress,
                            keep_model=keep if task.keep_model else None, experiment_id=task.experiment_id)
     except TrialCancelled:
         return TrialOutcome(task.number, params, "KILLED", run_id=_close_killed(client, task),
