@@ -51,15 +51,6 @@ def cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def check_jobs(jobs: object) -> int | None:
-    """``jobs`` as None or a positive int (at most 256), or UserError."""
-    if jobs is None:
-        return None
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= 256:
-        raise UserError(f"jobs must be a whole number between 1 and 256, got {jobs!r}")
-    return jobs
-
-
 def worker_context(start_method: str | None = None) -> multiprocessing.context.BaseContext:
     """How local workers start: ``fork`` only when asked and this process runs no other thread
     (the CLI: workers then inherit its imports), else a forkserver that has preloaded the training
@@ -74,9 +65,7 @@ def worker_context(start_method: str | None = None) -> multiprocessing.context.B
         method = "forkserver" if "forkserver" in available else "spawn"
     context = multiprocessing.get_context(method)
     if method == "forkserver":
-        from mlops_local.sweep.worker import PRELOAD
-
-        context.set_forkserver_preload(["mlops_local.sweep.worker", PRELOAD])
+        context.set_forkserver_preload(["mlops_local.sweep.worker", "mlops_local.sweep.preload"])
     return context
 
 

@@ -25,7 +25,7 @@ from mlops_local.sweep.plan import Plan, worker_env
 from mlops_local.sweep.samplers import make_search
 from mlops_local.sweep.spec import SweepProgress, TrialOutcome, better
 from mlops_local.sweep.tracking import (
-    fail_child,
+    close_child,
     kill_running_children,
     log_progress,
     progress_metrics,
@@ -188,19 +188,20 @@ class SweepRun:
         self.progress_logged = time.monotonic()
 
     def close_failed(self, outcome: TrialOutcome) -> TrialOutcome:
-        """Make sure a failed trial is a FAILED child carrying its error (or what its child says it is)."""
+        """Make sure a failed trial is a FAILED child carrying its error (or what its child says it is):
+        the trial failed in train() (which closed its child FAILED) or its worker died."""
         try:
             if outcome.run_id is None:
                 child = find_child(self.client, self.experiment_id, self.parent, outcome.number)
                 if child is not None and child.info.status == "FINISHED":
-                    # The worker died after the trial was logged, before its result came back.
+                    # The trial was logged; its result did not come back (its worker died, say).
                     metrics = dict(child.data.metrics)
                     return TrialOutcome(outcome.number, outcome.params, "FINISHED", child.info.run_id,
                                         metrics, score=metrics.get(self.plan.score_metric),
-                                        model_error="its worker died before sending the trial back")
+                                        model_error="its worker did not send the trial's result back")
                 outcome.run_id = child.info.run_id if child is not None else None
                 if child is not None and child.info.status == "RUNNING":
-                    fail_child(self.client, child.info.run_id, outcome.error or "failed")
+                    close_child(self.client, child.info.run_id, "FAILED", outcome.error or "failed")
             if outcome.run_id is None:
                 outcome.run_id = record_failed_child(self.client, self.experiment_id, self.parent,
                                                      self.trial_tags(outcome.number), outcome)

@@ -136,8 +136,6 @@ def _finish(sweep: SweepRun, start: float) -> SweepResult:
             try:
                 sweep.frame = sweep.executor.share(sweep.frame)
                 sweep.loop()
-                render_artifacts(artifacts, sweep.outcomes, plan.score_metric, plan.higher_is_better,
-                                 sweep.baseline)
                 if not sweep.cancel.is_set():
                     model_uri, version, promotion = _best_model(sweep, warnings)
                     _best_dataset(sweep, warnings)
@@ -147,12 +145,12 @@ def _finish(sweep: SweepRun, start: float) -> SweepResult:
                 if sweep.cancel.is_set():
                     status, state = "KILLED", "cancelled"
                     sweep.stop()
-                    render_artifacts(artifacts, sweep.outcomes, plan.score_metric, plan.higher_is_better,
-                                 sweep.baseline)
                 elif sweep.best is None:
                     status, state = "FAILED", "failed"
                     first = next((o.error for o in sweep.outcomes if o.error), "no trial produced a score")
                     error = f"all {len(sweep.outcomes)} trials failed; first error: {first}"
+                render_artifacts(artifacts, sweep.outcomes, plan.score_metric, plan.higher_is_better,
+                                 sweep.baseline)
                 sweep.executor.close()
                 sweep.flush_progress()
                 finish_parent(client, settings, sweep.parent, sweep.outcomes, sweep.best, status=status,

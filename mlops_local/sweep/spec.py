@@ -116,10 +116,6 @@ class SweepProgress:
     def done(self) -> int:
         return len(self.outcomes)
 
-    def count(self, status: str) -> int:
-        """Trials that ended with ``status``."""
-        return sum(1 for o in self.outcomes if o.status == status)
-
 
 @dataclass
 class SweepResult:

@@ -33,9 +33,10 @@ from mlflow.tracking import MlflowClient
 
 from mlops_local import tracking
 from mlops_local.ml.types import TrainRequest
-from mlops_local.runmeta import TAG_ERROR, TAG_PARENT, TAG_TRIAL
+from mlops_local.runmeta import TAG_PARENT, TAG_TRIAL
 from mlops_local.settings import Settings
 from mlops_local.sweep.spec import TrialOutcome, better
+from mlops_local.sweep.tracking import CANCELLED, close_child
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +76,6 @@ def init_local_worker(env: tuple[tuple[str, str], ...]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _apply_env(env)
     logging.basicConfig(level=logging.WARNING)
-
-
-PRELOAD = "mlops_local.sweep.preload"  # the forkserver's preload: runs warmup.warm_up()
 
 
 def _apply_env(env: tuple[tuple[str, str], ...]) -> None:
@@ -148,13 +146,8 @@ def run_trial(task: TrialTask, frame: pd.DataFrame | None = None) -> TrialOutcom
     except Exception as exc:  # noqa: BLE001 - a failed trial is a result; the sweep goes on
         error = f"{type(exc).__name__}: {exc}"
         log.info("trial %d failed: %s", task.number, error)
-        run_id = None
-        try:
-            child = find_child(client, task.experiment_id, task.parent_run_id, task.number)
-            run_id = child.info.run_id if child is not None else None
-        except MlflowException:
-            log.warning("could not look up the child run of failed trial %d", task.number, exc_info=True)
-        return TrialOutcome(task.number, params, "FAILED", run_id=run_id, error=error[:5000])
+        # its child run (if train() created one): the sweep looks it up, as for a worker that died
+        return TrialOutcome(task.number, params, "FAILED", error=error[:5000])
     return TrialOutcome(task.number, dict(result.params), "FINISHED", run_id=result.run_id,
                         metrics=dict(result.metrics), durations=dict(result.durations),
                         score=result.metrics.get(task.score_metric), model_archive=kept[0] if kept else None,
@@ -189,8 +182,7 @@ def _close_killed(client: MlflowClient, task: TrialTask) -> str | None:
         child = find_child(client, task.experiment_id, task.parent_run_id, task.number)
         if child is None:
             return None
-        client.set_tag(child.info.run_id, TAG_ERROR, "cancelled: the sweep was stopped")
-        client.set_terminated(child.info.run_id, "KILLED")
+        close_child(client, child.info.run_id, "KILLED", CANCELLED)
         return child.info.run_id
     except MlflowException:
         log.warning("could not mark cancelled trial %d KILLED", task.number, exc_info=True)
