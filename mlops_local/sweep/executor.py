@@ -97,6 +97,8 @@ class LocalExecutor:
 
     def abort(self) -> None:
         """Drop pending tasks and kill the workers now (their child runs are closed by the sweep)."""
+        # ProcessPoolExecutor has no public way to kill its workers before Python 3.14
+        # (terminate_workers); its private ``_processes`` is read here and nowhere else.
         processes = list((getattr(self._pool, "_processes", None) or {}).values())
         self._pool.shutdown(wait=False, cancel_futures=True)
         for proc in processes:
