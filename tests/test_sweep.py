@@ -63,8 +63,8 @@ def test_grid_sweep_tracks_children_best_trial_failures_and_registration(mlflow_
         result = run_sweep(spec, mlflow_settings, metrics=metrics, on_trial=seen.append)
 
     assert result.status == "FINISHED" and result.total == 6 and len(result.trials) == 6
-    # the best trial's worker kept its model: nothing was re-fitted
-    assert "logged on run" in caplog.text and "re-fitted" not in caplog.text
+    # the best trial's worker kept its model, logged as it ends (the one path for the best model)
+    assert f"best trial {result.best.number}'s model logged on run" in caplog.text and result.warnings == []
     assert [p.done for p in seen] == [1, 2, 3, 4, 5, 6]
     runs = children(client, result.experiment_id, result.parent_run_id)
     assert len(runs) == 6
@@ -168,38 +168,36 @@ def test_a_trial_keeps_its_model_only_when_it_beats_the_best_known_at_submission
     assert [p.suffix for p in (tmp_path / "kept").iterdir()] == [".zip"]  # no .part left behind
 
 
-def test_when_the_best_trial_could_not_keep_its_model_the_sweep_refits_it(mlflow_settings, client,
-                                                                        monkeypatch, caplog):
+def test_when_the_best_trial_could_not_keep_its_model_the_sweep_says_so_and_logs_none(mlflow_settings, client,
+                                                                                    monkeypatch):
     from distributed import LocalCluster
 
     from mlops_local.sweep import worker as sweep_worker
 
-    real_zip = sweep_worker.zip_dir
-    trials_running = threading.Event()
-    trials_running.set()
-
-    def zip_dir(root: Path) -> bytes:  # the trials' copies fail (injected); the final re-fit's does not
-        if trials_running.is_set():
-            raise OSError("No space left on device (injected)")
-        return real_zip(root)
-
-    def on_trial(progress: SweepProgress) -> None:
-        if progress.done == progress.total:
-            trials_running.clear()
+    def zip_dir(root: Path) -> bytes:  # every trial's copy fails (injected), as on a full disk
+        raise OSError("No space left on device (injected)")
 
     monkeypatch.setattr(sweep_worker, "zip_dir", zip_dir)
     # Dask workers as threads of this process, so the injected failure reaches the trials
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp", host="127.0.0.1",
-                      dashboard_address=None) as cluster, caplog.at_level("INFO"):
-        spec = SweepSpec(FRIEDMAN, "ridge", strategy="random", trials=3, seed=2, experiment="sweep-refit",
-                         dask_scheduler=cluster.scheduler_address, models="best")
-        result = run_sweep(spec, mlflow_settings, on_trial=on_trial)
-    assert result.status == "FINISHED" and result.warnings == []
-    assert "could not keep the model of trial" in caplog.text and "re-fitted" in caplog.text
-    assert {"model", "plots"} <= {a.path for a in client.list_artifacts(result.best.run_id)}
-    assert {"plots/predicted_vs_actual.svg", "plots/residuals.svg"} <= \
-        {a.path for a in client.list_artifacts(result.best.run_id, "plots")}
-    assert result.model_uri == f"runs:/{result.best.run_id}/model"
+                      dashboard_address=None) as cluster:
+        spec = SweepSpec(FRIEDMAN, "ridge", strategy="random", trials=3, seed=2, experiment="sweep-not-kept",
+                         dask_scheduler=cluster.scheduler_address, models="best", register="sweep-not-kept")
+        result = run_sweep(spec, mlflow_settings)
+    # the trials stand; the warning names the best trial and why its model is missing
+    assert result.status == "FINISHED" and {t.status for t in result.trials} == {"FINISHED"}
+    assert len(result.warnings) == 1, result.warnings
+    warning = result.warnings[0]
+    assert warning.startswith("best model not logged") and f"trial {result.best.number}'s" in warning
+    assert "No space left on device (injected)" in warning
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["error"] == warning
+    assert parent.data.tags["best_run_id"] == result.best.run_id
+    # nothing half-uploaded or registered: no trial carries a model, no version points at one
+    assert result.model_uri is None and result.registered_version is None
+    assert all(not {"model", "plots"} & {a.path for a in client.list_artifacts(t.run_id)}
+               for t in result.trials)
+    assert not client.search_model_versions("name = 'sweep-not-kept'")
 
 
 def test_cancel_mid_sweep_kills_running_trials_and_leaves_nothing_running(mlflow_settings, client):
@@ -246,7 +244,7 @@ def test_a_worker_killed_mid_trial_fails_that_trial_and_the_sweep_goes_on(mlflow
 
 
 def test_dask_cluster_runs_the_same_trials_as_local_processes_and_cancels(mlflow_settings, client):
-    from distributed import LocalCluster
+    from distributed import Client, LocalCluster
 
     spec = SweepSpec(FRIEDMAN, "decision_tree", strategy="random", trials=4, seed=3, jobs=2,
                      experiment="sweep-dask", models="all")
@@ -255,13 +253,22 @@ def test_dask_cluster_runs_the_same_trials_as_local_processes_and_cancels(mlflow
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         remote = run_sweep(replace(spec, dask_scheduler=cluster.scheduler_address, jobs=None,
                                    models="best"), mlflow_settings)
-        # Dask tasks cannot be killed: running trials see the cancelled parent and close themselves.
+        # Dask tasks cannot be killed: running trials see the sweep's cancel event and close themselves.
         stopped = run_sweep(SweepSpec(**SLOW, strategy="random", trials=8, experiment="sweep-dask-cancel",
                                       dask_scheduler=cluster.scheduler_address),
-                            mlflow_settings, cancel=cancel, on_trial=lambda progress: cancel.set())
+                            mlflow_settings, cancel=cancel,
+                            # the second result: the trial started after the first is early in its fit
+                            on_trial=lambda progress: progress.done >= 2 and cancel.set())
         assert stopped.status == "KILLED"
         wait_for(lambda: running(client, stopped.experiment_id) == [], "no trial left RUNNING", 60)
-    assert 1 <= len(children(client, stopped.experiment_id, stopped.parent_run_id)) < 8
+        with Client(cluster, set_as_default=False) as dask:  # what still runs on the workers' threads
+            wait_for(lambda: not any(dask.run(lambda dask_worker: len(dask_worker.active_threads)).values()),
+                     "the Dask trials ending", 60)
+    stopped_runs = children(client, stopped.experiment_id, stopped.parent_run_id)
+    assert 1 <= len(stopped_runs) < 8
+    # a trial stopped mid-fit did not go on to log and finish its run once the sweep had closed it
+    assert {r.info.run_id: r.info.status for r in stopped_runs} == \
+        {t.run_id: t.status for t in stopped.trials if t.run_id}
     assert remote.executor.startswith("dask tcp://") and local.executor.startswith("local processes")
     assert [(t.number, t.params, t.score) for t in remote.trials] == \
         [(t.number, t.params, t.score) for t in local.trials]
@@ -275,6 +282,34 @@ def test_dask_cluster_runs_the_same_trials_as_local_processes_and_cancels(mlflow
     # models = all: every trial logged its own model, plots and dataset input, like a training
     assert all({"model", "plots"} <= {a.path for a in client.list_artifacts(t.run_id)} for t in local.trials)
     assert all(client.get_run(t.run_id).inputs.dataset_inputs for t in local.trials)
+
+
+def test_a_dask_trial_stops_at_its_next_step_once_the_sweeps_cancel_event_is_set(mlflow_settings, client,
+                                                                                 monkeypatch):
+    from distributed import Client, Event, LocalCluster
+
+    from mlops_local.ml.types import TrainRequest
+    from mlops_local.sweep.worker import TrialTask, run_trial
+
+    experiment_id = client.create_experiment("sweep-dask-event")
+    parent = client.create_run(experiment_id).info.run_id
+    request = TrainRequest(FRIEDMAN, "ridge", experiment="sweep-dask-event", source="sweep",
+                           parent_run_id=parent, log_model=False, extra_tags={"sweep_trial": "0"})
+    task = TrialTask(0, request, mlflow_settings, client.tracking_uri, experiment_id, parent, "r2",
+                     cancel_event="mlops-sweep-cancel-test")
+    asked: list[str] = []
+    real_get_run = MlflowClient.get_run
+    monkeypatch.setattr(MlflowClient, "get_run", lambda self, run_id: asked.append(run_id) or real_get_run(
+        self, run_id))
+    # workers as threads of this process, so the count above sees their MLflow requests
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp", host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster, set_as_default=False) as dask:
+        finished = dask.submit(run_trial, task, pure=False).result()
+        Event(task.cancel_event, client=dask).set()
+        stopped = dask.submit(run_trial, replace(task, number=1), pure=False).result()
+    assert finished.status == "FINISHED" and finished.score is not None
+    assert parent not in asked  # the trials asked the scheduler, not MLflow, whether the sweep goes on
+    assert (stopped.status, stopped.error, stopped.run_id) == ("KILLED", "cancelled", None)  # before its run
 
 
 def test_optuna_sweep_minimising_rmse_shows_live_in_prometheus(mlflow_settings, client, tmp_path):
@@ -382,7 +417,7 @@ class _StoppedWorkers:
     """The local pool once Stop has killed it: nothing left to abort (the trials below are the corner
     a kill cannot be timed to hit: a worker killed after its trial's metrics reached MLflow)."""
 
-    slots, label, threads_per_trial, kills_workers = 2, "local processes (2, forkserver)", 1, True
+    slots, label, threads_per_trial, cancel_event = 2, "local processes (2, forkserver)", 1, None
 
     def abort(self) -> None:
         pass

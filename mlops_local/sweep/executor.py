@@ -3,7 +3,7 @@
 Both hand back futures with ``add_done_callback`` and ``result()``; the sweep loop does not know which
 it has. Local workers are spawned (never forked: the UI process has threads) and ignore Ctrl-C, which
 the sweep handles; cancelling kills them at once. A Dask cluster is not ours to kill: pending tasks
-are cancelled and running ones stop at their next step (they watch the parent run).
+are cancelled and running ones stop at their next step (they check the sweep's ``distributed.Event``).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Protocol
@@ -29,7 +30,9 @@ class TrialExecutor(Protocol):
     slots: int
     label: str
     threads_per_trial: int  # BLAS/OpenMP threads each trial may use
-    kills_workers: bool  # abort() stops running trials at once (else they stop at their next step)
+    # None: abort() kills running trials at once (local processes, which share this machine's disk);
+    # else the name of the distributed.Event that abort() sets and running trials check between steps
+    cancel_event: str | None
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any: ...
 
@@ -48,15 +51,6 @@ def cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def check_jobs(jobs: object) -> int | None:
-    """``jobs`` as None or a positive int (at most 256), or UserError."""
-    if jobs is None:
-        return None
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= 256:
-        raise UserError(f"jobs must be a whole number between 1 and 256, got {jobs!r}")
-    return jobs
-
-
 def worker_context(start_method: str | None = None) -> multiprocessing.context.BaseContext:
     """How local workers start: ``fork`` only when asked and this process runs no other thread
     (the CLI: workers then inherit its imports), else a forkserver that has preloaded the training
@@ -71,9 +65,7 @@ def worker_context(start_method: str | None = None) -> multiprocessing.context.B
         method = "forkserver" if "forkserver" in available else "spawn"
     context = multiprocessing.get_context(method)
     if method == "forkserver":
-        from mlops_local.sweep.worker import PRELOAD
-
-        context.set_forkserver_preload(["mlops_local.sweep.worker", PRELOAD])
+        context.set_forkserver_preload(["mlops_local.sweep.worker", "mlops_local.sweep.preload"])
     return context
 
 
@@ -87,7 +79,7 @@ class LocalExecutor:
 
         self.slots = jobs or cores()
         self.threads_per_trial = max(1, cores() // self.slots)
-        self.kills_workers = True
+        self.cancel_event = None
         context = worker_context(start_method)
         self.label = f"local processes ({self.slots}, {context.get_start_method()})"
         self._pool = ProcessPoolExecutor(max_workers=self.slots, mp_context=context,
@@ -105,6 +97,8 @@ class LocalExecutor:
 
     def abort(self) -> None:
         """Drop pending tasks and kill the workers now (their child runs are closed by the sweep)."""
+        # ProcessPoolExecutor has no public way to kill its workers before Python 3.14
+        # (terminate_workers); its private ``_processes`` is read here and nowhere else.
         processes = list((getattr(self._pool, "_processes", None) or {}).values())
         self._pool.shutdown(wait=False, cancel_futures=True)
         for proc in processes:
@@ -126,7 +120,7 @@ class DaskExecutor:
 
     def __init__(self, address: str, jobs: int | None, timeout: float) -> None:
         try:
-            from distributed import Client
+            from distributed import Client, Event
         except ImportError:  # pragma: no cover - dask is a dependency
             raise UserError("--dask-scheduler needs the 'distributed' package: pip install distributed") \
                 from None
@@ -142,8 +136,11 @@ class DaskExecutor:
             raise ServiceUnavailable(f"Dask scheduler {address} has no workers")
         self.slots = jobs or threads
         self.threads_per_trial = 1
-        self.kills_workers = False
         self.label = f"dask {address} ({threads} worker threads)"
+        # One per sweep. Never cleared: a trial still running after the sweep closed stops at its next
+        # step too (it costs the scheduler one small entry per cancelled sweep).
+        self.cancel_event = f"mlops-sweep-cancel-{uuid.uuid4().hex}"
+        self._cancel = Event(self.cancel_event, client=self._client)
         self._futures: list[Any] = []
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -156,6 +153,7 @@ class DaskExecutor:
 
     def abort(self) -> None:
         """Cancel what has not started; running tasks stop themselves at their next step."""
+        self._cancel.set()
         pending = [f for f in self._futures if not f.done()]
         if pending:
             self._client.cancel(pending)

@@ -25,14 +25,13 @@ from mlops_local.sweep.plan import Plan, worker_env
 from mlops_local.sweep.samplers import make_search
 from mlops_local.sweep.spec import SweepProgress, TrialOutcome, better
 from mlops_local.sweep.tracking import (
-    fail_child,
+    close_child,
     kill_running_children,
     log_progress,
     progress_metrics,
     record_failed_child,
-    set_state,
 )
-from mlops_local.sweep.worker import TrialTask, baseline_score, find_child, refit_model, run_trial
+from mlops_local.sweep.worker import TrialTask, baseline_score, find_child, run_trial
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +98,10 @@ class SweepRun:
         best = self.best
         return TrialTask(number, request, self.settings, self.client.tracking_uri, self.experiment_id,
                          self.parent, self.plan.score_metric, self.env, self.threads,
-                         watch_parent=not self.executor.kills_workers, keep_model=spec.models == "best",
+                         cancel_event=self.executor.cancel_event, keep_model=spec.models == "best",
                          beat=None if best is None or best.score is None else (best.score, best.number),
                          higher_is_better=self.plan.higher_is_better,
-                         model_dir=self.model_dir if self.executor.kills_workers else None)
+                         model_dir=self.model_dir if self.executor.cancel_event is None else None)
 
     def submit(self, number: int, values: dict[str, object]) -> None:
         try:
@@ -189,18 +188,20 @@ class SweepRun:
         self.progress_logged = time.monotonic()
 
     def close_failed(self, outcome: TrialOutcome) -> TrialOutcome:
-        """Make sure a failed trial is a FAILED child carrying its error (or what its child says it is)."""
+        """Make sure a failed trial is a FAILED child carrying its error (or what its child says it is):
+        the trial failed in train() (which closed its child FAILED) or its worker died."""
         try:
             if outcome.run_id is None:
                 child = find_child(self.client, self.experiment_id, self.parent, outcome.number)
                 if child is not None and child.info.status == "FINISHED":
-                    # The worker died after the trial was logged, before its result came back.
+                    # The trial was logged; its result did not come back (its worker died, say).
                     metrics = dict(child.data.metrics)
                     return TrialOutcome(outcome.number, outcome.params, "FINISHED", child.info.run_id,
-                                        metrics, score=metrics.get(self.plan.score_metric))
+                                        metrics, score=metrics.get(self.plan.score_metric),
+                                        model_error="its worker did not send the trial's result back")
                 outcome.run_id = child.info.run_id if child is not None else None
                 if child is not None and child.info.status == "RUNNING":
-                    fail_child(self.client, child.info.run_id, outcome.error or "failed")
+                    close_child(self.client, child.info.run_id, "FAILED", outcome.error or "failed")
             if outcome.run_id is None:
                 outcome.run_id = record_failed_child(self.client, self.experiment_id, self.parent,
                                                      self.trial_tags(outcome.number), outcome)
@@ -219,15 +220,6 @@ class SweepRun:
         self.executor = open_executor(self.plan.jobs, None, self.env, self.settings.http_timeout)
 
     # -- main loop ---------------------------------------------------------------------------------
-    def refit_best(self) -> Any:
-        """The future of a re-fit of the best trial (same data, split and seed): the fallback of
-        ``models = best`` when the best trial's worker could not keep its model."""
-        best = self.best
-        if best is None:
-            raise RuntimeError("no finished trial to re-fit")
-        task = self.task(best.number, dict(best.params))
-        return self.submit_task(refit_model, task, best.metrics.get("r2"), self.frame)
-
     def loop(self) -> None:
         exhausted = False
         if self.spec.baseline and not self.cancel.is_set():
@@ -251,28 +243,12 @@ class SweepRun:
             else:
                 self.record(self.resolve(number, future))
 
-    def wait(self, future: Any) -> Any:
-        """The result of one executor future, watching for cancellation."""
-        box: queue.Queue[Any] = queue.Queue()
-        future.add_done_callback(box.put)
-        while True:
-            if self.cancel.is_set():
-                raise KeyboardInterrupt
-            try:
-                return box.get(timeout=POLL_S).result()
-            except queue.Empty:
-                continue
-
     def stop(self) -> list[TrialOutcome]:
         """Cancel: stop the workers, close every child still running; returns what they became.
 
         A trial whose score reached MLflow is a result (FINISHED, it counts for the best) even if its
         worker was stopped while keeping its model; only trials stopped before their score are KILLED.
         """
-        try:
-            set_state(self.client, self.parent, "cancelling")
-        except MlflowException:
-            log.warning("could not flag sweep %s as cancelling", self.parent, exc_info=True)
         self.executor.abort()
         while True:  # results that came back before the workers stopped are real results
             try:

@@ -14,8 +14,7 @@ from mlops_local.ml import evaluation
 from mlops_local.ml.datasets import LoadedDataset, load_dataset
 from mlops_local.runs import validate_registration
 from mlops_local.settings import Settings
-from mlops_local.sweep.executor import check_jobs
-from mlops_local.sweep.space import SearchSpace, build_space, check_grid_points
+from mlops_local.sweep.space import SearchSpace, build_space
 from mlops_local.sweep.spec import (
     DEFAULT_TRIALS,
     METRICS,
@@ -27,6 +26,8 @@ from mlops_local.sweep.spec import (
 )
 
 MAX_TRIALS = 10_000
+MAX_JOBS = 256
+MAX_GRID_POINTS = 50
 
 
 @dataclass
@@ -56,8 +57,8 @@ def plan_sweep(spec: SweepSpec, frame: pd.DataFrame | None = None, *, load: bool
         raise UserError("experiment name must not be empty")
     if spec.models not in MODEL_MODES:
         raise UserError(f"models must be one of {', '.join(MODEL_MODES)}, got {spec.models!r}")
-    jobs = check_jobs(spec.jobs)
-    points = check_grid_points(spec.grid_points)
+    jobs = whole_number("jobs", spec.jobs, 1, MAX_JOBS, optional=True)
+    points = whole_number("grid points", spec.grid_points, 2, MAX_GRID_POINTS)
     if spec.alias and not spec.register:
         raise UserError("--alias needs --register NAME (the registered model the alias belongs to)")
     if spec.register:
@@ -81,19 +82,18 @@ def plan_sweep(spec: SweepSpec, frame: pd.DataFrame | None = None, *, load: bool
     return Plan(spec, space, total, metric_key, higher, name, jobs, data)
 
 
-def check_trials(trials: object) -> int | None:
-    """``trials`` as None or an int between 1 and MAX_TRIALS, or UserError."""
-    if trials is None:
+def whole_number(name: str, value: object, low: int, high: int, *, optional: bool = False) -> int | None:
+    """``value`` as an int between ``low`` and ``high`` (None when ``optional``), or UserError naming it."""
+    if value is None and optional:
         return None
-    if isinstance(trials, bool) or not isinstance(trials, (int, np.integer)) \
-            or not 1 <= int(trials) <= MAX_TRIALS:
-        raise UserError(f"trials must be a whole number between 1 and {MAX_TRIALS}, got {trials!r}")
-    return int(trials)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= int(value) <= high:
+        raise UserError(f"{name} must be a whole number between {low} and {high}, got {value!r}")
+    return int(value)
 
 
 def count_trials(strategy: str, space: SearchSpace, trials: object, grid_points: int) -> int:
     """How many trials the sweep runs; a grid larger than ``trials`` is refused (never truncated)."""
-    trials = check_trials(trials)
+    trials = whole_number("trials", trials, 1, MAX_TRIALS, optional=True)
     if strategy != "grid":
         return trials or DEFAULT_TRIALS
     total = space.grid_size(grid_points)

@@ -136,8 +136,6 @@ def _finish(sweep: SweepRun, start: float) -> SweepResult:
             try:
                 sweep.frame = sweep.executor.share(sweep.frame)
                 sweep.loop()
-                render_artifacts(artifacts, sweep.outcomes, plan.score_metric, plan.higher_is_better,
-                                 sweep.baseline)
                 if not sweep.cancel.is_set():
                     model_uri, version, promotion = _best_model(sweep, warnings)
                     _best_dataset(sweep, warnings)
@@ -147,12 +145,12 @@ def _finish(sweep: SweepRun, start: float) -> SweepResult:
                 if sweep.cancel.is_set():
                     status, state = "KILLED", "cancelled"
                     sweep.stop()
-                    render_artifacts(artifacts, sweep.outcomes, plan.score_metric, plan.higher_is_better,
-                                 sweep.baseline)
                 elif sweep.best is None:
                     status, state = "FAILED", "failed"
                     first = next((o.error for o in sweep.outcomes if o.error), "no trial produced a score")
                     error = f"all {len(sweep.outcomes)} trials failed; first error: {first}"
+                render_artifacts(artifacts, sweep.outcomes, plan.score_metric, plan.higher_is_better,
+                                 sweep.baseline)
                 sweep.executor.close()
                 sweep.flush_progress()
                 finish_parent(client, settings, sweep.parent, sweep.outcomes, sweep.best, status=status,
@@ -182,17 +180,14 @@ def _best_model(sweep: SweepRun, warnings: list[str]) -> tuple[str | None, str |
         return None, None, None
     uri = f"runs:/{best.run_id}/{MODEL_ARTIFACT}"  # models = all: the trial logged it
     if spec.models == "best":
+        if sweep.best_archive is None:  # its worker could not keep it: say so, upload nothing
+            reason = best.model_error or "its worker sent no model back"
+            warnings.append(f"best model not logged: trial {best.number}'s model was not kept ({reason})")
+            log.error("sweep %s: %s", sweep.parent, warnings[-1])
+            return None, None, None
         try:
-            if sweep.best_archive is not None:  # kept by the trial's worker
-                _upload_model(sweep, best.run_id, sweep.best_archive)
-                log.info("best trial %d's model logged on run %s", best.number, best.run_id)
-            else:
-                refit = sweep.wait(sweep.refit_best())
-                _upload_model(sweep, best.run_id, refit["archive"])
-                log.info("best trial %d's model re-fitted in %.2f s and logged on run %s", best.number,
-                         refit["seconds"], best.run_id)
-                if not refit["reproduced"]:
-                    warnings.append(f"the re-fitted best model scored r2 {refit['r2']:.6f}, not the trial's")
+            _upload_model(sweep, best.run_id, sweep.best_archive)
+            log.info("best trial %d's model logged on run %s", best.number, best.run_id)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # the trials stand; say what is missing

@@ -17,8 +17,6 @@ from mlops_local.errors import UserError
 from mlops_local.ml.catalog import ParamSpec, get_model, validate_params
 from mlops_local.sweep.spec import SweepSpecError
 
-MAX_GRID_POINTS = 50
-
 
 @dataclass(frozen=True)
 class SearchParam:
@@ -49,12 +47,6 @@ class SearchParam:
         if self.kind == "choice":
             return "one of " + ", ".join(_text(c) for c in self.choices)
         return f"{self.kind} {_text(self.low)}..{_text(self.high)}{' log' if self.log else ''}"
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready view."""
-        if self.kind == "choice":
-            return {"kind": "choice", "choices": [c for c in self.choices]}
-        return {"kind": self.kind, "low": self.low, "high": self.high, "log": self.log}
 
 
 @dataclass(frozen=True)
@@ -92,11 +84,6 @@ class SearchSpace:
     def describe(self) -> dict[str, str]:
         """name -> short description, for the CLI, the parent run's params and the UI."""
         return {p.name: p.describe() for p in self.params}
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready view."""
-        return {"model": self.model, "search": {p.name: p.to_dict() for p in self.params},
-                "fixed": {k: v for k, v in self.fixed.items()}}
 
 
 def _text(value: object) -> str:
@@ -208,10 +195,3 @@ def parse_range_args(items: Sequence[str]) -> dict[str, str]:
         out[key.strip()] = value.strip()
     return out
 
-
-def check_grid_points(points: object) -> int:
-    """``points`` as an int between 2 and MAX_GRID_POINTS, or UserError."""
-    if isinstance(points, bool) or not isinstance(points, (int, np.integer)) \
-            or not 2 <= int(points) <= MAX_GRID_POINTS:
-        raise UserError(f"grid points must be a whole number between 2 and {MAX_GRID_POINTS}, got {points!r}")
-    return int(points)

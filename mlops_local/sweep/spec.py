@@ -81,6 +81,7 @@ class TrialOutcome:
     # the file a local worker wrote (big payloads never cross the process pool's pipe, where a worker
     # killed mid-send would hang the pool), or the bytes from a Dask worker
     model_archive: bytes | str | None = field(default=None, repr=False, compare=False)
+    model_error: str | None = field(default=None, repr=False, compare=False)  # why it has no archive
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready view."""
@@ -114,10 +115,6 @@ class SweepProgress:
     @property
     def done(self) -> int:
         return len(self.outcomes)
-
-    def count(self, status: str) -> int:
-        """Trials that ended with ``status``."""
-        return sum(1 for o in self.outcomes if o.status == status)
 
 
 @dataclass

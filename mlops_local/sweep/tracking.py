@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 _MAX_PARAM = 500
 _MAX_TAG = 5000
+CANCELLED = "cancelled: the sweep was stopped"  # the error tag of a trial the sweep's stop closed
 
 
 def _now_ms() -> int:
@@ -112,16 +113,10 @@ def record_failed_child(client: MlflowClient, experiment_id: str, parent_run_id:
     return run.info.run_id
 
 
-def fail_child(client: MlflowClient, run_id: str, error: str) -> None:
-    """Close a child left RUNNING by a worker that died."""
+def close_child(client: MlflowClient, run_id: str, status: str, error: str) -> None:
+    """Close a trial's child run ``status`` (FAILED, KILLED) with ``error`` as its tag."""
     client.set_tag(run_id, TAG_ERROR, error[:_MAX_TAG])
-    client.set_terminated(run_id, "FAILED")
-
-
-def running_children(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list:
-    """Children of the sweep still RUNNING."""
-    return list(client.search_runs([experiment_id], filter_string=(
-        f"tags.`{TAG_PARENT}` = '{parent_run_id}' and attributes.status = 'RUNNING'"), max_results=1000))
+    client.set_terminated(run_id, status)
 
 
 def kill_running_children(client: MlflowClient, experiment_id: str, parent_run_id: str,
@@ -132,7 +127,8 @@ def kill_running_children(client: MlflowClient, experiment_id: str, parent_run_i
     fit and evaluation (while keeping its model or closing its run): it is a result, closed FINISHED.
     """
     killed = []
-    for run in running_children(client, experiment_id, parent_run_id):
+    for run in client.search_runs([experiment_id], filter_string=(
+            f"tags.`{TAG_PARENT}` = '{parent_run_id}' and attributes.status = 'RUNNING'"), max_results=1000):
         run_id = run.info.run_id
         try:
             if scored is not None and scored in run.data.metrics:
@@ -140,19 +136,13 @@ def kill_running_children(client: MlflowClient, experiment_id: str, parent_run_i
                                                  "artifacts it had not uploaded yet are missing.")
                 client.set_terminated(run_id, "FINISHED")
                 continue
-            client.set_tag(run_id, TAG_ERROR, "cancelled: the sweep was stopped")
-            client.set_terminated(run_id, "KILLED")
+            close_child(client, run_id, "KILLED", CANCELLED)
         except MlflowException:
             log.error("could not mark trial run %s KILLED", run_id, exc_info=True)
             continue
         number = run.data.tags.get(TAG_TRIAL, "-1")
         killed.append((int(number) if number.lstrip("-").isdigit() else -1, run_id))
     return killed
-
-
-def set_state(client: MlflowClient, parent_run_id: str, state: str) -> None:
-    """The parent's ``sweep_state`` tag (workers watch for ``cancelling``)."""
-    client.set_tag(parent_run_id, TAG_STATE, state)
 
 
 def render_artifacts(out_dir: Path, outcomes: Sequence[TrialOutcome], score_metric: str,

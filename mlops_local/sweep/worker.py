@@ -1,14 +1,16 @@
-"""What runs on a worker (a local process or a Dask worker): one trial, or the best trial's model.
+"""What runs on a worker (a local process or a Dask worker): one trial, or the baseline's score.
 
 Both are plain top-level functions of picklable arguments, so a ProcessPoolExecutor and a Dask client
 call them the same way. A trial is one :func:`mlops_local.ml.training.train` call (the child run, its
 params, metrics and tags, FAILED on error; its model, plots and dataset input only with
-``models = all``). Between steps it checks the parent run: once the sweep is being cancelled it stops
-and closes its child as KILLED (this is how a Dask task, which cannot be killed from outside, stops
-early). With ``models = best`` a trial that beats the best trial known when it was submitted sends
-its fitted model and its plots back (``model/`` and ``plots/`` as a zip); the sweep keeps the best
-one's and uploads it at the end, so no trial uploads artifacts that are later beaten and the best is
-not fitted twice.
+``models = all``). On Dask, between steps it checks the sweep's cancel event (a ``distributed.Event``
+on the scheduler): once it is set the trial stops and closes its child as KILLED (a Dask task cannot
+be killed from outside; local workers are). With ``models = best`` a trial that beats the best trial
+known when it was submitted sends its fitted model and its plots back (``model/`` and ``plots/`` as
+a zip); the sweep keeps the best one's and uploads it at the end, so no trial uploads artifacts that
+are later beaten and the best is not fitted twice. The final best always beat the best known when it
+was submitted, so this is the one path: when its worker could not write the zip, the sweep says so
+and logs no model.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ from mlflow.tracking import MlflowClient
 
 from mlops_local import tracking
 from mlops_local.ml.types import TrainRequest
-from mlops_local.runmeta import TAG_ERROR, TAG_PARENT, TAG_STATE, TAG_TRIAL
+from mlops_local.runmeta import TAG_PARENT, TAG_TRIAL
 from mlops_local.settings import Settings
 from mlops_local.sweep.spec import TrialOutcome, better
+from mlops_local.sweep.tracking import CANCELLED, close_child
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ class TrialTask:
     score_metric: str
     env: tuple[tuple[str, str], ...] = ()  # bounded MLflow HTTP client settings
     threads: int = 1  # BLAS/OpenMP threads per trial (trials already run in parallel)
-    watch_parent: bool = True  # stop at the next step once the sweep is cancelled (Dask: no kill)
+    cancel_event: str | None = None  # Dask: the Event whose setting stops the trial at its next step
     # models = best: send this trial's model back when it beats the best trial known at submission
     # (score, number; None: no trial finished yet). Only the best's model is logged in the end.
     keep_model: bool = False
@@ -75,9 +78,6 @@ def init_local_worker(env: tuple[tuple[str, str], ...]) -> None:
     logging.basicConfig(level=logging.WARNING)
 
 
-PRELOAD = "mlops_local.sweep.preload"  # the forkserver's preload: runs warmup.warm_up()
-
-
 def _apply_env(env: tuple[tuple[str, str], ...]) -> None:
     for key, value in env:
         os.environ.setdefault(key, value)
@@ -89,12 +89,6 @@ def client_for(uri: str) -> MlflowClient:
         if uri not in _clients:
             _clients[uri] = tracking.new_client(uri)  # bounds: the sweep's env, applied by _apply_env
         return _clients[uri]
-
-
-def parent_cancelled(client: MlflowClient, parent_run_id: str) -> bool:
-    """Whether the sweep is being cancelled (or its parent run is already closed)."""
-    run = client.get_run(parent_run_id)
-    return run.info.status != "RUNNING" or run.data.tags.get(TAG_STATE) == "cancelling"
 
 
 def find_child(client: MlflowClient, experiment_id: str, parent_run_id: str, number: int):
@@ -114,11 +108,18 @@ def run_trial(task: TrialTask, frame: pd.DataFrame | None = None) -> TrialOutcom
     client = client_for(task.tracking_uri)
     params = dict(task.request.params)
 
-    def progress(step: str, elapsed: float) -> None:
-        if step in _CANCEL_STEPS and parent_cancelled(client, task.parent_run_id):
-            raise TrialCancelled(f"sweep {task.parent_run_id} cancelled")
+    progress = None
+    if task.cancel_event is not None:
+        from distributed import Event
+
+        cancel = Event(task.cancel_event)  # this Dask worker's client asks the scheduler: no MLflow request
+
+        def progress(step: str, elapsed: float) -> None:
+            if step in _CANCEL_STEPS and cancel.is_set():
+                raise TrialCancelled(f"sweep {task.parent_run_id} cancelled")
 
     kept: list[bytes | str] = []
+    not_kept: list[str] = []  # why keeping failed, for the sweep's warning should this trial win
 
     def keep(metrics: dict[str, float], save) -> None:  # training.ModelKeeper
         score = metrics.get(task.score_metric)
@@ -130,13 +131,14 @@ def run_trial(task: TrialTask, frame: pd.DataFrame | None = None) -> TrialOutcom
             with tempfile.TemporaryDirectory(prefix="mlops-sweep-") as tmp:
                 save(Path(tmp))  # model/ and plots/
                 kept.append(package(task, Path(tmp)))
-        except Exception:  # the trial stands; the sweep re-fits its best if need be
+        except Exception as exc:  # the trial stands; the sweep warns if it wins
             log.warning("could not keep the model of trial %d", task.number, exc_info=True)
+            not_kept.append(f"{type(exc).__name__}: {exc}"[:500])
 
     try:
         with threadpool_limits(limits=max(1, task.threads)):
             result = train(task.request, task.settings, client=client, frame=frame,
-                           progress=progress if task.watch_parent else None,
+                           progress=progress,
                            keep_model=keep if task.keep_model else None, experiment_id=task.experiment_id)
     except TrialCancelled:
         return TrialOutcome(task.number, params, "KILLED", run_id=_close_killed(client, task),
@@ -144,16 +146,12 @@ def run_trial(task: TrialTask, frame: pd.DataFrame | None = None) -> TrialOutcom
     except Exception as exc:  # noqa: BLE001 - a failed trial is a result; the sweep goes on
         error = f"{type(exc).__name__}: {exc}"
         log.info("trial %d failed: %s", task.number, error)
-        run_id = None
-        try:
-            child = find_child(client, task.experiment_id, task.parent_run_id, task.number)
-            run_id = child.info.run_id if child is not None else None
-        except MlflowException:
-            log.warning("could not look up the child run of failed trial %d", task.number, exc_info=True)
-        return TrialOutcome(task.number, params, "FAILED", run_id=run_id, error=error[:5000])
+        # its child run (if train() created one): the sweep looks it up, as for a worker that died
+        return TrialOutcome(task.number, params, "FAILED", error=error[:5000])
     return TrialOutcome(task.number, dict(result.params), "FINISHED", run_id=result.run_id,
                         metrics=dict(result.metrics), durations=dict(result.durations),
-                        score=result.metrics.get(task.score_metric), model_archive=kept[0] if kept else None)
+                        score=result.metrics.get(task.score_metric), model_archive=kept[0] if kept else None,
+                        model_error=not_kept[0] if not_kept else None)
 
 
 def package(task: TrialTask, root: Path) -> bytes | str:
@@ -184,8 +182,7 @@ def _close_killed(client: MlflowClient, task: TrialTask) -> str | None:
         child = find_child(client, task.experiment_id, task.parent_run_id, task.number)
         if child is None:
             return None
-        client.set_tag(child.info.run_id, TAG_ERROR, "cancelled: the sweep was stopped")
-        client.set_terminated(child.info.run_id, "KILLED")
+        close_child(client, child.info.run_id, "KILLED", CANCELLED)
         return child.info.run_id
     except MlflowException:
         log.warning("could not mark cancelled trial %d KILLED", task.number, exc_info=True)
@@ -211,36 +208,3 @@ def baseline_score(task: TrialTask, frame: pd.DataFrame | None = None) -> float 
                                                        prepared.folds, int(request.seed)))
     return metrics.get(task.score_metric)
 
-
-def refit_model(task: TrialTask, expected_r2: float | None,
-                frame: pd.DataFrame | None = None) -> dict[str, object]:
-    """Re-fit a trial (same data, split and seed) and return its model and plots as a zip (bytes or path).
-
-    The fallback of ``models = best``: a trial that beats the best so far sends its model back with its
-    outcome; when that failed for the best trial (say, a full disk on its worker), the sweep re-fits
-    it here. Training is seeded, so the re-fit is the same model: its test R² is compared with the
-    trial's.
-    """
-    from threadpoolctl import threadpool_limits
-
-    from mlops_local.ml import evaluation
-    from mlops_local.ml.training import prepare
-
-    request = task.request
-    start = time.perf_counter()
-    prepared = prepare(request, frame)
-    with threadpool_limits(limits=max(1, task.threads)):
-        prepared.pipeline.fit(prepared.X_train, prepared.y_train)
-    y_pred = np.asarray(prepared.pipeline.predict(prepared.X_test), dtype=float)
-    r2 = evaluation.regression_metrics(prepared.y_test.to_numpy(), y_pred)["r2"]
-    same = expected_r2 is None or abs(r2 - expected_r2) <= 1e-9 * max(1.0, abs(expected_r2))
-    if not same:
-        log.warning("re-fit of trial %d scored r2 %.6f, the trial %.6f", task.number, r2, expected_r2)
-    importance, kind = evaluation.feature_importance(prepared.pipeline, prepared.X_test, prepared.y_test,
-                                                     int(request.seed))
-    with tempfile.TemporaryDirectory(prefix="mlops-sweep-") as tmp:
-        prepared.write_model(Path(tmp))
-        prepared.write_plots(Path(tmp), y_pred, importance, kind)
-        archive = package(task, Path(tmp))
-    return {"number": task.number, "archive": archive, "r2": r2, "reproduced": same,
-            "seconds": time.perf_counter() - start}
