@@ -20,7 +20,7 @@ from mlops_local.metrics.exporter import ModelMetricsExporter
 from mlops_local.metrics.labels import MAX_LABEL_LENGTH, clean_label
 from mlops_local.metrics.registry import build_registry
 from mlops_local.metrics.server import MetricsServer, start_metrics_server
-from mlops_local.metrics.sync import MlflowSync, SyncWorker, backoff_delay
+from mlops_local.metrics.sync import STARTUP_POLL_S, MlflowSync, SyncWorker, backoff_delay
 from mlops_local.ml.types import TrainResult
 from mlops_local.settings import Settings
 from tests.services import free_port
@@ -305,19 +305,26 @@ def test_a_refused_connection_at_start_up_is_waiting_until_the_grace_runs_out(se
     client = MlflowClient(tracking_uri=f"http://127.0.0.1:{free_port()}")  # MLflow not listening yet
     now = [1000.0]  # a fake monotonic clock, moved only by the fake wait
     delays: list[float] = []
+    errors_while_waiting: list[float] = []
+    done = threading.Event()
 
     def fake_wait(seconds: float) -> bool:
         delays.append(seconds)
+        if len(delays) == 3:
+            errors_while_waiting.append(samples(scrape(server), "mlops_sync_errors_total")[()])
         now[0] += seconds
+        if len(delays) >= 5:
+            done.set()
+            return True
         return False
 
     worker = SyncWorker(MlflowSync(client, exporter), exporter, interval=10.0, max_backoff=40.0,
-                        wait=fake_wait, startup_grace=30.0, monotonic=lambda: now[0])
-    for _ in range(3):  # at 0, 10 and 20 s: waiting, at the normal interval
-        assert worker.run_once() is None
-        fake_wait(backoff_delay(worker.failures, worker.interval, worker.max_backoff))
-    assert delays == [10.0, 10.0, 10.0] and worker.failures == 0
-    assert samples(scrape(server), "mlops_sync_errors_total") == {(): 0.0}
-    assert worker.run_once() is None  # 30 s: the grace is over, so it is an error now
-    assert worker.failures == 1
-    assert samples(scrape(server), "mlops_sync_errors_total") == {(): 1.0}
+                        wait=fake_wait, startup_grace=1.5, monotonic=lambda: now[0])
+    worker.start()
+    assert done.wait(60)
+    worker.stop()
+    # At 0, 0.5 and 1 s: waiting, tried again soon (not an interval later: the first read follows MLflow's
+    # start at once, and scrapes wait for it); at 1.5 s the grace is over: errors, with backoff.
+    assert delays == [STARTUP_POLL_S] * 3 + [20.0, 40.0]
+    assert errors_while_waiting == [0.0]
+    assert samples(scrape(server), "mlops_sync_errors_total") == {(): 2.0}

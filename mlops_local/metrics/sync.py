@@ -34,6 +34,9 @@ BACKOFF_INTERVALS = 4  # by default the backoff stops growing at 4 sync interval
 # honcho starts the UI and MLflow together and MLflow takes a while to listen: until the first sync
 # succeeds, and for this long at most, a refused connection means "not up yet", not an error.
 STARTUP_GRACE_S = 120.0
+# How often the sync tries again while MLflow is still starting (a refused connect costs nothing): the
+# first read then follows MLflow's start within this, not a whole interval later (scrapes wait for it).
+STARTUP_POLL_S = 0.5
 
 
 class SyncTarget(Protocol):
@@ -243,6 +246,7 @@ class SyncWorker:
         self._monotonic = monotonic
         self._started_at = monotonic()
         self.synced_once = False
+        self.waiting_for_mlflow = False  # the last try found MLflow still starting
 
     def start(self) -> None:
         """Start the daemon thread (the first sync runs at once)."""
@@ -265,11 +269,13 @@ class SyncWorker:
 
     def run_once(self) -> SyncResult | None:
         """One sync; a failure is logged, counted in mlops_sync_errors_total and returns None."""
+        self.waiting_for_mlflow = False
         try:
             result = self.sync.sync_once(self._stop)
         except Exception as exc:  # noqa: BLE001 - the thread must survive anything MLflow does
             if self._starting_up(exc):
                 log.debug("MLflow is not up yet (connection refused); waiting for it")
+                self.waiting_for_mlflow = True
                 return None
             self.failures += 1
             self.exporter.record_sync_error()
@@ -293,8 +299,14 @@ class SyncWorker:
         return (not self.synced_once and connection_refused(exc)
                 and self._monotonic() - self._started_at < self.startup_grace)
 
+    def next_delay(self) -> float:
+        """Seconds until the next sync: soon while MLflow is starting, else the interval with backoff."""
+        if self.waiting_for_mlflow:
+            return min(STARTUP_POLL_S, self.interval)
+        return backoff_delay(self.failures, self.interval, self.max_backoff)
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             self.run_once()
-            if self._wait(backoff_delay(self.failures, self.interval, self.max_backoff)):
+            if self._wait(self.next_delay()):
                 return
