@@ -124,7 +124,7 @@ ModelKeeper = Callable[[dict[str, float], Callable[[Path], None]], None]
 
 @dataclass
 class Prepared:
-    """A training's data, split and unfitted pipeline (what a re-fit of the same request rebuilds)."""
+    """A training's data, split and unfitted pipeline (a sweep's baseline builds the same for its fit)."""
 
     data: LoadedDataset
     test_size: float
