@@ -151,6 +151,31 @@ def _settled_box(page, locator, timeout_s: float = 10.0) -> dict:
     raise AssertionError(f"{locator} kept moving for {timeout_s} s")
 
 
+def click_until(page, locator, started, attempts: int = 3, wait_ms: int = 20_000) -> None:
+    """Click the button ``locator`` until ``started`` (a locator) shows, at most ``attempts`` times.
+
+    The button is clicked once its box stopped moving (an expander opening above it animates). A click
+    can still be lost under load (seen once in CI: the Send button of a just-opened expander, nothing
+    started, the page idle): it is clicked again only when the page is idle, ``started`` is not there
+    and the button is still enabled, so a click that did land is never repeated.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(attempts):
+        wait_script_done(page)
+        locator.wait_for()
+        _settled_box(page, locator)
+        locator.click()
+        try:
+            started.first.wait_for(timeout=wait_ms)
+            return
+        except PlaywrightTimeout:
+            wait_script_done(page)
+            if started.count() or not locator.is_enabled():
+                return  # it landed; the page was slow to show it
+    raise AssertionError(f"{locator} did not start anything after {attempts} clicks")
+
+
 def tick_row(page, name: str, row: int, attempts: int = 3) -> None:
     """Click the selection checkbox of ``row`` (0 = first data row) of the dataframe with ``key=name``.
 

@@ -15,7 +15,7 @@ from mlops_local import runs
 from mlops_local.ml.training import train
 from mlops_local.ml.types import DatasetSpec, TrainRequest
 from mlops_local.settings import Settings
-from tests.browser import key, metric_value, open_page, screenshot, wait_idle, wait_script_done
+from tests.browser import click_until, key, metric_value, open_page, screenshot, wait_idle, wait_script_done
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -42,7 +42,8 @@ def test_serving_page_with_a_live_model_and_sample_traffic(honcho_stack: dict[st
     assert (metric_value(page, "Model"), metric_value(page, "Version")) == (name, str(version))
 
     page.get_by_text("Send sample traffic").click()
-    page.locator(key("serving_traffic_send")).locator("button").click()
+    click_until(page, page.locator(key("serving_traffic_send")).locator("button"),
+                page.get_by_text(re.compile(r"Sending sample traffic|Sample traffic (in|stopped after) ")))
     sending = re.compile(r"Sending sample traffic: \d+ of 30 s · [1-9][\d,]* requests sent")
     page.get_by_text(sending).wait_for()
     # While the traffic runs the numbers refresh every few seconds; they fill once Prometheus scraped it.
