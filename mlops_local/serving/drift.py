@@ -32,6 +32,7 @@ Validation 2020), and more where rare bins stay empty (the ``EPSILON`` floor). O
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -104,9 +105,12 @@ def null_psi(expected: np.ndarray, rows: int, reference_rows: int) -> float:
     return window_term + degrees / max(reference_rows, 1)
 
 
+@functools.lru_cache(maxsize=2)
 def _log_factorials(n: int) -> np.ndarray:
-    """ln(k!) for k = 0..n."""
-    return np.fromiter((math.lgamma(k + 1.0) for k in range(n + 1)), dtype=float, count=n + 1)
+    """ln(k!) for k = 0..n (read-only; cached: every column of a reading needs the same row count's)."""
+    values = np.fromiter((math.lgamma(k + 1.0) for k in range(n + 1)), dtype=float, count=n + 1)
+    values.setflags(write=False)
+    return values
 
 
 @dataclass(frozen=True)
